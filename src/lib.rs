@@ -1,0 +1,89 @@
+//! Composable [tower] layers that make an HTTP service fast and keep it standing under load.
+//!
+//! Any tower-based server stacks them: axum, hyper (through `hyper-util`), tonic. Each layer works
+//! alone, in any order; [the recommended order](#stack-order) gives good defaults.
+//!
+//! # Layers
+//!
+//! | module | layer | what it is for |
+//! |---|---|---|
+//! | [`slow`] | [`SlowRequestLayer`](slow::SlowRequestLayer) | per-route latency percentiles, a log of slow requests with their phase breakdown, `Server-Timing`, metrics |
+//! | `cache` | `ResponseCacheLayer` | *(planned)* HTTP response cache with RFC 9111 semantics, in memory and shared through Redis |
+//! | `compression` | `AdaptiveCompressionLayer` | *(planned)* zstd / br / gzip / deflate, with the level chosen per response from its size and the load |
+//! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
+//! | `breaker` | `CircuitBreakerLayer` | *(planned)* keyed circuit breakers with failure-rate and slow-call thresholds |
+//! | `rate_limit` | `RateLimitLayer` | *(planned)* per-client GCRA, in process or shared through Redis |
+//!
+//! Shared by all of them: [`Timings`], a per-request record that every layer and the handler
+//! append phase durations to (queue wait, cache lookup, handler...); the [`metrics`] names and
+//! bucket boundaries; and [`ConfigError`], returned when a layer is built with a bad value.
+//!
+//! # Stack order
+//!
+//! Outermost first:
+//!
+//! 1. `SlowRequestLayer`: sees the whole life of a request, queue wait included.
+//! 2. `RateLimitLayer`: the cheapest rejection comes first.
+//! 3. `ResponseCacheLayer`: a hit skips the queue, compression and the handler.
+//! 4. `PriorityQueueLayer`: admission control over the work that costs something.
+//! 5. `AdaptiveCompressionLayer`: CPU work, so inside admission; inside the cache, so the cache
+//!    stores encoded variants and a hit costs no compression.
+//! 6. `CircuitBreakerLayer`: guards the handler or upstream; an open breaker answers `503`, which
+//!    the cache outside turns into a stale hit when it has one.
+//! 7. the application.
+//!
+//! # Errors
+//!
+//! Every layer keeps `type Error = S::Error` and answers rejections with HTTP responses, so an
+//! axum stack needs no `HandleErrorLayer`. Bad input (malformed headers) counts as absent; bad
+//! configuration fails when the layer is built.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_perf::slow::SlowRequestLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let tracker = SlowRequestLayer::new();
+//! let stats = tracker.handle();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(tracker);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! # let addr = listener.local_addr().unwrap();
+//! tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+//! # let res = reqwest::get(format!("http://{addr}/")).await.unwrap();
+//! # assert!(res.headers().contains_key("server-timing"));
+//! # res.text().await.unwrap();
+//! # let _ = stats.snapshot();
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `axum` (default): read the route from axum's `MatchedPath`.
+//! - `tower-http` (default): read tower-http's `RequestId` extension.
+//! - `full`: everything.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.80.
+//!
+//! [tower]: https://docs.rs/tower
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![deny(unreachable_pub, rustdoc::broken_intra_doc_links)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod error;
+pub mod metrics;
+pub mod slow;
+mod timings;
+mod util;
+
+pub use error::{BoxError, ConfigError};
+pub use timings::{Phase, PhaseGuard, Timings, MAX_PHASES};

@@ -1,0 +1,62 @@
+//! Names, labels and bucket boundaries of the metrics the layers emit.
+//!
+//! Every layer reports through the [`metrics`](https://docs.rs/metrics) facade; the application
+//! installs the exporter it likes (Prometheus, OpenTelemetry, StatsD, ...). Install it **before**
+//! building the layers: each layer describes its metrics once when it is built, and a description
+//! sent while no recorder is installed is lost.
+//!
+//! Names carry their unit and `_total` themselves. They are part of the public interface of the
+//! crate and are kept stable by a snapshot test of the rendered Prometheus text.
+//!
+//! # Example
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use tower_perf::metrics::{names, DURATION_BUCKETS};
+//!
+//! let recorder = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(
+//!         Matcher::Full(names::HTTP_SERVER_REQUEST_DURATION_SECONDS.to_owned()),
+//!         &DURATION_BUCKETS,
+//!     )
+//!     .unwrap()
+//!     .build_recorder();
+//! let handle = recorder.handle();
+//! // metrics::set_global_recorder(recorder).unwrap();
+//! # let _ = handle;
+//! ```
+
+/// The bucket boundaries, in seconds, that OpenTelemetry recommends for HTTP durations.
+///
+/// Pass them to your exporter for [`names::HTTP_SERVER_REQUEST_DURATION_SECONDS`] (for example
+/// `PrometheusBuilder::set_buckets_for_metric`); without them a Prometheus exporter renders a
+/// summary instead of a histogram.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Metric names.
+pub mod names {
+    /// Histogram: time from receiving a request to the end of its response body, in seconds.
+    /// Labels: [`HTTP_REQUEST_METHOD`](super::labels::HTTP_REQUEST_METHOD),
+    /// [`HTTP_ROUTE`](super::labels::HTTP_ROUTE),
+    /// [`HTTP_RESPONSE_STATUS_CODE`](super::labels::HTTP_RESPONSE_STATUS_CODE).
+    pub const HTTP_SERVER_REQUEST_DURATION_SECONDS: &str = "http_server_request_duration_seconds";
+    /// Gauge: requests whose response has not ended yet. Label: `http_request_method`.
+    pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
+    /// Counter: requests slower than their route's threshold. Labels: `http_request_method`,
+    /// `http_route`.
+    pub const SLOW_REQUESTS_TOTAL: &str = "tower_perf_slow_requests_total";
+}
+
+/// Label names.
+pub mod labels {
+    /// The request method: one of the nine standard methods, or `_OTHER`.
+    pub const HTTP_REQUEST_METHOD: &str = "http_request_method";
+    /// The route template (axum's `MatchedPath`), never the raw path.
+    pub const HTTP_ROUTE: &str = "http_route";
+    /// The response status code; `499` when the client went away before the response head.
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http_response_status_code";
+    /// The kind of error when the inner service failed instead of answering.
+    pub const ERROR_TYPE: &str = "error_type";
+}

@@ -1,0 +1,87 @@
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::service::Tracked;
+use super::stats::Outcome;
+
+pin_project! {
+    /// Response body of [`SlowRequest`](super::SlowRequest): the inner body, unchanged, plus the
+    /// bookkeeping that records the request when the body ends.
+    ///
+    /// The request ends when the last frame has been produced (or the body reports its end); a
+    /// body error ends it as an error; dropping the body before its end (the client went away)
+    /// records it as canceled.
+    pub struct SlowBody<B> {
+        #[pin]
+        inner: B,
+        tracked: Option<Tracked>,
+    }
+}
+
+impl<B> SlowBody<B> {
+    pub(crate) fn new(inner: B, tracked: Option<Tracked>) -> Self {
+        Self { inner, tracked }
+    }
+
+    /// The inner body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
+    /// Consumes `self`, returning the inner body. The request is then recorded as canceled
+    /// unless it had already ended.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> Body for SlowBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if let Some(tracked) = this.tracked.as_mut() {
+            match &frame {
+                None => tracked.finish(Outcome::Completed),
+                Some(Err(_)) => tracked.finish(Outcome::Error),
+                Some(Ok(_)) if this.inner.is_end_stream() => tracked.finish(Outcome::Completed),
+                Some(Ok(_)) => return Poll::Ready(frame),
+            }
+            *this.tracked = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Default> Default for SlowBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
+impl<B> std::fmt::Debug for SlowBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlowBody").finish_non_exhaustive()
+    }
+}

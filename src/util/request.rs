@@ -1,0 +1,37 @@
+//! Reading what the layers need from a request: its route and its id.
+
+use http::header::HeaderName;
+use http::{Extensions, HeaderMap, HeaderValue};
+
+/// The header tower-http's request-id middleware uses by default.
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The route template axum matched for this request, if the request went through an axum router
+/// before reaching the layer (the layer was added with `Router::layer` / `route_layer`).
+pub(crate) fn matched_path(ext: &Extensions) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        ext.get::<axum::extract::MatchedPath>().map(|m| m.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = ext;
+        None
+    }
+}
+
+/// The request id: tower-http's `RequestId` extension when present, else the `header` value.
+/// Cloning a `HeaderValue` is a reference-count increment, not a copy.
+pub(crate) fn request_id(
+    ext: &Extensions,
+    headers: &HeaderMap,
+    header: &HeaderName,
+) -> Option<HeaderValue> {
+    #[cfg(feature = "tower-http")]
+    if let Some(id) = ext.get::<tower_http::request_id::RequestId>() {
+        return Some(id.header_value().clone());
+    }
+    #[cfg(not(feature = "tower-http"))]
+    let _ = ext;
+    headers.get(header).cloned()
+}
