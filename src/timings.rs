@@ -229,7 +229,10 @@ mod tests {
         let phases = t.phases();
         assert_eq!(phases.len(), MAX_PHASES);
         assert_eq!(phases[0].name(), "p0");
-        assert_eq!(phases[MAX_PHASES - 1].name(), format!("p{}", MAX_PHASES - 1));
+        assert_eq!(
+            phases[MAX_PHASES - 1].name(),
+            format!("p{}", MAX_PHASES - 1)
+        );
         assert_eq!(t.dropped(), 3);
     }
 
@@ -249,7 +252,13 @@ mod tests {
         assert_eq!(g.finish(), Duration::from_millis(7));
         let g = t.start("skipped");
         g.cancel();
-        assert_eq!(t.phases(), vec![Phase { name: "db".into(), duration: Duration::from_millis(7) }]);
+        assert_eq!(
+            t.phases(),
+            vec![Phase {
+                name: "db".into(),
+                duration: Duration::from_millis(7)
+            }]
+        );
     }
 
     #[test]

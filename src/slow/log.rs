@@ -82,7 +82,8 @@ impl EventLimiter {
         if self.burst == 0 {
             return None;
         }
-        let period = now.saturating_duration_since(self.start).as_nanos() as u64 / self.interval_nanos;
+        let period =
+            now.saturating_duration_since(self.start).as_nanos() as u64 / self.interval_nanos;
         let seen = self.period.load(Ordering::Relaxed);
         if period != seen
             && self

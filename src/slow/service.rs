@@ -138,8 +138,11 @@ impl Tracked {
         self.head = Some(head);
         self.status = Some(res.status().as_u16());
         if self.request_id.is_none() {
-            self.request_id =
-                request_id(res.extensions(), res.headers(), &self.shared.request_id_header);
+            self.request_id = request_id(
+                res.extensions(),
+                res.headers(),
+                &self.shared.request_id_header,
+            );
         }
         if self.shared.server_timing {
             if let Some(value) = server_timing(&self.timings, head) {

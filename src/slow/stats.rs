@@ -320,8 +320,7 @@ impl Registry {
         default_threshold: Duration,
         thresholds: HashMap<String, Duration>,
     ) -> Self {
-        let threshold_of =
-            |name: &str| thresholds.get(name).copied().unwrap_or(default_threshold);
+        let threshold_of = |name: &str| thresholds.get(name).copied().unwrap_or(default_threshold);
         let unmatched = Arc::new(RouteStats::new(
             UNMATCHED_ROUTE.into(),
             threshold_of(UNMATCHED_ROUTE),
@@ -420,9 +419,19 @@ mod tests {
     async fn window_forgets_old_slices_and_total_keeps_them() {
         let l = layout(6);
         let r = RouteStats::new("/a".into(), Duration::from_secs(1), &l);
-        r.record(&l, Instant::now(), Duration::from_millis(10), Outcome::Completed);
+        r.record(
+            &l,
+            Instant::now(),
+            Duration::from_millis(10),
+            Outcome::Completed,
+        );
         tokio::time::advance(Duration::from_secs(30)).await;
-        r.record(&l, Instant::now(), Duration::from_millis(20), Outcome::Error);
+        r.record(
+            &l,
+            Instant::now(),
+            Duration::from_millis(20),
+            Outcome::Error,
+        );
         let s = r.snapshot(&l, Instant::now());
         assert_eq!(s.window.count, 2);
         assert_eq!(s.window.errors, 1);
@@ -471,7 +480,12 @@ mod tests {
     async fn huge_latencies_are_clamped() {
         let l = layout(1);
         let r = RouteStats::new("/a".into(), Duration::from_secs(1), &l);
-        r.record(&l, Instant::now(), Duration::from_secs(86_400 * 365), Outcome::Completed);
+        r.record(
+            &l,
+            Instant::now(),
+            Duration::from_secs(86_400 * 365),
+            Outcome::Completed,
+        );
         let s = r.snapshot(&l, Instant::now()).total;
         assert_eq!(s.max, Duration::from_micros(MAX_MICROS));
     }
