@@ -70,7 +70,7 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! Rust 1.80.
+//! Rust 1.89 (set by dependencies: `hdrhistogram` needs 1.88, `uuid` through tower-http 1.89).
 //!
 //! [tower]: https://docs.rs/tower
 

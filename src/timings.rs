@@ -72,9 +72,19 @@ impl fmt::Debug for Phase {
 #[derive(Clone, Default)]
 pub struct Timings {
     // An `Arc` because the layer that created the record and the layers inside it must all see
-    // the same phases; a `Mutex` because phases are appended from different tasks, rarely at the
-    // same time, so the lock is uncontended and costs one atomic pair.
-    inner: Arc<Mutex<Inner>>,
+    // the same phases.
+    inner: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    // A `Mutex` because phases are appended from different tasks, rarely at the same time, so
+    // the lock is uncontended and costs one atomic pair.
+    phases: Mutex<Inner>,
+    // What the slow-request tracker needs to describe the request if it turns out slow. Kept in
+    // this allocation, which exists anyway, rather than in the tracker's per-request state,
+    // which every response move would copy.
+    request: Option<RequestInfo>,
 }
 
 #[derive(Default)]
@@ -83,10 +93,32 @@ struct Inner {
     dropped: u32,
 }
 
+/// The request a [`Timings`] record belongs to, as the slow-request log shows it.
+pub(crate) struct RequestInfo {
+    pub(crate) method: http::Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) request_id: Option<http::HeaderValue>,
+}
+
 impl Timings {
     /// An empty record.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A record that also describes its request.
+    pub(crate) fn with_request(request: RequestInfo) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                phases: Mutex::default(),
+                request: Some(request),
+            }),
+        }
+    }
+
+    /// The request, when this record was made by [`Timings::with_request`].
+    pub(crate) fn request(&self) -> Option<&RequestInfo> {
+        self.inner.request.as_ref()
     }
 
     /// The record in the request's extensions, if an outer layer put one there.
@@ -139,7 +171,7 @@ impl Timings {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the Vec in a broken state.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.phases.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -1,10 +1,9 @@
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http::header::HeaderName;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -12,7 +11,7 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::snapshot::SlowRequestEntry;
 use super::stats::{Outcome, RouteStats, CLIENT_CLOSED_STATUS, SERVICE_ERROR_STATUS};
-use crate::timings::{is_token, Timings};
+use crate::timings::{is_token, RequestInfo, Timings};
 use crate::util::method::method_index;
 use crate::util::request::{matched_path, request_id};
 
@@ -83,27 +82,33 @@ where
                 None => shared.registry.get(None),
             },
         };
-        let timings = match Timings::from_request(&req) {
-            Some(t) => t.clone(),
+        let method = method_index(req.method());
+        let request_id = request_id(req.extensions(), req.headers(), &shared.request_id_header);
+        let info = RequestInfo {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id,
+        };
+        let (timings, info) = match Timings::from_request(&req) {
+            // An outer layer made the record: append to it, and keep the request apart.
+            Some(t) => (t.clone(), Some(Box::new(info))),
             None => {
-                let t = Timings::new();
+                let t = Timings::with_request(info);
                 req.extensions_mut().insert(t.clone());
-                t
+                (t, None)
             }
         };
-        let method = method_index(req.method());
         shared.active(method).increment(1.0);
         let tracked = Tracked {
-            request_id: request_id(req.extensions(), req.headers(), &shared.request_id_header),
             shared: self.shared.clone(),
             route,
             start,
-            method,
-            method_name: req.method().clone(),
-            uri: req.uri().clone(),
             timings,
+            info,
+            response_request_id: None,
             head: None,
-            status: None,
+            status: 0,
+            method: method as u8,
             done: false,
         };
         ResponseFuture::new(self.inner.call(req), tracked)
@@ -118,15 +123,17 @@ pub(crate) struct Tracked {
     shared: Arc<Shared>,
     route: Arc<RouteStats>,
     start: Instant,
-    method: usize,
-    // Kept for the slow log only; cloning a standard method and a URI parsed by hyper does not
-    // allocate.
-    method_name: Method,
-    uri: Uri,
-    request_id: Option<HeaderValue>,
+    // Also holds the method, URI and request id for the slow log (see `RequestInfo`): this
+    // struct is moved with every move of the response, so it stays small.
     timings: Timings,
+    // The request, when `timings` came from an outer layer and cannot hold it.
+    info: Option<Box<RequestInfo>>,
+    // The request id found on the response, when the request had none.
+    response_request_id: Option<Box<HeaderValue>>,
     head: Option<Duration>,
-    status: Option<u16>,
+    // 0 until the response head.
+    status: u16,
+    method: u8,
     done: bool,
 }
 
@@ -136,18 +143,27 @@ impl Tracked {
     pub(crate) fn on_head<B>(&mut self, res: &mut Response<B>) {
         let head = self.start.elapsed();
         self.head = Some(head);
-        self.status = Some(res.status().as_u16());
-        if self.request_id.is_none() {
-            self.request_id = request_id(
+        self.status = res.status().as_u16();
+        if self.request().request_id.is_none() {
+            self.response_request_id = request_id(
                 res.extensions(),
                 res.headers(),
                 &self.shared.request_id_header,
-            );
+            )
+            .map(Box::new);
         }
         if self.shared.server_timing {
             if let Some(value) = server_timing(&self.timings, head) {
                 res.headers_mut().append(SERVER_TIMING.clone(), value);
             }
+        }
+    }
+
+    fn request(&self) -> &RequestInfo {
+        match (&self.info, self.timings.request()) {
+            (Some(info), _) => info,
+            (None, Some(info)) => info,
+            (None, None) => unreachable!("the tracker made the record, with the request"),
         }
     }
 
@@ -158,24 +174,24 @@ impl Tracked {
         }
         let now = Instant::now();
         let total = now.saturating_duration_since(self.start);
-        let outcome = match (outcome, self.status) {
-            (Outcome::Completed, Some(s)) if s >= 500 => Outcome::Error,
-            (o, _) => o,
+        let outcome = match outcome {
+            Outcome::Completed if self.status >= 500 => Outcome::Error,
+            o => o,
         };
         let shared = &*self.shared;
-        shared.active(self.method).decrement(1.0);
+        let method = usize::from(self.method);
+        shared.active(method).decrement(1.0);
         self.route
             .record(&shared.registry.layout, now, total, outcome);
         let status = match (self.status, outcome) {
-            (Some(s), _) => s,
-            (None, Outcome::Canceled) => CLIENT_CLOSED_STATUS,
-            (None, _) => SERVICE_ERROR_STATUS,
+            (0, Outcome::Canceled) => CLIENT_CLOSED_STATUS,
+            (0, _) => SERVICE_ERROR_STATUS,
+            (s, _) => s,
         };
         self.route
-            .duration_histogram(self.method, status)
-            .record(total.as_secs_f64());
+            .record_duration(method, status, total.as_secs_f64());
         if total >= self.route.threshold {
-            self.route.slow_counter(self.method).increment(1);
+            self.route.slow_counter(method).increment(1);
             self.log_slow(total, outcome, now);
         }
     }
@@ -183,23 +199,25 @@ impl Tracked {
     #[cold]
     fn log_slow(&self, duration: Duration, outcome: Outcome, now: Instant) {
         let shared = &*self.shared;
-        let path = match (shared.log_query, self.uri.path_and_query()) {
+        let request = self.request();
+        let path = match (shared.log_query, request.uri.path_and_query()) {
             (true, Some(pq)) => pq.as_str().to_owned(),
-            _ => self.uri.path().to_owned(),
+            _ => request.uri.path().to_owned(),
         };
+        let request_id = request
+            .request_id
+            .as_ref()
+            .or(self.response_request_id.as_deref());
         let entry = SlowRequestEntry {
             at: SystemTime::now(),
-            method: self.method_name.as_str().to_owned(),
+            method: request.method.as_str().to_owned(),
             route: self.route.name.to_string(),
             path,
-            status: self.status,
+            status: (self.status != 0).then_some(self.status),
             outcome,
             duration,
             head: self.head,
-            request_id: self
-                .request_id
-                .as_ref()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            request_id: request_id.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             phases: self.timings.phases(),
         };
         if let Some(suppressed) = shared.events.allow(now) {
@@ -228,21 +246,88 @@ impl Drop for Tracked {
     }
 }
 
-/// `Server-Timing: <phase>;dur=<ms>, ..., total;dur=<ms>` (RFC-less but W3C-specified syntax).
+/// `Server-Timing: <phase>;dur=<ms>, ..., total;dur=<ms>` (W3C Server Timing syntax), with
+/// durations in milliseconds to the microsecond.
 fn server_timing(timings: &Timings, total: Duration) -> Option<HeaderValue> {
-    let mut value = String::with_capacity(64);
+    // Built on the stack, then copied once into the header value: one exact-size allocation.
+    // (A `Vec` with spare capacity would cost a second one when turned into `Bytes`.)
+    let mut value = Buf::new();
     timings.for_each(|p| {
         if is_token(p.name()) {
-            let _ = write!(
-                value,
-                "{};dur={:.3}, ",
-                p.name(),
-                p.duration().as_secs_f64() * 1e3
-            );
+            value.push(p.name().as_bytes());
+            value.push(b";dur=");
+            push_millis(&mut value, p.duration());
+            value.push(b", ");
         }
     });
-    let _ = write!(value, "total;dur={:.3}", total.as_secs_f64() * 1e3);
-    HeaderValue::try_from(value).ok()
+    value.push(b"total;dur=");
+    push_millis(&mut value, total);
+    HeaderValue::from_bytes(value.as_bytes()).ok()
+}
+
+/// A byte buffer that lives on the stack up to 256 bytes and spills to the heap past that.
+struct Buf {
+    stack: [u8; 256],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Buf {
+    fn new() -> Self {
+        Self {
+            stack: [0; 256],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() && self.len + bytes.len() <= self.stack.len() {
+            self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+/// Appends `d` as milliseconds with three decimals (`12.345`), with integer arithmetic: float
+/// formatting was the largest single cost of the header.
+fn push_millis(out: &mut Buf, d: Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_u64(out, micros / 1000);
+    let frac = micros % 1000;
+    out.push(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+fn push_u64(out: &mut Buf, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push(&buf[i..]);
 }
 
 #[cfg(test)]
@@ -259,5 +344,25 @@ mod tests {
         assert_eq!(v, "cache;dur=0.250, app;dur=12.000, total;dur=12.500");
         let empty = server_timing(&Timings::new(), Duration::ZERO).unwrap();
         assert_eq!(empty, "total;dur=0.000");
+        let long = server_timing(&Timings::new(), Duration::from_secs(86_400)).unwrap();
+        assert_eq!(long, "total;dur=86400000.000");
+        let mut v = Buf::new();
+        push_millis(&mut v, Duration::from_nanos(1_234_567_891));
+        assert_eq!(v.as_bytes(), b"1234.567");
+        // Past the stack buffer, the header spills to the heap intact.
+        let many = Timings::new();
+        for i in 0..16 {
+            many.record(format!("phase-number-{i}"), Duration::from_millis(i));
+        }
+        let v = server_timing(&many, Duration::from_secs(1)).unwrap();
+        assert!(v.len() > 256);
+        assert!(v
+            .to_str()
+            .unwrap()
+            .starts_with("phase-number-0;dur=0.000, phase-number-1;dur=1.000"));
+        assert!(v
+            .to_str()
+            .unwrap()
+            .ends_with("phase-number-15;dur=15.000, total;dur=1000.000"));
     }
 }
