@@ -503,4 +503,73 @@ mod tests {
         let s = r.snapshot(&l, Instant::now()).total;
         assert_eq!(s.max, Duration::from_micros(MAX_MICROS));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// For any arrival times, outcomes and latencies, the window holds exactly the
+            /// requests of the last `slices` slice periods, and the total holds all of them.
+            #[test]
+            fn window_matches_a_model(
+                slices in 1usize..8,
+                slice_ms in 1u64..5_000,
+                events in prop::collection::vec((0u64..20_000, 1u64..5_000_000, 0u8..3), 1..200),
+                query_gap in 0u64..60_000,
+            ) {
+                let start = Instant::now();
+                let l = Layout {
+                    start,
+                    slice_nanos: slice_ms * 1_000_000,
+                    slices,
+                    precision: 2,
+                };
+                let r = RouteStats::new("/p".into(), Duration::from_secs(1), &l);
+                let mut t = 0u64;
+                let mut model = Vec::new();
+                for (gap, micros, kind) in &events {
+                    t += gap;
+                    let outcome = [Outcome::Completed, Outcome::Error, Outcome::Canceled][*kind as usize];
+                    r.record(&l, start + Duration::from_millis(t), Duration::from_micros(*micros), outcome);
+                    model.push((t / slice_ms, *micros, outcome));
+                }
+                let now_ms = t + query_gap;
+                let snap = r.snapshot(&l, start + Duration::from_millis(now_ms));
+                let current = now_ms / slice_ms;
+                let in_window: Vec<_> = model
+                    .iter()
+                    .filter(|(e, _, _)| *e + slices as u64 > current)
+                    .collect();
+                prop_assert_eq!(snap.window.count, in_window.len() as u64);
+                prop_assert_eq!(
+                    snap.window.canceled,
+                    in_window.iter().filter(|m| m.2 == Outcome::Canceled).count() as u64
+                );
+                prop_assert_eq!(
+                    snap.window.errors,
+                    in_window.iter().filter(|m| m.2 == Outcome::Error).count() as u64
+                );
+                let window_max = in_window
+                    .iter()
+                    .filter(|m| m.2 != Outcome::Canceled)
+                    .map(|m| m.1)
+                    .max()
+                    .unwrap_or(0);
+                prop_assert_eq!(snap.window.max, Duration::from_micros(window_max));
+                prop_assert_eq!(snap.total.count, model.len() as u64);
+                let total_max = model
+                    .iter()
+                    .filter(|m| m.2 != Outcome::Canceled)
+                    .map(|m| m.1)
+                    .max()
+                    .unwrap_or(0);
+                prop_assert_eq!(snap.total.max, Duration::from_micros(total_max));
+                // Percentiles are ordered and bounded by the max.
+                let w = snap.window;
+                prop_assert!(w.p50 <= w.p90 && w.p90 <= w.p95 && w.p95 <= w.p99);
+                prop_assert!(w.p99 <= w.p999 && w.p999 <= w.max);
+            }
+        }
+    }
 }
