@@ -5,6 +5,10 @@
 //! building the layers: each layer describes its metrics once when it is built, and a description
 //! sent while no recorder is installed is lost.
 //!
+//! With `metrics-exporter-prometheus` installed through `install_recorder` (no HTTP listener of
+//! its own), call `PrometheusHandle::run_upkeep` every few seconds, for example from a tokio
+//! interval task: it drains the histograms' buffers, which otherwise grow until the next render.
+//!
 //! Names carry their unit and `_total` themselves. They are part of the public interface of the
 //! crate and are kept stable by a snapshot test of the rendered Prometheus text.
 //!

@@ -223,6 +223,48 @@ impl fmt::Debug for PhaseGuard {
     }
 }
 
+/// In axum handlers, `Timings` is an extractor: the record of the layer outside, or a detached
+/// empty one when no layer put one in the request (so the handler works either way, and what it
+/// records then goes nowhere). `Option<Timings>` tells the two cases apart.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_perf::Timings;
+///
+/// async fn dashboard(timings: Timings) -> &'static str {
+///     let _db = timings.start("db"); // recorded when dropped
+///     "ok"
+/// }
+/// let app: axum::Router = axum::Router::new().route("/", axum::routing::get(dashboard));
+/// ```
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Timings {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Timings>()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Timings {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Timings>().cloned())
+    }
+}
+
 /// Whether `name` is an HTTP token (RFC 9110 section 5.6.2), as `Server-Timing` names must be.
 pub(crate) fn is_token(name: &str) -> bool {
     !name.is_empty()

@@ -615,3 +615,51 @@ fn bad_configuration_names_the_field() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn timings_extractor_with_and_without_the_layer() {
+    async fn handler(timings: Timings, maybe: Option<Timings>) -> String {
+        timings.record("db", Duration::from_millis(3));
+        format!("layer={}", maybe.is_some())
+    }
+    let tracker = SlowRequestLayer::new();
+    let with = Router::new().route("/", get(handler)).layer(tracker);
+    let without = Router::new().route("/", get(handler));
+    let (with, without) = (serve(with).await, serve(without).await);
+    let client = client();
+
+    let res = client.get(format!("http://{with}/")).send().await.unwrap();
+    let st = res.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert!(st.starts_with("db;dur=3.000, total;dur="), "{st}");
+    assert_eq!(res.text().await.unwrap(), "layer=true");
+
+    // Without the layer the handler still runs; its phases go nowhere.
+    let res = client
+        .get(format!("http://{without}/"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("server-timing").is_none());
+    assert_eq!(res.text().await.unwrap(), "layer=false");
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_json_has_clean_millisecond_figures() {
+    let tracker = SlowRequestLayer::new();
+    let stats = tracker.handle();
+    let app = Router::new()
+        .route("/sleep/{ms}", get(sleep_ms))
+        .layer(tracker);
+    let addr = serve(app).await;
+    client()
+        .get(format!("http://{addr}/sleep/45"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json = serde_json::to_string(&stats.snapshot()).unwrap();
+    assert!(json.contains("\"max_ms\":45.0"), "{json}");
+    assert!(json.contains("\"window_ms\":60000.0"), "{json}");
+}

@@ -139,6 +139,10 @@ impl SlowRequestBuilder {
 
     /// Add a `Server-Timing` header built from the request's [`Timings`](crate::Timings) plus a
     /// `total` entry. On by default.
+    ///
+    /// The header goes out with the response head, so it holds the phases finished by then, and
+    /// `total` is the time to the head: for a streamed response (an export, server-sent events)
+    /// it does not include the time spent streaming the body. The slow log and the metrics do.
     pub fn server_timing(mut self, on: bool) -> Self {
         self.server_timing = on;
         self
@@ -163,6 +167,10 @@ impl SlowRequestBuilder {
     /// the layer placed outside the router). Return a route *template*, never the raw path: the
     /// number of routes is bounded, and raw paths would fill the bound with one-off entries.
     /// `None` puts the request in the `unmatched` bucket.
+    ///
+    /// The returned `&str` may borrow from the request or be `'static`; a closure infers the
+    /// right signature, and a named function works when written with elided lifetimes,
+    /// `fn route(parts: &Parts) -> Option<&str>`.
     ///
     /// ```
     /// use tower_perf::slow::SlowRequestLayer;

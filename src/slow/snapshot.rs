@@ -115,8 +115,14 @@ pub struct SlowRequestEntry {
     pub phases: Vec<Phase>,
 }
 
+/// Milliseconds to the microsecond, computed so that they print short (`0.045`, not
+/// `0.045000000000000005`): the figures are microsecond-based anyway.
+fn to_millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1e3
+}
+
 fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1e3)
+    s.serialize_f64(to_millis(*d))
 }
 
 fn opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -141,7 +147,7 @@ fn phases<S: Serializer>(p: &[Phase], s: S) -> Result<S::Ok, S::Error> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut st = s.serialize_struct("Phase", 2)?;
             st.serialize_field("name", self.0.name())?;
-            st.serialize_field("ms", &(self.0.duration().as_secs_f64() * 1e3))?;
+            st.serialize_field("ms", &to_millis(self.0.duration()))?;
             st.end()
         }
     }
