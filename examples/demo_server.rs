@@ -2,10 +2,15 @@
 //!
 //! This is the kind of application the crate is made for: cheap reads that a cache would love, an
 //! expensive dashboard, a multi-megabyte streamed export, and a call to a flaky payment provider.
-//! Every route goes through the same stack (see [`build_stack`]); today that stack holds the
-//! [`SlowRequestLayer`], which gives every response a `Server-Timing` header, keeps latency
-//! percentiles per route, logs slow requests with their phase breakdown (`db`, `aggregate`,
-//! `provider`, ...) and reports `http_server_request_duration_seconds` to Prometheus.
+//! Every route goes through the same stack (see [`build_stack`]); today that stack holds:
+//!
+//! - the [`SlowRequestLayer`], which gives every response a `Server-Timing` header, keeps latency
+//!   percentiles per route, logs slow requests with their phase breakdown (`db`, `aggregate`,
+//!   `provider`, ...) and reports `http_server_request_duration_seconds` to Prometheus;
+//! - the [`ResponseCacheLayer`], which serves the list, items and dashboard from memory following
+//!   their `Cache-Control` (see `Cache-Status` and `Age` on the responses), refreshes the
+//!   dashboard in the background while serving it stale (`stale-while-revalidate`), answers
+//!   `If-None-Match` with 304, and is purged by tag when a property is created.
 //!
 //! # Run it
 //!
@@ -16,6 +21,12 @@
 //! SLOW_THRESHOLD_MS=10 cargo run --release --example demo_server
 //! curl -i http://127.0.0.1:3000/api/v1/dashboard
 //! curl -s http://127.0.0.1:3000/admin/stats
+//!
+//! # The cache: a miss, then a hit (compare Cache-Status, Age and Server-Timing)
+//! curl -si http://127.0.0.1:3000/api/v1/properties?page=2 | grep -iE 'cache-status|age|server-timing'
+//! curl -si http://127.0.0.1:3000/api/v1/properties?page=2 | grep -iE 'cache-status|age|server-timing'
+//! curl -s -X POST http://127.0.0.1:3000/admin/cache/purge -d '{"tags":["properties"]}' \
+//!      -H 'content-type: application/json'
 //! ```
 //!
 //! Environment:
@@ -25,6 +36,7 @@
 //! | `HOST` | `127.0.0.1` | IP address to listen on |
 //! | `PORT` | `3000` | TCP port to listen on |
 //! | `SLOW_THRESHOLD_MS` | `1000` | requests at or above this are slow (the export route: 60 s) |
+//! | `CACHE_MAX_MB` | `64` | memory budget of the response cache |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable and exit code 2.
@@ -39,7 +51,9 @@
 //! - `GET /api/v1/payments/{id}/status`: calls a simulated payment provider
 //! - `GET|PUT /admin/payments/fault` (`{"failure_rate": 0.0-1.0, "latency_ms": n}`): make the
 //!   provider fail or slow down
-//! - `GET /admin/stats`: latency percentiles per route and the recent slow requests
+//! - `GET /admin/stats`: latency percentiles per route, the recent slow requests, cache stats
+//! - `POST /admin/cache/purge` (`{"tags": [...]}`, `{"uri": "/..."}`, `{"prefix": "/..."}`,
+//!   optional `"hard": false` to mark stale instead of removing)
 //! - `GET /metrics`: Prometheus text; `GET /health`, `/ready`, `/alive`
 
 use std::collections::BTreeMap;
@@ -59,9 +73,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION,
 };
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -73,6 +87,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
 use tower_perf::{PhaseGuard, Timings};
@@ -90,6 +105,16 @@ const EXPORT_SLOW_THRESHOLD: Duration = Duration::from_secs(60);
 /// How many recent slow requests `/admin/stats` can show.
 const SLOW_LOG_CAPACITY: usize = 200;
 
+/// How long a stale cache entry may still be served, while it is refreshed in the background or
+/// while the origin fails, when the response does not say.
+const CACHE_GRACE: Duration = Duration::from_secs(30);
+
+/// The cache tag of everything derived from the property list; a write purges it.
+const PROPERTIES_TAG: &str = "properties";
+
+/// The response header handlers use to tag what the cache stores (read and removed by the cache).
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
 /// Exit code for a bad environment variable.
 const EXIT_CONFIG: u8 = 2;
 
@@ -97,6 +122,7 @@ const EXIT_CONFIG: u8 = 2;
 struct Config {
     addr: SocketAddr,
     slow_threshold: Duration,
+    cache_max_bytes: u64,
 }
 
 impl Config {
@@ -105,12 +131,17 @@ impl Config {
         let host: IpAddr = env_or("HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let port: u16 = env_or("PORT", 3000)?;
         let slow_ms: u64 = env_or("SLOW_THRESHOLD_MS", 1000)?;
+        let cache_mb: u64 = env_or("CACHE_MAX_MB", 64)?;
+        if cache_mb == 0 {
+            return Err("invalid CACHE_MAX_MB=0: must be at least 1 (MiB)".into());
+        }
         if slow_ms == 0 {
             return Err("invalid SLOW_THRESHOLD_MS=0: must be at least 1 (milliseconds)".into());
         }
         Ok(Self {
             addr: SocketAddr::new(host, port),
             slow_threshold: Duration::from_millis(slow_ms),
+            cache_max_bytes: cache_mb.saturating_mul(1024 * 1024),
         })
     }
 }
@@ -297,10 +328,10 @@ async fn shutdown_signal() {
 struct Layers {
     slow: SlowRequestLayer,
     // rate_limit: RateLimitLayer,        // per client on /api/*: 100 req/s, burst 200
-    // cache: ResponseCacheLayer,         // memory L1; Redis L2 when REDIS_URL is set
-    // queue: PriorityQueueLayer,         // x-priority header, else by route
-    // compression: AdaptiveCompressionLayer,
-    // breaker: CircuitBreakerLayer,      // keyed per route; guards the payment provider
+    cache: ResponseCacheLayer, // memory tier; Redis tier (REDIS_URL) to come
+                               // queue: PriorityQueueLayer,         // x-priority header, else by route
+                               // compression: AdaptiveCompressionLayer,
+                               // breaker: CircuitBreakerLayer,      // keyed per route; guards the payment provider
 }
 
 impl Layers {
@@ -311,13 +342,21 @@ impl Layers {
             .slow_log_capacity(SLOW_LOG_CAPACITY)
             .build()
             .map_err(|e| format!("slow request tracker: {e}"))?;
-        Ok(Self { slow })
+        // Freshness comes from each handler's Cache-Control; the grace lets a stale entry be
+        // served for 30 s while it is refreshed, or while the origin fails.
+        let cache = ResponseCacheLayer::builder()
+            .max_bytes(config.cache_max_bytes)
+            .grace(CACHE_GRACE)
+            .build()
+            .map_err(|e| format!("response cache: {e}"))?;
+        Ok(Self { slow, cache })
     }
 
     /// What the admin endpoints read while the layers serve requests.
     fn handles(&self) -> Handles {
         Handles {
             slow: self.slow.handle(),
+            cache: self.cache.handle(),
         }
     }
 }
@@ -326,7 +365,7 @@ impl Layers {
 #[derive(Clone)]
 struct Handles {
     slow: SlowRequestHandle,
-    // cache: ResponseCacheHandle,
+    cache: CacheHandle,
     // breakers: CircuitBreakerHandle,
     // queue: PriorityQueueHandle,
     // rate_limit: RateLimitHandle,
@@ -337,7 +376,7 @@ struct Handles {
 /// `Router::layer` puts the layers *after* routing, so they see axum's `MatchedPath` and report
 /// per route template (`/api/v1/properties/{id}`), never per raw path.
 fn build_stack(router: Router, layers: Layers) -> Router {
-    let Layers { slow } = layers;
+    let Layers { slow, cache } = layers;
     router.layer(
         ServiceBuilder::new()
             // Request ids first, so every layer below (and the tracker's slow log) sees one.
@@ -353,7 +392,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 2. Rate limit: the cheapest rejection comes first.
             //    .layer(rate_limit)
             // 3. Response cache: a hit skips the queue, compression and the handler.
-            //    .layer(cache)
+            .layer(cache)
             // 4. Priority queue: admission control over the work that costs something.
             //    .layer(queue)
             // 5. Adaptive compression: inside admission, inside the cache.
@@ -432,6 +471,7 @@ fn app(state: AppState) -> Router {
         .route("/api/v1/payments/{id}/status", get(payment_status))
         .route("/admin/payments/fault", get(get_fault).put(put_fault))
         .route("/admin/stats", get(admin_stats))
+        .route("/admin/cache/purge", post(purge_cache))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -889,10 +929,13 @@ async fn list_properties(
         items,
     };
     Ok((
-        [(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        )],
+        [
+            (
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            ),
+            (CACHE_TAG, HeaderValue::from_static(PROPERTIES_TAG)),
+        ],
         Json(body),
     )
         .into_response())
@@ -939,7 +982,11 @@ async fn get_property(
             .into_response());
     }
     Ok((
-        [(ETAG, etag), (CACHE_CONTROL, cache_control)],
+        [
+            (ETAG, etag),
+            (CACHE_CONTROL, cache_control),
+            (CACHE_TAG, HeaderValue::from_static(PROPERTIES_TAG)),
+        ],
         Json(property),
     )
         .into_response())
@@ -1030,6 +1077,10 @@ async fn create_property(
         property
     };
     tracing::info!(id = property.id, "property created");
+    // Every cached list page (and item) derived from the data set is now out of date. The cache
+    // already invalidated `POST`'s own URI and `Location` (RFC 9111 4.4); the tag covers the
+    // rest: `?page=2`, `?status=leased`, ...
+    state.layers.cache.purge_tags([PROPERTIES_TAG], true);
     let location = HeaderValue::from_str(&format!("/api/v1/properties/{}", property.id))
         .expect("a path of ASCII digits is a valid header value");
     let etag = HeaderValue::from_str(&property.etag()).expect("an ETag is digits, '-' and quotes");
@@ -1380,6 +1431,63 @@ async fn put_fault(
 // Operations: stats, metrics, health
 // ------------------------------------------------------------------------------------------------
 
+/// Body of `POST /admin/cache/purge`: tags, a URI (path and query) and/or a path prefix.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    #[serde(default)]
+    tags: Vec<String>,
+    uri: Option<String>,
+    prefix: Option<String>,
+    /// `false`: mark stale (served stale while refreshed) instead of removing. Default: true.
+    #[serde(default = "yes")]
+    hard: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn purge_cache(
+    State(state): State<AppState>,
+    payload: Result<Json<PurgeRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = payload?;
+    if req.tags.is_empty() && req.uri.is_none() && req.prefix.is_none() {
+        return Err(ApiError::bad_request(
+            "give at least one of `tags`, `uri` or `prefix`",
+        ));
+    }
+    for value in req.uri.iter().chain(req.prefix.iter()) {
+        if !value.starts_with('/') || value.len() > 2048 {
+            return Err(ApiError::bad_request(format!(
+                "`uri` and `prefix` are paths starting with '/', got {value:?}"
+            )));
+        }
+    }
+    if req.tags.len() > 100 || req.tags.iter().any(|t| t.is_empty() || t.len() > 200) {
+        return Err(ApiError::bad_request(
+            "`tags`: 1 to 100 tags of 1 to 200 characters",
+        ));
+    }
+    let cache = &state.layers.cache;
+    if !req.tags.is_empty() {
+        cache.purge_tags(&req.tags, req.hard);
+    }
+    if let Some(uri) = &req.uri {
+        cache.purge_uri(uri, req.hard);
+    }
+    if let Some(prefix) = &req.prefix {
+        cache.purge_prefix(prefix, req.hard);
+    }
+    tracing::info!(tags = ?req.tags, uri = ?req.uri, prefix = ?req.prefix, hard = req.hard, "cache purged");
+    Ok(Json(json!({
+        "purged": { "tags": req.tags, "uri": req.uri, "prefix": req.prefix, "hard": req.hard },
+        "cache": cache.stats(),
+    }))
+    .into_response())
+}
+
 async fn admin_stats(State(state): State<AppState>) -> Response {
     let layers = &state.layers;
     Json(json!({
@@ -1387,7 +1495,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         "latency": layers.slow.snapshot(),
         // The most recent slow requests, newest first, with their phases and request ids.
         "slow_requests": layers.slow.slow_requests(),
-        // "cache": layers.cache.stats(),
+        // Hits, misses, stale, entries, bytes, hit ratio, evictions.
+        "cache": layers.cache.stats(),
         // "breakers": layers.breakers.snapshot(),
         // "queue": layers.queue.snapshot(),
         // "rate_limiter": layers.rate_limit.stats(),

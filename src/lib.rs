@@ -8,7 +8,7 @@
 //! | module | layer | what it is for |
 //! |---|---|---|
 //! | [`slow`] | [`SlowRequestLayer`](slow::SlowRequestLayer) | per-route latency percentiles, a log of slow requests with their phase breakdown, `Server-Timing`, metrics |
-//! | `cache` | `ResponseCacheLayer` | *(planned)* HTTP response cache with RFC 9111 semantics, in memory and shared through Redis |
+//! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics, in memory (the shared Redis tier is planned) |
 //! | `compression` | `AdaptiveCompressionLayer` | *(planned)* zstd / br / gzip / deflate, with the level chosen per response from its size and the load |
 //! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
 //! | `breaker` | `CircuitBreakerLayer` | *(planned)* keyed circuit breakers with failure-rate and slow-call thresholds |
@@ -79,11 +79,14 @@
 #![deny(unreachable_pub, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod cache;
 mod error;
 pub mod metrics;
+mod reject;
 pub mod slow;
 mod timings;
 mod util;
 
 pub use error::{BoxError, ConfigError};
+pub use reject::Rejected;
 pub use timings::{Phase, PhaseGuard, Timings, MAX_PHASES};

@@ -51,6 +51,16 @@ pub mod names {
     /// Counter: requests slower than their route's threshold. Labels: `http_request_method`,
     /// `http_route`.
     pub const SLOW_REQUESTS_TOTAL: &str = "tower_perf_slow_requests_total";
+    /// Counter: requests the response cache handled, by tier and result. Labels: `cache_tier`
+    /// (`memory`), `cache_result` (`hit`, `miss`, `stale`, `bypass`, `error`).
+    pub const CACHE_REQUESTS_TOTAL: &str = "tower_perf_cache_requests_total";
+    /// Gauge: bytes held by a cache tier (body, headers and bookkeeping). Label: `cache_tier`.
+    pub const CACHE_SIZE_BYTES: &str = "tower_perf_cache_size_bytes";
+    /// Gauge: entries held by a cache tier. Label: `cache_tier`.
+    pub const CACHE_ENTRIES: &str = "tower_perf_cache_entries";
+    /// Counter: entries removed from the memory tier. Label: `cause` (`expired`, `size`,
+    /// `explicit`, `replaced`).
+    pub const CACHE_EVICTIONS_TOTAL: &str = "tower_perf_cache_evictions_total";
 }
 
 /// Label names.
@@ -63,4 +73,10 @@ pub mod labels {
     pub const HTTP_RESPONSE_STATUS_CODE: &str = "http_response_status_code";
     /// The kind of error when the inner service failed instead of answering.
     pub const ERROR_TYPE: &str = "error_type";
+    /// The cache tier: `memory` (and `redis` with the Redis tier).
+    pub const CACHE_TIER: &str = "cache_tier";
+    /// What the cache did: `hit`, `miss`, `stale`, `bypass`, `error`.
+    pub const CACHE_RESULT: &str = "cache_result";
+    /// Why an entry was evicted.
+    pub const CAUSE: &str = "cause";
 }

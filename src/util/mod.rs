@@ -1,4 +1,6 @@
 //! Helpers shared by the layers. One place, never copied into a layer.
 
+pub(crate) mod accept_encoding;
+pub(crate) mod header;
 pub(crate) mod method;
 pub(crate) mod request;

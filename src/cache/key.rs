@@ -1,0 +1,350 @@
+//! Cache keys: the primary key of a URL and the secondary key of a `Vary` variant.
+
+use std::hash::Hasher;
+
+use http::header::{HeaderName, ACCEPT_ENCODING, HOST};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use crate::util::accept_encoding::{negotiate, Encoding};
+use crate::util::header::trim_ows;
+
+/// The primary key of a stored response: a keyed 128-bit hash of method class, scheme,
+/// authority, path, query and the user's extra key parts. A hit also compares the stored URI, so
+/// even a hash collision cannot serve one URL's response for another.
+pub(crate) type Primary = u128;
+
+/// Adds request-specific parts to the cache key (a tenant, an API version header). Given to the
+/// closure of [`ResponseCacheBuilder::key_with`](super::ResponseCacheBuilder::key_with).
+pub struct KeyParts<'a> {
+    hasher: &'a mut SipHasher13,
+}
+
+impl KeyParts<'_> {
+    /// Adds `part` to the key. Parts are length-prefixed, so `("ab", "c")` and `("a", "bc")`
+    /// make different keys.
+    pub fn add(&mut self, part: impl AsRef<[u8]>) {
+        let part = part.as_ref();
+        self.hasher.write_usize(part.len());
+        self.hasher.write(part);
+    }
+}
+
+impl std::fmt::Debug for KeyParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyParts").finish_non_exhaustive()
+    }
+}
+
+/// The user's key hook.
+pub(crate) type KeyFn = dyn Fn(&Parts, &mut KeyParts<'_>) + Send + Sync;
+
+/// Hashes keys with per-layer random keys, so clients cannot aim collisions.
+#[derive(Clone)]
+pub(crate) struct Keyer {
+    k0: u64,
+    k1: u64,
+    sort_query: bool,
+}
+
+impl Keyer {
+    pub(crate) fn new(sort_query: bool) -> Self {
+        let r = std::collections::hash_map::RandomState::new();
+        let mut a = std::hash::BuildHasher::build_hasher(&r);
+        a.write_u8(1);
+        let mut b = std::hash::BuildHasher::build_hasher(&r);
+        b.write_u8(2);
+        Self {
+            k0: a.finish(),
+            k1: b.finish(),
+            sort_query,
+        }
+    }
+
+    fn hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.k0, self.k1)
+    }
+
+    /// The primary key of a GET or HEAD request (both map to the GET entry).
+    pub(crate) fn primary(&self, parts: &Parts, extra: Option<&KeyFn>) -> Primary {
+        let mut h = self.hasher();
+        h.write(b"GET");
+        let uri = &parts.uri;
+        write_part(&mut h, uri.scheme_str().unwrap_or("").as_bytes());
+        let authority = match uri.authority() {
+            Some(a) => a.as_str().as_bytes(),
+            None => parts.headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
+        };
+        write_lowercase_part(&mut h, authority);
+        write_part(&mut h, uri.path().as_bytes());
+        match uri.query() {
+            Some(q) if self.sort_query && q.contains('&') => {
+                let mut params: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                params.sort_unstable();
+                h.write_usize(params.len());
+                for p in params {
+                    write_part(&mut h, p.as_bytes());
+                }
+            }
+            Some(q) => write_part(&mut h, q.as_bytes()),
+            None => h.write_u8(0xff),
+        }
+        if let Some(f) = extra {
+            f(parts, &mut KeyParts { hasher: &mut h });
+        }
+        h.finish128().as_u128()
+    }
+
+    /// The secondary key of the variant of a response with `vary` that this request selects.
+    pub(crate) fn variant(&self, vary: &[HeaderName], headers: &HeaderMap) -> u64 {
+        if vary.is_empty() {
+            return 0;
+        }
+        let mut h = self.hasher();
+        for name in vary {
+            write_part(&mut h, name.as_str().as_bytes());
+            match normalized(name, headers) {
+                Normalized::Absent => h.write_u8(0),
+                Normalized::Encoding(e) => write_part(&mut h, e.as_str().as_bytes()),
+                Normalized::Values(values) => {
+                    h.write_u8(1);
+                    for v in values {
+                        write_trimmed(&mut h, v.as_bytes());
+                    }
+                }
+            }
+        }
+        h.finish()
+    }
+}
+
+/// The encodings the cache assumes the server (or the compression layer inside it) offers, in
+/// its order of preference: `Accept-Encoding` is reduced to the one it selects, so browsers'
+/// different header strings share one variant.
+pub(crate) const SERVER_ENCODINGS: [Encoding; 4] = [
+    Encoding::Zstd,
+    Encoding::Br,
+    Encoding::Gzip,
+    Encoding::Deflate,
+];
+
+enum Normalized<'a> {
+    Absent,
+    Encoding(Encoding),
+    Values(http::header::GetAll<'a, HeaderValue>),
+}
+
+fn normalized<'a>(name: &HeaderName, headers: &'a HeaderMap) -> Normalized<'a> {
+    if name == ACCEPT_ENCODING {
+        return match negotiate(headers, &SERVER_ENCODINGS) {
+            Some(e) => Normalized::Encoding(e),
+            None => Normalized::Absent,
+        };
+    }
+    let values = headers.get_all(name);
+    if values.iter().next().is_none() {
+        Normalized::Absent
+    } else {
+        Normalized::Values(values)
+    }
+}
+
+/// The request's values for the `Vary` header names, as stored with an entry and compared on a
+/// hit (the 64-bit variant hash alone could collide).
+pub(crate) fn vary_values(vary: &[HeaderName], headers: &HeaderMap) -> Box<[Option<Box<[u8]>>]> {
+    vary.iter()
+        .map(|name| match normalized(name, headers) {
+            Normalized::Absent => None,
+            Normalized::Encoding(e) => Some(e.as_str().as_bytes().into()),
+            Normalized::Values(values) => {
+                let mut out = Vec::new();
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    out.extend_from_slice(trim_ows(v.as_bytes()));
+                }
+                Some(out.into_boxed_slice())
+            }
+        })
+        .collect()
+}
+
+/// Whether this request selects the variant stored with `values`.
+pub(crate) fn vary_matches(
+    vary: &[HeaderName],
+    values: &[Option<Box<[u8]>>],
+    headers: &HeaderMap,
+) -> bool {
+    vary.len() == values.len()
+        && vary
+            .iter()
+            .zip(values)
+            .all(|(name, stored)| match (normalized(name, headers), stored) {
+                (Normalized::Absent, None) => true,
+                (Normalized::Encoding(e), Some(s)) => e.as_str().as_bytes() == &**s,
+                (Normalized::Values(values), Some(s)) => {
+                    let mut rest: &[u8] = s;
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            match rest.strip_prefix(b", ") {
+                                Some(r) => rest = r,
+                                None => return false,
+                            }
+                        }
+                        let v = trim_ows(v.as_bytes());
+                        match rest.strip_prefix(v) {
+                            Some(r) => rest = r,
+                            None => return false,
+                        }
+                    }
+                    rest.is_empty()
+                }
+                _ => false,
+            })
+}
+
+/// The header names of a response's `Vary`, lowercased and deduplicated; `None` for `Vary: *`.
+pub(crate) fn parse_vary(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(http::header::VARY) {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let item = trim_ows(item);
+            if item.is_empty() {
+                continue;
+            }
+            if item == b"*" {
+                return None;
+            }
+            // Malformed names are ignored: they cannot name a request header anyway.
+            if let Ok(name) = HeaderName::from_bytes(item) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Whether `method` is answered from the cache (HEAD from the GET entry).
+pub(crate) fn is_cacheable_method(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
+fn write_part(h: &mut SipHasher13, part: &[u8]) {
+    h.write_usize(part.len());
+    h.write(part);
+}
+
+fn write_lowercase_part(h: &mut SipHasher13, part: &[u8]) {
+    h.write_usize(part.len());
+    for b in part {
+        h.write_u8(b.to_ascii_lowercase());
+    }
+}
+
+fn write_trimmed(h: &mut SipHasher13, part: &[u8]) {
+    write_part(h, trim_ows(part));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn primary_keys() {
+        let k = Keyer::new(false);
+        let a = k.primary(&parts("/a?x=1&y=2", &[("host", "Example.com")]), None);
+        assert_eq!(
+            a,
+            k.primary(&parts("/a?x=1&y=2", &[("host", "example.com")]), None)
+        );
+        assert_ne!(
+            a,
+            k.primary(&parts("/a?y=2&x=1", &[("host", "example.com")]), None)
+        );
+        assert_ne!(
+            a,
+            k.primary(&parts("/a?x=1&y=2", &[("host", "other.com")]), None)
+        );
+        assert_ne!(
+            k.primary(&parts("/a", &[]), None),
+            k.primary(&parts("/a?", &[]), None)
+        );
+        let sorted = Keyer::new(true);
+        assert_eq!(
+            sorted.primary(&parts("/a?x=1&y=2", &[]), None),
+            sorted.primary(&parts("/a?y=2&x=1", &[]), None)
+        );
+        // The hook adds to the key.
+        let tenant: &KeyFn = &|p: &Parts, key: &mut KeyParts<'_>| {
+            key.add(
+                p.headers
+                    .get("x-tenant")
+                    .map(|v| v.as_bytes())
+                    .unwrap_or(b""),
+            );
+        };
+        assert_ne!(
+            k.primary(&parts("/a", &[("x-tenant", "1")]), Some(tenant)),
+            k.primary(&parts("/a", &[("x-tenant", "2")]), Some(tenant))
+        );
+        // Different layers, different hash keys.
+        assert_ne!(
+            a,
+            Keyer::new(false).primary(&parts("/a?x=1&y=2", &[("host", "example.com")]), None)
+        );
+    }
+
+    #[test]
+    fn variants_and_accept_encoding_normalisation() {
+        let k = Keyer::new(false);
+        let vary = parse_vary(
+            &parts(
+                "/",
+                &[("vary", "Accept-Encoding, accept-language, ACCEPT-ENCODING")],
+            )
+            .headers,
+        )
+        .unwrap();
+        assert_eq!(vary.len(), 2);
+        let chrome = parts(
+            "/",
+            &[
+                ("accept-encoding", "gzip, deflate, br, zstd"),
+                ("accept-language", "en"),
+            ],
+        );
+        let firefox = parts(
+            "/",
+            &[
+                ("accept-encoding", "gzip, deflate, br, zstd "),
+                ("accept-language", " en "),
+            ],
+        );
+        let curl = parts("/", &[("accept-language", "en")]);
+        assert_eq!(
+            k.variant(&vary, &chrome.headers),
+            k.variant(&vary, &firefox.headers)
+        );
+        assert_ne!(
+            k.variant(&vary, &chrome.headers),
+            k.variant(&vary, &curl.headers)
+        );
+        let stored = vary_values(&vary, &chrome.headers);
+        assert!(vary_matches(&vary, &stored, &firefox.headers));
+        assert!(!vary_matches(&vary, &stored, &curl.headers));
+        assert_eq!(k.variant(&[], &chrome.headers), 0);
+        assert!(parse_vary(&parts("/", &[("vary", "accept, *")]).headers).is_none());
+    }
+}

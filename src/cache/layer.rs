@@ -1,0 +1,609 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::request::Parts;
+use tower_layer::Layer;
+
+use super::flight::Flights;
+use super::key::{KeyFn, KeyParts, Keyer};
+use super::policy::StorePolicy;
+use super::purge::Purges;
+use super::service::ResponseCache;
+use super::store::MemoryStore;
+use crate::error::ConfigError;
+use crate::metrics::{labels, names};
+
+/// A function that gives the default TTL of a request's responses.
+pub(crate) type TtlFn = dyn Fn(&Parts) -> Option<Duration> + Send + Sync;
+
+/// What the cache did with a request; also a response extension, so outer layers (and tests)
+/// can see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from the cache, fresh (or after revalidating with a `304`).
+    Hit,
+    /// Served from the cache while stale (stale-while-revalidate, stale-if-error, max-stale).
+    Stale,
+    /// Went to the origin.
+    Miss,
+    /// The cache did not handle it (method, `no-store` request, ...).
+    Bypass,
+}
+
+/// Cache counters, read through [`CacheHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CacheStats {
+    /// Requests served fresh from the cache.
+    pub hits: u64,
+    /// Requests that went to the origin.
+    pub misses: u64,
+    /// Requests served stale.
+    pub stale: u64,
+    /// Requests the cache did not handle.
+    pub bypass: u64,
+    /// Responses served after waiting for another request's origin response (coalescing).
+    pub collapsed: u64,
+    /// Entries in the memory tier.
+    pub entries: u64,
+    /// Bytes held by the memory tier.
+    pub bytes: u64,
+    /// The memory tier's byte budget.
+    pub max_bytes: u64,
+    /// `(hits + stale) / (hits + stale + misses)`, 0 when there was no request.
+    pub hit_ratio: f64,
+    /// Entries evicted because they expired.
+    pub evicted_expired: u64,
+    /// Entries evicted to stay within the byte budget.
+    pub evicted_size: u64,
+    /// Entries removed by purges and invalidations.
+    pub evicted_explicit: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) bypass: AtomicU64,
+    pub(crate) collapsed: AtomicU64,
+    // Metric handles per result, made on first use.
+    metrics: [OnceLock<::metrics::Counter>; 5],
+}
+
+impl Counters {
+    pub(crate) fn count(&self, outcome: CacheOutcome) {
+        let (counter, idx, label) = match outcome {
+            CacheOutcome::Hit => (&self.hits, 0, "hit"),
+            CacheOutcome::Miss => (&self.misses, 1, "miss"),
+            CacheOutcome::Stale => (&self.stale, 2, "stale"),
+            CacheOutcome::Bypass => (&self.bypass, 3, "bypass"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.metric(idx, label).increment(1);
+    }
+
+    fn metric(&self, idx: usize, label: &'static str) -> &::metrics::Counter {
+        self.metrics[idx].get_or_init(|| {
+            ::metrics::counter!(names::CACHE_REQUESTS_TOTAL,
+                labels::CACHE_TIER => "memory", labels::CACHE_RESULT => label)
+        })
+    }
+}
+
+/// State shared by every clone of the layer and its services.
+pub(crate) struct Shared {
+    pub(crate) store: MemoryStore,
+    pub(crate) purges: Purges,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) refreshes: Arc<Flights>,
+    pub(crate) keyer: Keyer,
+    pub(crate) key_fn: Option<Arc<KeyFn>>,
+    pub(crate) policy: StorePolicy,
+    pub(crate) route_ttls: HashMap<String, Duration>,
+    pub(crate) ttl_fn: Option<Arc<TtlFn>>,
+    pub(crate) grace: Duration,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) tag_header: HeaderName,
+    pub(crate) name: Box<str>,
+    pub(crate) coalesce: bool,
+    pub(crate) coalesce_timeout: Duration,
+    pub(crate) counters: Counters,
+    size_gauge: OnceLock<::metrics::Gauge>,
+    entries_gauge: OnceLock<::metrics::Gauge>,
+}
+
+impl Shared {
+    /// The default TTL for a request's responses without explicit freshness.
+    pub(crate) fn default_ttl(&self, parts: &Parts) -> Option<Duration> {
+        if let Some(f) = &self.ttl_fn {
+            if let Some(ttl) = f(parts) {
+                return Some(ttl);
+            }
+        }
+        if !self.route_ttls.is_empty() {
+            if let Some(route) = crate::util::request::matched_path(&parts.extensions) {
+                if let Some(ttl) = self.route_ttls.get(route) {
+                    return Some(*ttl);
+                }
+            }
+        }
+        self.policy.default_ttl
+    }
+
+    /// Publishes the memory tier's size gauges.
+    pub(crate) fn report_size(&self) {
+        self.size_gauge
+            .get_or_init(
+                || ::metrics::gauge!(names::CACHE_SIZE_BYTES, labels::CACHE_TIER => "memory"),
+            )
+            .set(self.store.weighted_size() as f64);
+        self.entries_gauge
+            .get_or_init(|| ::metrics::gauge!(names::CACHE_ENTRIES, labels::CACHE_TIER => "memory"))
+            .set(self.store.entry_count() as f64);
+    }
+}
+
+/// Configures a [`ResponseCacheLayer`]. Made by [`ResponseCacheLayer::builder`].
+#[must_use]
+pub struct ResponseCacheBuilder {
+    max_bytes: u64,
+    max_entry_bytes: usize,
+    max_urls: u64,
+    default_ttl: Option<Duration>,
+    route_ttls: HashMap<String, Duration>,
+    ttl_fn: Option<Arc<TtlFn>>,
+    max_ttl: Duration,
+    grace: Duration,
+    cache_set_cookie: bool,
+    heuristic_fraction: f64,
+    heuristic_max: Duration,
+    tag_header: HeaderName,
+    name: String,
+    coalesce: bool,
+    coalesce_timeout: Duration,
+    sort_query: bool,
+    key_fn: Option<Arc<KeyFn>>,
+}
+
+impl Default for ResponseCacheBuilder {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+            max_urls: 100_000,
+            default_ttl: None,
+            route_ttls: HashMap::new(),
+            ttl_fn: None,
+            max_ttl: Duration::from_secs(24 * 3600),
+            grace: Duration::ZERO,
+            cache_set_cookie: false,
+            heuristic_fraction: 0.1,
+            heuristic_max: Duration::from_secs(24 * 3600),
+            tag_header: HeaderName::from_static("cache-tag"),
+            name: "tower-perf".to_owned(),
+            coalesce: true,
+            coalesce_timeout: Duration::from_secs(5),
+            sort_query: false,
+            key_fn: None,
+        }
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// Byte budget of the memory tier: bodies, headers and bookkeeping. Default: 64 MiB.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Largest response body that is stored; larger (or longer, when the length is unknown)
+    /// bodies stream through to the client untouched and are not stored. Default: 1 MiB.
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry_bytes = bytes;
+        self
+    }
+
+    /// At most this many URLs have their `Vary` names remembered. Default: 100,000.
+    pub fn max_urls(mut self, urls: u64) -> Self {
+        self.max_urls = urls;
+        self
+    }
+
+    /// Freshness for responses that carry none (no `max-age`, `s-maxage`, `Expires`). Response
+    /// headers win where they are stricter (`no-cache`, `max-age=0`, `no-store`, `private`).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Like [`default_ttl`](Self::default_ttl), for one route (axum's `MatchedPath`; the layer
+    /// must then run inside the router, `Router::layer`).
+    pub fn route_ttl(mut self, route: impl Into<String>, ttl: Duration) -> Self {
+        self.route_ttls.insert(route.into(), ttl);
+        self
+    }
+
+    /// Like [`default_ttl`](Self::default_ttl), decided per request by a function; `None` falls
+    /// back to the route TTL, then the default.
+    pub fn ttl_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Duration> + Send + Sync + 'static,
+    {
+        self.ttl_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Upper bound on any freshness lifetime. Default: 1 day.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.max_ttl = ttl;
+        self
+    }
+
+    /// How long a stale entry may still be served, while it is refreshed in the background
+    /// (stale-while-revalidate) or when the origin fails (stale-if-error), for responses that do
+    /// not set those windows themselves. Never applies to responses with `must-revalidate`,
+    /// `proxy-revalidate` or `no-cache`. Default: zero.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Store responses that carry `Set-Cookie`. Off by default: a shared cache would hand one
+    /// client's cookie to the others.
+    pub fn cache_set_cookie(mut self, on: bool) -> Self {
+        self.cache_set_cookie = on;
+        self
+    }
+
+    /// Heuristic freshness (RFC 9111 4.2.2) for responses without explicit freshness but with
+    /// `Last-Modified`: `fraction` of the time since the last modification, at most `max`.
+    /// Default: 10%, at most 1 day.
+    pub fn heuristic(mut self, fraction: f64, max: Duration) -> Self {
+        self.heuristic_fraction = fraction;
+        self.heuristic_max = max;
+        self
+    }
+
+    /// The response header that assigns tags (comma or space separated). Removed before the
+    /// client sees the response. Default: `cache-tag`.
+    pub fn tag_header(mut self, header: HeaderName) -> Self {
+        self.tag_header = header;
+        self
+    }
+
+    /// The cache's name in `Cache-Status`. Default: `tower-perf`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Coalesce concurrent misses on one key into one origin request (on by default); the
+    /// others wait at most `timeout` for it, then go to the origin themselves.
+    pub fn coalesce(mut self, on: bool, timeout: Duration) -> Self {
+        self.coalesce = on;
+        self.coalesce_timeout = timeout;
+        self
+    }
+
+    /// Sort query parameters in the key, so `?a=1&b=2` and `?b=2&a=1` share an entry. Off by
+    /// default (some applications give parameter order a meaning).
+    pub fn sort_query(mut self, on: bool) -> Self {
+        self.sort_query = on;
+        self
+    }
+
+    /// Adds request-specific parts to the key, for example a tenant header:
+    ///
+    /// ```
+    /// use tower_perf::cache::ResponseCacheLayer;
+    ///
+    /// let layer = ResponseCacheLayer::builder()
+    ///     .key_with(|req, key| {
+    ///         if let Some(tenant) = req.headers.get("x-tenant") {
+    ///             key.add(tenant.as_bytes());
+    ///         }
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn key_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts, &mut KeyParts<'_>) + Send + Sync + 'static,
+    {
+        self.key_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    pub fn build(self) -> Result<ResponseCacheLayer, ConfigError> {
+        if self.max_bytes < 1024 {
+            return Err(ConfigError::new("max_bytes", "must be at least 1024 bytes"));
+        }
+        if self.max_entry_bytes == 0 || self.max_entry_bytes as u64 > self.max_bytes / 2 {
+            return Err(ConfigError::new(
+                "max_entry_bytes",
+                format!(
+                    "must be between 1 and half of max_bytes ({}), got {}",
+                    self.max_bytes / 2,
+                    self.max_entry_bytes
+                ),
+            ));
+        }
+        if self.max_urls == 0 {
+            return Err(ConfigError::new("max_urls", "must be at least 1"));
+        }
+        if self.max_ttl.is_zero() {
+            return Err(ConfigError::new("max_ttl", "must be greater than zero"));
+        }
+        let too_long = |d: Duration| d > self.max_ttl;
+        if self.default_ttl.is_some_and(|t| t.is_zero() || too_long(t)) {
+            return Err(ConfigError::new(
+                "default_ttl",
+                "must be greater than zero and at most max_ttl",
+            ));
+        }
+        if let Some((route, _)) = self
+            .route_ttls
+            .iter()
+            .find(|(_, t)| t.is_zero() || too_long(**t))
+        {
+            return Err(ConfigError::new(
+                "route_ttl",
+                format!("the TTL of route {route:?} must be greater than zero and at most max_ttl"),
+            ));
+        }
+        if self.grace > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::new("grace", "must be at most 7 days"));
+        }
+        if !(0.0..=1.0).contains(&self.heuristic_fraction) {
+            return Err(ConfigError::new(
+                "heuristic",
+                format!(
+                    "fraction must be between 0 and 1, got {}",
+                    self.heuristic_fraction
+                ),
+            ));
+        }
+        if self.name.is_empty() || !crate::timings::is_token(&self.name) {
+            return Err(ConfigError::new(
+                "name",
+                format!(
+                    "must be an HTTP token (letters, digits, -._~...), got {:?}",
+                    self.name
+                ),
+            ));
+        }
+        if self.coalesce_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "coalesce",
+                "timeout must be greater than zero",
+            ));
+        }
+        describe_metrics();
+        let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
+        let shared = Shared {
+            store: MemoryStore::new(self.max_bytes, self.max_urls),
+            purges: Purges::new(record_ttl, 100_000),
+            flights: Flights::new(),
+            refreshes: Flights::new(),
+            keyer: Keyer::new(self.sort_query),
+            key_fn: self.key_fn,
+            policy: StorePolicy {
+                cache_set_cookie: self.cache_set_cookie,
+                default_ttl: self.default_ttl,
+                heuristic_fraction: self.heuristic_fraction,
+                heuristic_max: self.heuristic_max,
+                max_ttl: self.max_ttl,
+            },
+            route_ttls: self.route_ttls,
+            ttl_fn: self.ttl_fn,
+            grace: self.grace,
+            max_entry_bytes: self.max_entry_bytes,
+            tag_header: self.tag_header,
+            name: self.name.into_boxed_str(),
+            coalesce: self.coalesce,
+            coalesce_timeout: self.coalesce_timeout,
+            counters: Counters::default(),
+            size_gauge: OnceLock::new(),
+            entries_gauge: OnceLock::new(),
+        };
+        Ok(ResponseCacheLayer {
+            shared: Arc::new(shared),
+        })
+    }
+}
+
+impl fmt::Debug for ResponseCacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCacheBuilder")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("default_ttl", &self.default_ttl)
+            .field("route_ttls", &self.route_ttls)
+            .field("max_ttl", &self.max_ttl)
+            .field("grace", &self.grace)
+            .field("cache_set_cookie", &self.cache_set_cookie)
+            .field("tag_header", &self.tag_header)
+            .field("name", &self.name)
+            .field("coalesce", &self.coalesce)
+            .field("coalesce_timeout", &self.coalesce_timeout)
+            .field("sort_query", &self.sort_query)
+            .finish_non_exhaustive()
+    }
+}
+
+fn describe_metrics() {
+    use ::metrics::{describe_counter, describe_gauge, Unit};
+    describe_counter!(
+        names::CACHE_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests the response cache handled, by tier and result."
+    );
+    describe_gauge!(
+        names::CACHE_SIZE_BYTES,
+        Unit::Bytes,
+        "Bytes held by a response-cache tier."
+    );
+    describe_gauge!(
+        names::CACHE_ENTRIES,
+        Unit::Count,
+        "Entries held by a response-cache tier."
+    );
+    describe_counter!(
+        names::CACHE_EVICTIONS_TOTAL,
+        Unit::Count,
+        "Entries removed from the response cache's memory tier, by cause."
+    );
+}
+
+/// An HTTP response cache with RFC 9111 semantics. See the [module docs](super).
+///
+/// Clones share one cache.
+#[derive(Clone)]
+pub struct ResponseCacheLayer {
+    shared: Arc<Shared>,
+}
+
+impl ResponseCacheLayer {
+    /// A cache with the default configuration (64 MiB, entries up to 1 MiB, freshness from the
+    /// response headers only).
+    pub fn new() -> Self {
+        ResponseCacheBuilder::default()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder to configure the cache.
+    pub fn builder() -> ResponseCacheBuilder {
+        ResponseCacheBuilder::default()
+    }
+
+    /// A handle to purge entries and read statistics.
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Default for ResponseCacheLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ResponseCacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCacheLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCache<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCache::new(inner, self.shared.clone())
+    }
+}
+
+/// Purges entries and reads statistics of a [`ResponseCacheLayer`]. Cheap to clone.
+///
+/// A *soft* purge marks entries stale: they are revalidated before being served, and
+/// stale-while-revalidate may still serve them meanwhile. A *hard* purge removes them.
+#[derive(Clone)]
+pub struct CacheHandle {
+    shared: Arc<Shared>,
+}
+
+impl CacheHandle {
+    /// Purges every entry carrying one of `tags`, every variant included.
+    pub fn purge_tags<I, T>(&self, tags: I, hard: bool)
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let tags: Vec<Arc<str>> = tags.into_iter().map(|t| Arc::from(t.as_ref())).collect();
+        for tag in &tags {
+            self.shared.purges.purge_tag(tag, hard);
+        }
+        if hard {
+            self.shared
+                .store
+                .remove_if(move |e| e.tags.iter().any(|t| tags.contains(t)));
+        }
+    }
+
+    /// Purges every variant of one URI (path and query, for example `/items?page=2`).
+    pub fn purge_uri(&self, path_and_query: &str, hard: bool) {
+        self.shared.purges.purge_uri(path_and_query, hard);
+        if hard {
+            let target: Box<str> = path_and_query.into();
+            self.shared.store.remove_if(move |e| {
+                e.uri
+                    .path_and_query()
+                    .is_some_and(|pq| pq.as_str() == &*target)
+            });
+        }
+    }
+
+    /// Purges every entry whose path starts with `prefix`.
+    pub fn purge_prefix(&self, prefix: &str, hard: bool) {
+        self.shared.purges.purge_prefix(prefix, hard);
+        if hard {
+            let prefix: Box<str> = prefix.into();
+            self.shared
+                .store
+                .remove_if(move |e| e.uri.path().starts_with(&*prefix));
+        }
+    }
+
+    /// Purges everything.
+    pub fn purge_all(&self, hard: bool) {
+        self.shared.purges.purge_all(hard);
+        if hard {
+            self.shared.store.clear();
+        }
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> CacheStats {
+        let s = &self.shared;
+        s.store.sync();
+        s.report_size();
+        let c = &s.counters;
+        let hits = c.hits.load(Ordering::Relaxed);
+        let misses = c.misses.load(Ordering::Relaxed);
+        let stale = c.stale.load(Ordering::Relaxed);
+        let served = hits + stale;
+        let ev = &s.store.evictions;
+        CacheStats {
+            hits,
+            misses,
+            stale,
+            bypass: c.bypass.load(Ordering::Relaxed),
+            collapsed: c.collapsed.load(Ordering::Relaxed),
+            entries: s.store.entry_count(),
+            bytes: s.store.weighted_size(),
+            max_bytes: s.store.max_bytes(),
+            hit_ratio: if served + misses == 0 {
+                0.0
+            } else {
+                served as f64 / (served + misses) as f64
+            },
+            evicted_expired: ev.expired.load(Ordering::Relaxed),
+            evicted_size: ev.size.load(Ordering::Relaxed),
+            evicted_explicit: ev.explicit.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for CacheHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheHandle").finish_non_exhaustive()
+    }
+}

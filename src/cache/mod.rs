@@ -1,0 +1,74 @@
+//! Middleware that caches HTTP responses with the semantics of a shared cache (RFC 9111), in
+//! process, in front of the application.
+//!
+//! Repeated reads cost a hash lookup instead of the handler's work. What the cache does:
+//!
+//! - **Stores** what RFC 9111 lets a shared cache store: not `no-store`, not `private`, not
+//!   responses to requests with `Authorization` unless the response is `public`, `s-maxage` or
+//!   `must-revalidate`, not responses with `Set-Cookie` (unless configured), not `Vary: *`.
+//!   Freshness comes from `s-maxage`, `max-age`, `Expires`, then the TTL the application
+//!   configured per route, then the RFC's heuristic.
+//! - **Keys** by method class (HEAD is answered from GET entries), scheme, authority, path and
+//!   query, plus the request headers named by the response's `Vary` (with `Accept-Encoding`
+//!   reduced to the encoding the server would pick, so browsers share variants).
+//! - **Serves** fresh entries with `Age`; answers `If-None-Match` / `If-Modified-Since` with
+//!   `304`; honours request `no-cache`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached`
+//!   (`504` on a miss) and `no-store` (bypass).
+//! - **Revalidates** stale entries with the origin using their validators, and refreshes them
+//!   from a `304` instead of storing a new body; serves stale while revalidating in the
+//!   background (`stale-while-revalidate`) and when the origin fails or a layer inside rejects
+//!   (`stale-if-error`, see [`Rejected`](crate::Rejected)).
+//! - **Coalesces** concurrent misses on one key into one origin request.
+//! - **Purges** by tag (the `Cache-Tag` response header), URI or prefix, soft or hard, through
+//!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE) invalidate their URI and
+//!   same-origin `Location` / `Content-Location`.
+//! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheOutcome`]
+//!   (a response extension), in [`CacheStats`] and in metrics.
+//!
+//! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
+//! `max_entry_bytes` stream through without being stored.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_perf::cache::ResponseCacheLayer;
+//!
+//! // Defaults: 64 MiB, entries up to 1 MiB, freshness from the response headers.
+//! let cache = ResponseCacheLayer::new();
+//!
+//! // Or configured: a TTL for responses that carry none, a grace for stale serving.
+//! let cache = ResponseCacheLayer::builder()
+//!     .max_bytes(256 * 1024 * 1024)
+//!     .route_ttl("/api/items", Duration::from_secs(60))
+//!     .grace(Duration::from_secs(30))
+//!     .build()
+//!     .expect("valid configuration");
+//! let purge = cache.handle();
+//!
+//! let app: Router = Router::new()
+//!     .route("/api/items", get(|| async {
+//!         ([("cache-control", "public, max-age=60"), ("cache-tag", "items")], "[]")
+//!     }))
+//!     .layer(cache);
+//!
+//! // After a write:
+//! purge.purge_tags(["items"], false);
+//! ```
+
+mod body;
+mod directives;
+mod flight;
+mod key;
+mod layer;
+mod policy;
+mod purge;
+mod service;
+mod status;
+mod store;
+
+pub use body::{CacheBody, StoreJob};
+pub use key::KeyParts;
+pub use layer::{CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer};
+pub use service::{ResponseCache, ResponseFuture};

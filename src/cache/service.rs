@@ -1,0 +1,931 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderName};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::{CacheBody, StoreJob};
+use super::directives::CacheControl;
+use super::flight::{self, Landing, Role};
+use super::key::{is_cacheable_method, parse_vary, Primary};
+use super::layer::{CacheOutcome, Shared};
+use super::policy::{self, Serve, StorePolicy};
+use super::purge::Validity;
+use super::status::{CacheStatus, Fwd};
+use super::store::{Entry, EntryKey};
+use crate::error::BoxError;
+use crate::reject::Rejected;
+use crate::timings::Timings;
+
+/// An HTTP response cache in front of the inner service. Made by
+/// [`ResponseCacheLayer`](super::ResponseCacheLayer).
+#[derive(Clone)]
+pub struct ResponseCache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> ResponseCache<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Response future of [`ResponseCache`].
+pub type ResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Buf + Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The clone takes the place of the service that was polled ready, which goes with the
+        // request (tower's usual dance).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(handle(self.shared.clone(), inner, req))
+    }
+}
+
+/// The request headers a client uses to ask for a conditional response.
+const CONDITIONALS: [HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+static AGE: HeaderName = header::AGE;
+
+async fn handle<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut svc: S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Buf + Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let start = Instant::now();
+    let timings = Timings::from_request(&req).cloned();
+    let phase = |t: &Option<Timings>| {
+        if let Some(t) = t {
+            t.record("cache", start.elapsed());
+        }
+    };
+
+    if !is_cacheable_method(req.method()) {
+        let unsafe_method = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        let target = unsafe_method.then(|| (req.uri().clone(), host(req.headers())));
+        let mut res = svc.call(req).await?;
+        if let Some((uri, host)) = target {
+            let s = res.status();
+            if s.is_success() || s.is_redirection() {
+                invalidate_after_unsafe(&shared, &uri, host.as_ref(), res.headers());
+            }
+        }
+        strip_tags(&shared, res.headers_mut());
+        return Ok(bypass(&shared, res, "method"));
+    }
+
+    let req_cc = CacheControl::parse_request(req.headers());
+    if req_cc.no_store {
+        let mut res = svc.call(req).await?;
+        strip_tags(&shared, res.headers_mut());
+        return Ok(bypass(&shared, res, "request-no-store"));
+    }
+
+    let (parts, body) = req.into_parts();
+    let primary = shared.keyer.primary(&parts, shared.key_fn.as_deref());
+    let head_only = parts.method == Method::HEAD;
+    let mut lookup = lookup(&shared, primary, &parts);
+    phase(&timings);
+
+    // A fresh (or acceptable) stored response.
+    if let Found::Entry(entry, validity) = &lookup {
+        let now = Instant::now();
+        let age = entry.age(now);
+        let lifetime = match validity {
+            Validity::Stale => Duration::ZERO,
+            _ => entry.lifetime,
+        };
+        match policy::serve_decision(age, lifetime, &req_cc, &entry.cc) {
+            Serve::Fresh => {
+                return Ok(serve(
+                    &shared,
+                    entry,
+                    &parts.headers,
+                    head_only,
+                    now,
+                    Served::hit(),
+                ));
+            }
+            Serve::StaleAllowed => {
+                return Ok(serve(
+                    &shared,
+                    entry,
+                    &parts.headers,
+                    head_only,
+                    now,
+                    Served::stale("max-stale"),
+                ));
+            }
+            Serve::Revalidate => {
+                // A soft-purged entry went stale at the purge, not at the end of its lifetime.
+                let stale_for = match validity {
+                    Validity::Stale => Duration::ZERO,
+                    _ => age.saturating_sub(lifetime),
+                };
+                let really_stale = *validity == Validity::Stale || age >= entry.lifetime;
+                let client_wants_origin =
+                    req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
+                if really_stale
+                    && !client_wants_origin
+                    && within(stale_for, entry.stale_while_revalidate)
+                {
+                    refresh_in_background(&shared, &svc, entry.clone(), primary, &parts);
+                    return Ok(serve(
+                        &shared,
+                        entry,
+                        &parts.headers,
+                        head_only,
+                        now,
+                        Served::stale("stale-while-revalidate"),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Past this point the origin is asked; first, one request per key at a time.
+    if req_cc.only_if_cached && !matches!(lookup, Found::Entry(..)) {
+        return Ok(gateway_timeout(&shared));
+    }
+    let mut guard = None;
+    let mut collapsed = false;
+    if shared.coalesce && coalescible(&parts) && !matches!(lookup, Found::Entry(..)) {
+        for _ in 0..3 {
+            let flight_key = match &lookup {
+                Found::VaryMiss(vary) => {
+                    primary ^ u128::from(shared.keyer.variant(vary, &parts.headers))
+                }
+                _ => primary,
+            };
+            match shared.flights.join(flight_key) {
+                Role::Leader(g) => {
+                    guard = Some(g);
+                    break;
+                }
+                Role::Follower(rx) => {
+                    let landed = tokio::time::timeout(shared.coalesce_timeout, flight::wait(rx))
+                        .await
+                        .unwrap_or(Landing::NotStored);
+                    if landed != Landing::Stored {
+                        break;
+                    }
+                    lookup = self::lookup(&shared, primary, &parts);
+                    if let Found::Entry(entry, Validity::Valid) = &lookup {
+                        let now = Instant::now();
+                        if let Serve::Fresh = policy::serve_decision(
+                            entry.age(now),
+                            entry.lifetime,
+                            &req_cc,
+                            &entry.cc,
+                        ) {
+                            shared.counters.collapsed.fetch_add(1, Ordering::Relaxed);
+                            let mut served = Served::hit();
+                            served.collapsed = true;
+                            return Ok(serve(
+                                &shared,
+                                entry,
+                                &parts.headers,
+                                head_only,
+                                now,
+                                served,
+                            ));
+                        }
+                    }
+                    collapsed = true;
+                    // Another variant, or already stale: try to lead (or follow) again.
+                }
+            }
+        }
+    }
+
+    // Revalidate a stored response, or fetch a new one.
+    let fwd = match &lookup {
+        // Fresh, but the request's own directives (no-cache, max-age, min-fresh) sent it on.
+        Found::Entry(e, Validity::Valid) if e.age(Instant::now()) < e.lifetime => Fwd::Request,
+        Found::Entry(..) => Fwd::Stale,
+        Found::VaryMiss(_) => Fwd::VaryMiss,
+        Found::UriMiss => Fwd::UriMiss,
+    };
+    let stale = match lookup {
+        Found::Entry(entry, _) => Some(entry),
+        _ => None,
+    };
+    let mut origin_parts = clone_parts(&parts);
+    if let Some(entry) = &stale {
+        policy::add_validators(&entry.headers, &mut origin_parts.headers);
+    }
+    let generation = shared.purges.current();
+    let request_time = SystemTime::now();
+    let origin_req = Request::from_parts(origin_parts, body);
+    let result = svc.call(origin_req).await;
+    let response_time = SystemTime::now();
+
+    let res = match result {
+        Ok(res) => res,
+        Err(err) => {
+            if let Some(entry) = stale_if_error(&stale) {
+                return Ok(serve(
+                    &shared,
+                    &entry,
+                    &parts.headers,
+                    head_only,
+                    Instant::now(),
+                    Served::stale("stale-if-error"),
+                ));
+            }
+            return Err(err);
+        }
+    };
+
+    let status = res.status();
+    if let Some(entry) = &stale {
+        let failed = status.is_server_error() || res.extensions().get::<Rejected>().is_some();
+        if failed {
+            if let Some(entry) = stale_if_error(&stale) {
+                let mut served = Served::stale("stale-if-error");
+                served.fwd = Some(fwd);
+                served.fwd_status = Some(status.as_u16());
+                return Ok(serve(
+                    &shared,
+                    &entry,
+                    &parts.headers,
+                    head_only,
+                    Instant::now(),
+                    served,
+                ));
+            }
+        }
+        if status == StatusCode::NOT_MODIFIED {
+            let (res_parts, _) = res.into_parts();
+            if let Some(updated) = refreshed_entry(
+                &shared,
+                entry,
+                &res_parts.headers,
+                &parts,
+                request_time,
+                response_time,
+                generation,
+            ) {
+                let key = EntryKey {
+                    primary,
+                    variant: shared.keyer.variant(&updated.vary, &parts.headers),
+                };
+                let updated = Arc::new(updated);
+                shared.store.insert(key, updated.clone());
+                if let Some(g) = guard {
+                    g.land(Landing::Stored);
+                }
+                let mut served = Served::hit();
+                served.fwd = Some(fwd);
+                served.fwd_status = Some(304);
+                served.stored = true;
+                return Ok(serve(
+                    &shared,
+                    &updated,
+                    &parts.headers,
+                    head_only,
+                    Instant::now(),
+                    served,
+                ));
+            }
+            // The 304 does not match what is stored: fetch it whole. The request body is gone,
+            // but only GET and HEAD get here, whose bodies carry nothing.
+            shared.store.remove(&EntryKey {
+                primary,
+                variant: shared.keyer.variant(&entry.vary, &parts.headers),
+            });
+            let mut again = svc.clone();
+            let res = call_ready(
+                &mut again,
+                Request::from_parts(clone_parts(&parts), ReqBody::default()),
+            )
+            .await?;
+            return Ok(store_or_pass(
+                &shared,
+                res,
+                parts,
+                primary,
+                guard,
+                fwd,
+                collapsed,
+                generation,
+                request_time,
+                SystemTime::now(),
+            ));
+        }
+    }
+    Ok(store_or_pass(
+        &shared,
+        res,
+        parts,
+        primary,
+        guard,
+        fwd,
+        collapsed,
+        generation,
+        request_time,
+        response_time,
+    ))
+}
+
+/// What the lookup found.
+enum Found {
+    Entry(Arc<Entry>, Validity),
+    /// No response for this URL.
+    UriMiss,
+    /// The URL has responses, but not for this request's variant.
+    VaryMiss(Arc<[HeaderName]>),
+}
+
+fn lookup(shared: &Shared, primary: Primary, parts: &Parts) -> Found {
+    let Some(vary) = shared.store.vary_of(primary) else {
+        return Found::UriMiss;
+    };
+    let key = EntryKey {
+        primary,
+        variant: shared.keyer.variant(&vary, &parts.headers),
+    };
+    match shared.store.get(&key) {
+        Some(entry)
+            if same_uri(&entry, parts)
+                && super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers) =>
+        {
+            match shared.purges.check(&entry) {
+                Validity::Gone => {
+                    shared.store.remove(&key);
+                    Found::UriMiss
+                }
+                v => Found::Entry(entry, v),
+            }
+        }
+        _ => Found::VaryMiss(vary),
+    }
+}
+
+fn same_uri(entry: &Entry, parts: &Parts) -> bool {
+    entry.uri.path_and_query() == parts.uri.path_and_query()
+}
+
+/// Requests that may wait for another client's origin response: no credentials of their own.
+fn coalescible(parts: &Parts) -> bool {
+    !parts.headers.contains_key(header::AUTHORIZATION)
+        && !parts.headers.contains_key(header::COOKIE)
+}
+
+fn host(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers.get(header::HOST).cloned()
+}
+
+fn clone_parts(parts: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req.into_parts().0
+}
+
+fn stale_if_error(stale: &Option<Arc<Entry>>) -> Option<Arc<Entry>> {
+    let entry = stale.as_ref()?;
+    let stale_for = entry.age(Instant::now()).saturating_sub(entry.lifetime);
+    within(stale_for, entry.stale_if_error).then(|| entry.clone())
+}
+
+/// Whether an entry stale for `stale_for` is inside a stale window; an empty window allows
+/// nothing.
+fn within(stale_for: Duration, window: Duration) -> bool {
+    !window.is_zero() && stale_for <= window
+}
+
+async fn call_ready<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
+where
+    S: Service<R>,
+{
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+    svc.call(req).await
+}
+
+/// How a response is served from the cache.
+struct Served {
+    outcome: CacheOutcome,
+    fwd: Option<Fwd>,
+    fwd_status: Option<u16>,
+    stored: bool,
+    collapsed: bool,
+    detail: Option<&'static str>,
+}
+
+impl Served {
+    fn hit() -> Self {
+        Self {
+            outcome: CacheOutcome::Hit,
+            fwd: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        }
+    }
+
+    fn stale(detail: &'static str) -> Self {
+        Self {
+            outcome: CacheOutcome::Stale,
+            detail: Some(detail),
+            ..Self::hit()
+        }
+    }
+}
+
+/// A response from a stored entry: `304` when the client's conditional matches, the stored
+/// headers plus `Age` and `Cache-Status`, and the body unless it is a HEAD request.
+fn serve<B>(
+    shared: &Shared,
+    entry: &Entry,
+    req_headers: &HeaderMap,
+    head_only: bool,
+    now: Instant,
+    served: Served,
+) -> Response<CacheBody<B>> {
+    shared.counters.count(served.outcome);
+    let age = entry.age(now);
+    let not_modified = policy::not_modified(req_headers, &entry.headers);
+    let (status, mut headers, body) = if not_modified {
+        (
+            StatusCode::NOT_MODIFIED,
+            policy::headers_for_304(&entry.headers),
+            None,
+        )
+    } else {
+        (
+            entry.status,
+            entry.headers.clone(),
+            (!head_only).then(|| entry.body.clone()),
+        )
+    };
+    headers.insert(AGE.clone(), HeaderValue::from(age.as_secs()));
+    let ttl = entry.lifetime.as_secs() as i64 - age.as_secs() as i64;
+    CacheStatus {
+        name: &shared.name,
+        hit: served.fwd.is_none() || served.fwd_status == Some(304),
+        fwd: served.fwd,
+        fwd_status: served.fwd_status,
+        stored: served.stored,
+        collapsed: served.collapsed,
+        ttl: Some(ttl),
+        detail: served.detail,
+    }
+    .append_to(&mut headers);
+    let mut res = Response::new(CacheBody::cached(body));
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    res.extensions_mut().insert(served.outcome);
+    res
+}
+
+fn bypass<B>(shared: &Shared, res: Response<B>, detail: &'static str) -> Response<CacheBody<B>> {
+    shared.counters.count(CacheOutcome::Bypass);
+    let mut res = res.map(CacheBody::passthrough);
+    CacheStatus {
+        name: &shared.name,
+        hit: false,
+        fwd: Some(Fwd::Bypass),
+        fwd_status: None,
+        stored: false,
+        collapsed: false,
+        ttl: None,
+        detail: Some(detail),
+    }
+    .append_to(res.headers_mut());
+    res.extensions_mut().insert(CacheOutcome::Bypass);
+    res
+}
+
+fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
+    shared.counters.count(CacheOutcome::Miss);
+    let mut res = Response::new(CacheBody::cached(None));
+    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    CacheStatus {
+        name: &shared.name,
+        hit: false,
+        fwd: Some(Fwd::Miss),
+        fwd_status: None,
+        stored: false,
+        collapsed: false,
+        ttl: None,
+        detail: Some("only-if-cached"),
+    }
+    .append_to(res.headers_mut());
+    res.extensions_mut().insert(CacheOutcome::Miss);
+    res
+}
+
+/// Removes the tag header, which is for the cache only.
+fn strip_tags(shared: &Shared, headers: &mut HeaderMap) {
+    headers.remove(&shared.tag_header);
+}
+
+fn parse_tags(shared: &Shared, headers: &HeaderMap) -> Box<[Arc<str>]> {
+    let mut tags: Vec<Arc<str>> = Vec::new();
+    for value in headers.get_all(&shared.tag_header) {
+        let Ok(value) = value.to_str() else { continue };
+        for tag in value
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            if tags.len() < 64 && !tags.iter().any(|t| &**t == tag) {
+                tags.push(tag.into());
+            }
+        }
+    }
+    tags.into_boxed_slice()
+}
+
+/// Hop-by-hop fields (RFC 9110 7.6.1) are never stored.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The stale windows of a response: its own `stale-while-revalidate` / `stale-if-error`, else
+/// the configured grace; none when the response forbids serving it stale.
+fn stale_windows(shared: &Shared, cc: &CacheControl) -> (Duration, Duration) {
+    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let secs = |v: Option<u32>| v.map_or(shared.grace, |s| Duration::from_secs(u64::from(s)));
+    (secs(cc.stale_while_revalidate), secs(cc.stale_if_error))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store_or_pass<B>(
+    shared: &Arc<Shared>,
+    mut res: Response<B>,
+    parts: Parts,
+    primary: Primary,
+    guard: Option<flight::FlightGuard>,
+    fwd: Fwd,
+    collapsed: bool,
+    generation: u64,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Response<CacheBody<B>>
+where
+    B: Body,
+{
+    shared.counters.count(CacheOutcome::Miss);
+    let status = res.status();
+    let res_cc = CacheControl::parse(res.headers());
+    let req_cc = CacheControl::parse_request(&parts.headers);
+    let policy = StorePolicy {
+        default_ttl: shared.default_ttl(&parts),
+        ..shared.policy.clone()
+    };
+    let tags = parse_tags(shared, res.headers());
+    strip_tags(shared, res.headers_mut());
+    let mut verdict = policy::storable(
+        &parts.method,
+        &parts.headers,
+        &req_cc,
+        status,
+        res.headers(),
+        &res_cc,
+        &policy,
+    );
+    let vary = parse_vary(res.headers());
+    let too_large = res
+        .body()
+        .size_hint()
+        .exact()
+        .or_else(|| res.body().size_hint().upper())
+        .is_some_and(|n| n > shared.max_entry_bytes as u64)
+        || res.body().size_hint().lower() > shared.max_entry_bytes as u64;
+    if verdict.is_ok() && too_large {
+        verdict = Err(policy::Uncacheable::TooLarge);
+    }
+    if verdict.is_ok() && parts.method == Method::HEAD {
+        verdict = Err(policy::Uncacheable::Method);
+    }
+    if res.extensions().get::<Rejected>().is_some() {
+        verdict = Err(policy::Uncacheable::Status);
+    }
+    let lifetime =
+        policy::freshness_lifetime(status, res.headers(), &res_cc, response_time, &policy);
+    let mut cs = CacheStatus {
+        name: &shared.name,
+        hit: false,
+        fwd: Some(fwd),
+        fwd_status: Some(status.as_u16()),
+        stored: false,
+        collapsed,
+        ttl: None,
+        detail: None,
+    };
+    let (Ok(()), Some(vary)) = (verdict, vary) else {
+        cs.detail = Some(match verdict {
+            Err(reason) => reason.as_str(),
+            Ok(()) => "vary-star",
+        });
+        cs.append_to(res.headers_mut());
+        drop(guard);
+        res.extensions_mut().insert(CacheOutcome::Miss);
+        return res.map(CacheBody::passthrough);
+    };
+    cs.stored = true;
+    cs.ttl = Some(lifetime.as_secs() as i64);
+    // The stored copy gets the client-visible headers, before Cache-Status is added.
+    let mut stored_headers = res.headers().clone();
+    strip_hop_by_hop(&mut stored_headers);
+    stored_headers.remove(&AGE);
+    cs.append_to(res.headers_mut());
+    res.extensions_mut().insert(CacheOutcome::Miss);
+    let (swr, sie) = stale_windows(shared, &res_cc);
+    let vary: Arc<[HeaderName]> = vary.into();
+    let key = EntryKey {
+        primary,
+        variant: shared.keyer.variant(&vary, &parts.headers),
+    };
+    let vary_values = super::key::vary_values(&vary, &parts.headers);
+    let entry = Entry {
+        uri: parts.uri,
+        status,
+        headers: stored_headers,
+        body: Bytes::new(),
+        vary,
+        vary_values,
+        cc: res_cc,
+        initial_age: policy::initial_age(res.headers(), request_time, response_time),
+        stored_at: Instant::now(),
+        lifetime,
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+        tags,
+        generation,
+    };
+    let job = StoreJob::new(shared.clone(), key, entry, guard, shared.max_entry_bytes);
+    res.map(|b| CacheBody::storing(b, job))
+}
+
+/// The stored entry refreshed by the origin's `304` (RFC 9111 4.3.4), or `None` when the `304`
+/// does not match it.
+fn refreshed_entry(
+    shared: &Shared,
+    entry: &Entry,
+    not_modified: &HeaderMap,
+    parts: &Parts,
+    request_time: SystemTime,
+    response_time: SystemTime,
+    generation: u64,
+) -> Option<Entry> {
+    let mut headers = entry.headers.clone();
+    if !policy::update_from_304(&mut headers, not_modified) {
+        return None;
+    }
+    strip_hop_by_hop(&mut headers);
+    headers.remove(&AGE);
+    headers.remove(&shared.tag_header);
+    let cc = CacheControl::parse(&headers);
+    let policy = StorePolicy {
+        default_ttl: shared.default_ttl(parts),
+        ..shared.policy.clone()
+    };
+    let lifetime = policy::freshness_lifetime(entry.status, &headers, &cc, response_time, &policy);
+    let (swr, sie) = stale_windows(shared, &cc);
+    Some(Entry {
+        uri: entry.uri.clone(),
+        status: entry.status,
+        headers,
+        body: entry.body.clone(),
+        vary: entry.vary.clone(),
+        vary_values: entry.vary_values.clone(),
+        cc,
+        initial_age: policy::initial_age(not_modified, request_time, response_time),
+        stored_at: Instant::now(),
+        lifetime,
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+        tags: entry.tags.clone(),
+        generation,
+    })
+}
+
+/// Serves nothing; refreshes `entry` from the origin in the background, once per key at a time.
+fn refresh_in_background<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    svc: &S,
+    entry: Arc<Entry>,
+    primary: Primary,
+    parts: &Parts,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Buf + Send,
+    ResBody::Error: Into<BoxError>,
+{
+    let variant = shared.keyer.variant(&entry.vary, &parts.headers);
+    let Some(guard) = shared.refreshes.try_lead(primary ^ u128::from(variant)) else {
+        return;
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let shared = shared.clone();
+    let mut svc = svc.clone();
+    let mut parts = clone_parts(parts);
+    parts.method = Method::GET;
+    for name in &CONDITIONALS {
+        parts.headers.remove(name);
+    }
+    policy::add_validators(&entry.headers, &mut parts.headers);
+    handle.spawn(async move {
+        let _guard = guard;
+        let generation = shared.purges.current();
+        let request_time = SystemTime::now();
+        let req = Request::from_parts(clone_parts(&parts), ReqBody::default());
+        let Ok(res) = call_ready(&mut svc, req).await else {
+            return;
+        };
+        let response_time = SystemTime::now();
+        if res.status() == StatusCode::NOT_MODIFIED {
+            if let Some(updated) = refreshed_entry(
+                &shared,
+                &entry,
+                res.headers(),
+                &parts,
+                request_time,
+                response_time,
+                generation,
+            ) {
+                shared
+                    .store
+                    .insert(EntryKey { primary, variant }, Arc::new(updated));
+            }
+            return;
+        }
+        if res.status().is_server_error() || res.extensions().get::<Rejected>().is_some() {
+            return;
+        }
+        // A new full response: store it the usual way, reading the body here.
+        let res = store_or_pass(
+            &shared,
+            res,
+            parts,
+            primary,
+            None,
+            Fwd::Stale,
+            false,
+            generation,
+            request_time,
+            response_time,
+        );
+        let mut body = std::pin::pin!(res.into_body());
+        while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// RFC 9111 4.4: a non-error response to an unsafe request invalidates the target URI and the
+/// same-origin `Location` and `Content-Location`.
+fn invalidate_after_unsafe(
+    shared: &Shared,
+    uri: &http::Uri,
+    host: Option<&HeaderValue>,
+    res_headers: &HeaderMap,
+) {
+    let purge = |pq: &str| {
+        shared.purges.purge_uri(pq, true);
+        let target: Box<str> = pq.into();
+        shared.store.remove_if(move |e| {
+            e.uri
+                .path_and_query()
+                .is_some_and(|p| p.as_str() == &*target)
+        });
+    };
+    if let Some(pq) = uri.path_and_query() {
+        purge(pq.as_str());
+    }
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(value) = res_headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Ok(target) = value.parse::<http::Uri>() else {
+            continue;
+        };
+        // Relative references are same-origin; absolute ones only with the request's authority.
+        let same_origin = match target.authority() {
+            None => true,
+            Some(a) => {
+                uri.authority()
+                    .map(|u| u.as_str().eq_ignore_ascii_case(a.as_str()))
+                    .unwrap_or(false)
+                    || host
+                        .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
+            }
+        };
+        if same_origin {
+            if let Some(pq) = target.path_and_query() {
+                if pq.as_str().starts_with('/') {
+                    purge(pq.as_str());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The `Cache-Status` response header (RFC 9211): what the cache did with a request, as one
+//! member of a Structured Field list (RFC 8941).
+
+use crate::util::header::trim_ows;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
+
+/// `Cache-Status`, not among the `http` crate's constants.
+pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Why the request went forward to the origin (RFC 9211 2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fwd {
+    /// Nothing stored for this URI.
+    UriMiss,
+    /// Responses stored for this URI, but none for this request's `Vary` values.
+    VaryMiss,
+    /// A miss, without saying which kind.
+    Miss,
+    /// The request asked for it (`no-cache`, `max-age=0`...).
+    Request,
+    /// The stored response was stale and went to be revalidated.
+    Stale,
+    /// The cache was configured, or decided, not to handle this request.
+    Bypass,
+}
+
+impl Fwd {
+    /// The token RFC 9211 defines.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Miss => "miss",
+            Fwd::Request => "request",
+            Fwd::Stale => "stale",
+            Fwd::Bypass => "bypass",
+        }
+    }
+}
+
+/// What the cache did with one request, for the `Cache-Status` header and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheStatus<'a> {
+    /// The cache's name, e.g. `tower-perf`. Written as a token when it is one, else as a string.
+    pub(crate) name: &'a str,
+    /// Served from the cache without going to the origin.
+    pub(crate) hit: bool,
+    /// Why it went to the origin.
+    pub(crate) fwd: Option<Fwd>,
+    /// The status the origin answered with.
+    pub(crate) fwd_status: Option<u16>,
+    /// The response was stored.
+    pub(crate) stored: bool,
+    /// The request waited for another request's response (request collapsing).
+    pub(crate) collapsed: bool,
+    /// Remaining freshness in seconds; negative when stale.
+    pub(crate) ttl: Option<i64>,
+    /// More detail, e.g. `stale-while-revalidate` or `set-cookie`.
+    pub(crate) detail: Option<&'a str>,
+}
+
+/// The largest magnitude of a Structured Field integer (RFC 8941 3.3.1): 15 digits.
+const SF_INTEGER_MAX: i64 = 999_999_999_999_999;
+
+impl CacheStatus<'_> {
+    /// The member, as in `tower-perf; hit; ttl=42`, `tower-perf; fwd=uri-miss; fwd-status=200;
+    /// stored; ttl=60` or `tower-perf; fwd=bypass; detail=set-cookie`.
+    ///
+    /// Parameters come in the order `hit`, `fwd`, `fwd-status`, `ttl`, `stored`, `collapsed`,
+    /// `detail`, separated by `"; "`; booleans are bare names (Structured Field `true`) and are
+    /// left out when false. The name and `detail` are tokens when they are valid `sf-token`s,
+    /// else `sf-string`s with `"` and `\` escaped and characters outside printable ASCII left out
+    /// (a Structured Field string cannot carry them). `ttl` is clamped to the Structured Field
+    /// integer range.
+    pub(crate) fn to_header_value(&self) -> HeaderValue {
+        let detail_len = self.detail.map_or(0, str::len);
+        // Escaping at most doubles a string; the rest fits in 96 bytes.
+        let mut buf = Vec::with_capacity(96 + 2 * (self.name.len() + detail_len));
+        self.write(&mut buf);
+        value_from(buf)
+    }
+
+    fn write(&self, buf: &mut Vec<u8>) {
+        push_bare_item(buf, self.name);
+        if self.hit {
+            buf.extend_from_slice(b"; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            buf.extend_from_slice(b"; fwd=");
+            buf.extend_from_slice(fwd.as_str().as_bytes());
+        }
+        if let Some(status) = self.fwd_status {
+            buf.extend_from_slice(b"; fwd-status=");
+            push_integer(buf, status.into());
+        }
+        if let Some(ttl) = self.ttl {
+            buf.extend_from_slice(b"; ttl=");
+            push_integer(buf, ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX));
+        }
+        if self.stored {
+            buf.extend_from_slice(b"; stored");
+        }
+        if self.collapsed {
+            buf.extend_from_slice(b"; collapsed");
+        }
+        if let Some(detail) = self.detail {
+            buf.extend_from_slice(b"; detail=");
+            push_bare_item(buf, detail);
+        }
+    }
+
+    /// Adds this member to the response's `Cache-Status`, after the members of caches closer to
+    /// the origin (RFC 9211 2: the member of the cache closest to the user comes last). Existing
+    /// field lines are joined with ours into one line, `existing, ours`; empty ones are dropped.
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+        let existing = headers.get_all(&CACHE_STATUS);
+        let existing_len: usize = existing.iter().map(|v| v.len() + 2).sum();
+        let mut buf = Vec::with_capacity(existing_len + 96 + 2 * self.name.len());
+        for value in existing {
+            let bytes = trim_ows(value.as_bytes());
+            if !bytes.is_empty() {
+                buf.extend_from_slice(bytes);
+                buf.extend_from_slice(b", ");
+            }
+        }
+        self.write(&mut buf);
+        // Joining valid field values with ", " gives a valid field value; if an existing value
+        // were somehow not one, ours alone still is.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
+            .unwrap_or_else(|_| self.to_header_value());
+        headers.insert(CACHE_STATUS.clone(), value);
+    }
+}
+
+/// Builds the header value; what `write` produces is always valid, and a broken value would only
+/// cost the header its content, never a panic.
+fn value_from(buf: Vec<u8>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Writes `s` as an `sf-token` when it is one, else as an `sf-string`.
+fn push_bare_item(buf: &mut Vec<u8>, s: &str) {
+    if is_sf_token(s.as_bytes()) {
+        buf.extend_from_slice(s.as_bytes());
+        return;
+    }
+    buf.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' | b'\\' => buf.extend_from_slice(&[b'\\', b]),
+            0x20..=0x7e => buf.push(b),
+            _ => {}
+        }
+    }
+    buf.push(b'"');
+}
+
+/// `sf-token = ( ALPHA / "*" ) *( tchar / ":" / "/" )` (RFC 8941 3.3.4).
+fn is_sf_token(s: &[u8]) -> bool {
+    let Some((&first, rest)) = s.split_first() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == b'*')
+        && rest
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b":/!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Writes a decimal integer without going through `fmt`.
+fn push_integer(buf: &mut Vec<u8>, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut n = value.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        buf.push(b'-');
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> CacheStatus<'static> {
+        CacheStatus {
+            name: "tower-perf",
+            hit: false,
+            fwd: None,
+            fwd_status: None,
+            stored: false,
+            collapsed: false,
+            ttl: None,
+            detail: None,
+        }
+    }
+
+    fn render(s: CacheStatus<'_>) -> String {
+        s.to_header_value().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn hit() {
+        let s = CacheStatus {
+            hit: true,
+            ttl: Some(42),
+            ..status()
+        };
+        assert_eq!(render(s), "tower-perf; hit; ttl=42");
+    }
+
+    #[test]
+    fn miss_stored() {
+        let s = CacheStatus {
+            fwd: Some(Fwd::UriMiss),
+            fwd_status: Some(200),
+            stored: true,
+            ttl: Some(60),
+            ..status()
+        };
+        assert_eq!(
+            render(s),
+            "tower-perf; fwd=uri-miss; fwd-status=200; ttl=60; stored"
+        );
+    }
+
+    #[test]
+    fn bypass_with_detail() {
+        let s = CacheStatus {
+            fwd: Some(Fwd::Bypass),
+            detail: Some("set-cookie"),
+            ..status()
+        };
+        assert_eq!(render(s), "tower-perf; fwd=bypass; detail=set-cookie");
+    }
+
+    #[test]
+    fn everything_in_order() {
+        let s = CacheStatus {
+            hit: true,
+            fwd: Some(Fwd::Stale),
+            fwd_status: Some(304),
+            stored: true,
+            collapsed: true,
+            ttl: Some(-5),
+            detail: Some("stale-while-revalidate"),
+            ..status()
+        };
+        assert_eq!(
+            render(s),
+            "tower-perf; hit; fwd=stale; fwd-status=304; ttl=-5; stored; collapsed; detail=stale-while-revalidate"
+        );
+        assert_eq!(render(status()), "tower-perf");
+    }
+
+    #[test]
+    fn fwd_tokens() {
+        let all = [
+            (Fwd::UriMiss, "uri-miss"),
+            (Fwd::VaryMiss, "vary-miss"),
+            (Fwd::Miss, "miss"),
+            (Fwd::Request, "request"),
+            (Fwd::Stale, "stale"),
+            (Fwd::Bypass, "bypass"),
+        ];
+        for (fwd, want) in all {
+            assert_eq!(fwd.as_str(), want);
+        }
+    }
+
+    #[test]
+    fn integers() {
+        for (ttl, want) in [
+            (0, "ttl=0"),
+            (-1, "ttl=-1"),
+            (1_234_567, "ttl=1234567"),
+            (i64::MAX, "ttl=999999999999999"),
+            (i64::MIN, "ttl=-999999999999999"),
+        ] {
+            let s = CacheStatus {
+                ttl: Some(ttl),
+                ..status()
+            };
+            assert_eq!(render(s), format!("tower-perf; {want}"));
+        }
+        let s = CacheStatus {
+            fwd_status: Some(u16::MAX),
+            ..status()
+        };
+        assert_eq!(render(s), "tower-perf; fwd-status=65535");
+    }
+
+    #[test]
+    fn strings_when_not_tokens() {
+        let s = CacheStatus {
+            detail: Some("2 \"quoted\" \\ é\u{7f}x"),
+            ..status()
+        };
+        assert_eq!(render(s), r#"tower-perf; detail="2 \"quoted\" \\ x""#);
+        let s = CacheStatus {
+            name: "My Cache",
+            detail: Some(""),
+            ..status()
+        };
+        assert_eq!(render(s), r#""My Cache"; detail="""#);
+        let s = CacheStatus {
+            name: "*cdn:edge/1",
+            detail: Some("a\r\nb"),
+            ..status()
+        };
+        assert_eq!(render(s), r#"*cdn:edge/1; detail="ab""#);
+    }
+
+    #[test]
+    fn append_after_existing() {
+        let ours = CacheStatus {
+            hit: true,
+            ttl: Some(10),
+            ..status()
+        };
+        let mut headers = HeaderMap::new();
+        ours.append_to(&mut headers);
+        assert_eq!(
+            headers.get(&CACHE_STATUS).unwrap(),
+            "tower-perf; hit; ttl=10"
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.append(
+            &CACHE_STATUS,
+            HeaderValue::from_static("OriginCache; hit; ttl=1100"),
+        );
+        headers.append(&CACHE_STATUS, HeaderValue::from_static(" "));
+        headers.append(
+            &CACHE_STATUS,
+            HeaderValue::from_static("\"CDN Company\"; fwd=uri-miss"),
+        );
+        ours.append_to(&mut headers);
+        let lines: Vec<_> = headers.get_all(&CACHE_STATUS).iter().collect();
+        assert_eq!(
+            lines,
+            ["OriginCache; hit; ttl=1100, \"CDN Company\"; fwd=uri-miss, tower-perf; hit; ttl=10"]
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Byte-level pieces of HTTP field syntax (RFC 9110 section 5.6), shared by every parser of the
+//! crate so that none of them carries its own copy.
+
+/// `tchar` (RFC 9110 5.6.2): a byte that may appear in a token.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `s` is a token: one or more `tchar`.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// `bytes` without leading optional whitespace (spaces and tabs).
+pub(crate) fn trim_start_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t');
+    start.map_or(&[][..], |start| &bytes[start..])
+}
+
+/// `bytes` without leading and trailing optional whitespace (spaces and tabs).
+pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let bytes = trim_start_ows(bytes);
+    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t');
+    end.map_or(&[][..], |end| &bytes[..=end])
+}
+
+/// A position in one field line, for hand-written list parsers.
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    pub(crate) fn skip_ows(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    /// The token at the position (possibly empty), consumed.
+    pub(crate) fn token(&mut self) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(is_tchar) {
+            self.pos += 1;
+        }
+        &self.bytes[start..self.pos]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_whitespace() {
+        assert!(is_token("max-age"));
+        assert!(is_token("db-1.read_x"));
+        assert!(!is_token(""));
+        assert!(!is_token("has space"));
+        assert!(!is_token("semi;colon"));
+        assert_eq!(trim_ows(b" \t a b \t"), b"a b");
+        assert_eq!(trim_ows(b"   "), b"");
+        assert_eq!(trim_start_ows(b"  x "), b"x ");
+        let mut c = Cursor::new(b"  gzip;q=1");
+        c.skip_ows();
+        assert_eq!(c.token(), b"gzip");
+        assert_eq!(c.peek(), Some(b';'));
+    }
+}
