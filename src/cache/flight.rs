@@ -23,7 +23,7 @@ pub(crate) enum Landing {
 
 const SHARDS: usize = 64;
 
-type Shard = Mutex<HashMap<u128, watch::Receiver<Landing>, foldhash::fast::RandomState>>;
+type Shard = Mutex<HashMap<u64, watch::Receiver<Landing>, foldhash::fast::RandomState>>;
 
 /// The flights in progress, sharded so that unrelated keys never contend on one lock.
 pub(crate) struct Flights {
@@ -43,11 +43,11 @@ impl Flights {
         })
     }
 
-    fn shard(&self, key: u128) -> &Shard {
+    fn shard(&self, key: u64) -> &Shard {
         &self.shards[(key as usize) % SHARDS]
     }
 
-    pub(crate) fn join(self: &Arc<Self>, key: u128) -> Role {
+    pub(crate) fn join(self: &Arc<Self>, key: u64) -> Role {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = shard.get(&key) {
             if *rx.borrow() == Landing::InFlight {
@@ -64,7 +64,7 @@ impl Flights {
     }
 
     /// Whether a flight on `key` is in progress (used to run one background refresh per key).
-    pub(crate) fn try_lead(self: &Arc<Self>, key: u128) -> Option<FlightGuard> {
+    pub(crate) fn try_lead(self: &Arc<Self>, key: u64) -> Option<FlightGuard> {
         match self.join(key) {
             Role::Leader(g) => Some(g),
             Role::Follower(_) => None,
@@ -80,7 +80,7 @@ impl Flights {
 /// Held by the leader; lands the flight when done, or as `NotStored` when dropped first.
 pub(crate) struct FlightGuard {
     flights: Arc<Flights>,
-    key: u128,
+    key: u64,
     tx: Option<watch::Sender<Landing>>,
 }
 

@@ -1,24 +1,25 @@
 //! Cache keys: the primary key of a URL and the secondary key of a `Vary` variant.
 
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 
+use foldhash::fast::{FoldHasher, RandomState};
 use http::header::{HeaderName, ACCEPT_ENCODING, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method};
-use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::util::accept_encoding::{negotiate, Encoding};
 use crate::util::header::trim_ows;
 
-/// The primary key of a stored response: a keyed 128-bit hash of method class, scheme,
-/// authority, path, query and the user's extra key parts. A hit also compares the stored URI, so
-/// even a hash collision cannot serve one URL's response for another.
-pub(crate) type Primary = u128;
+/// The primary key of a stored response: a randomly seeded 64-bit hash of method class, scheme,
+/// authority, path, query and the user's extra key parts. A hit also compares the stored URI
+/// and `Vary` values, so a hash collision can never serve one URL's response for another: at
+/// worst two URLs take turns in one slot. That is why a fast hash is enough here.
+pub(crate) type Primary = u64;
 
 /// Adds request-specific parts to the cache key (a tenant, an API version header). Given to the
 /// closure of [`ResponseCacheBuilder::key_with`](super::ResponseCacheBuilder::key_with).
 pub struct KeyParts<'a> {
-    hasher: &'a mut SipHasher13,
+    hasher: &'a mut FoldHasher<'static>,
 }
 
 impl KeyParts<'_> {
@@ -40,41 +41,59 @@ impl std::fmt::Debug for KeyParts<'_> {
 /// The user's key hook.
 pub(crate) type KeyFn = dyn Fn(&Parts, &mut KeyParts<'_>) + Send + Sync;
 
-/// Hashes keys with per-layer random keys, so clients cannot aim collisions.
+/// Hashes keys with a per-layer random seed, so clients cannot aim collisions at a known key.
 #[derive(Clone)]
 pub(crate) struct Keyer {
-    k0: u64,
-    k1: u64,
+    state: RandomState,
     sort_query: bool,
 }
 
 impl Keyer {
     pub(crate) fn new(sort_query: bool) -> Self {
-        let r = std::collections::hash_map::RandomState::new();
-        let mut a = std::hash::BuildHasher::build_hasher(&r);
-        a.write_u8(1);
-        let mut b = std::hash::BuildHasher::build_hasher(&r);
-        b.write_u8(2);
         Self {
-            k0: a.finish(),
-            k1: b.finish(),
+            state: RandomState::default(),
             sort_query,
         }
     }
 
-    fn hasher(&self) -> SipHasher13 {
-        SipHasher13::new_with_keys(self.k0, self.k1)
+    fn hasher(&self) -> FoldHasher<'static> {
+        self.state.build_hasher()
     }
 
     /// The primary key of a GET or HEAD request (both map to the GET entry).
     pub(crate) fn primary(&self, parts: &Parts, extra: Option<&KeyFn>) -> Primary {
+        self.primary_with(&parts.uri, &parts.headers, extra.map(|f| (f, parts)))
+    }
+
+    /// [`primary`](Self::primary) from a whole request. The key hook needs the request head as
+    /// `Parts`, which is only rebuilt (a copy of the head) when there is a hook.
+    pub(crate) fn primary_of<B>(&self, req: &http::Request<B>, extra: Option<&KeyFn>) -> Primary {
+        match extra {
+            None => self.primary_with(req.uri(), req.headers(), None),
+            Some(f) => {
+                let mut head = http::Request::new(());
+                *head.method_mut() = req.method().clone();
+                *head.uri_mut() = req.uri().clone();
+                *head.headers_mut() = req.headers().clone();
+                *head.extensions_mut() = req.extensions().clone();
+                let (parts, ()) = head.into_parts();
+                self.primary(&parts, Some(f))
+            }
+        }
+    }
+
+    fn primary_with(
+        &self,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        extra: Option<(&KeyFn, &Parts)>,
+    ) -> Primary {
         let mut h = self.hasher();
         h.write(b"GET");
-        let uri = &parts.uri;
         write_part(&mut h, uri.scheme_str().unwrap_or("").as_bytes());
         let authority = match uri.authority() {
             Some(a) => a.as_str().as_bytes(),
-            None => parts.headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
+            None => headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
         };
         write_lowercase_part(&mut h, authority);
         write_part(&mut h, uri.path().as_bytes());
@@ -90,10 +109,10 @@ impl Keyer {
             Some(q) => write_part(&mut h, q.as_bytes()),
             None => h.write_u8(0xff),
         }
-        if let Some(f) = extra {
+        if let Some((f, parts)) = extra {
             f(parts, &mut KeyParts { hasher: &mut h });
         }
-        h.finish128().as_u128()
+        h.finish()
     }
 
     /// The secondary key of the variant of a response with `vary` that this request selects.
@@ -233,19 +252,19 @@ pub(crate) fn is_cacheable_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD
 }
 
-fn write_part(h: &mut SipHasher13, part: &[u8]) {
+fn write_part(h: &mut FoldHasher<'static>, part: &[u8]) {
     h.write_usize(part.len());
     h.write(part);
 }
 
-fn write_lowercase_part(h: &mut SipHasher13, part: &[u8]) {
+fn write_lowercase_part(h: &mut FoldHasher<'static>, part: &[u8]) {
     h.write_usize(part.len());
     for b in part {
         h.write_u8(b.to_ascii_lowercase());
     }
 }
 
-fn write_trimmed(h: &mut SipHasher13, part: &[u8]) {
+fn write_trimmed(h: &mut FoldHasher<'static>, part: &[u8]) {
     write_part(h, trim_ows(part));
 }
 

@@ -152,7 +152,6 @@ impl Shared {
 pub struct ResponseCacheBuilder {
     max_bytes: u64,
     max_entry_bytes: usize,
-    max_urls: u64,
     default_ttl: Option<Duration>,
     route_ttls: HashMap<String, Duration>,
     ttl_fn: Option<Arc<TtlFn>>,
@@ -174,7 +173,6 @@ impl Default for ResponseCacheBuilder {
         Self {
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
-            max_urls: 100_000,
             default_ttl: None,
             route_ttls: HashMap::new(),
             ttl_fn: None,
@@ -204,12 +202,6 @@ impl ResponseCacheBuilder {
     /// bodies stream through to the client untouched and are not stored. Default: 1 MiB.
     pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
         self.max_entry_bytes = bytes;
-        self
-    }
-
-    /// At most this many URLs have their `Vary` names remembered. Default: 100,000.
-    pub fn max_urls(mut self, urls: u64) -> Self {
-        self.max_urls = urls;
         self
     }
 
@@ -334,9 +326,6 @@ impl ResponseCacheBuilder {
                 ),
             ));
         }
-        if self.max_urls == 0 {
-            return Err(ConfigError::new("max_urls", "must be at least 1"));
-        }
         if self.max_ttl.is_zero() {
             return Err(ConfigError::new("max_ttl", "must be greater than zero"));
         }
@@ -387,7 +376,7 @@ impl ResponseCacheBuilder {
         describe_metrics();
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
         let shared = Shared {
-            store: MemoryStore::new(self.max_bytes, self.max_urls),
+            store: MemoryStore::new(self.max_bytes),
             purges: Purges::new(record_ttl, 100_000),
             flights: Flights::new(),
             refreshes: Flights::new(),

@@ -63,9 +63,44 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {
     }
 }
 
-/// Response future of [`ResponseCache`].
-pub type ResponseFuture<B, E> =
-    Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send + 'static>>;
+pin_project_lite::pin_project! {
+    /// Response future of [`ResponseCache`]: ready at once for a response served from the
+    /// cache, the origin's round trip otherwise.
+    pub struct ResponseFuture<B, E> {
+        #[pin]
+        kind: FutureKind<B, E>,
+    }
+}
+
+type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = FutureKindProj]
+    enum FutureKind<B, E> {
+        Ready { res: Option<Response<CacheBody<B>>> },
+        Origin { #[pin] fut: BoxFuture<B, E> },
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<CacheBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            FutureKindProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => panic!("ResponseFuture polled after completion"),
+            },
+            FutureKindProj::Origin { fut } => fut.poll(cx),
+        }
+    }
+}
+
+impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
 where
@@ -86,12 +121,113 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // Hits are answered here, synchronously: no origin, no boxed future.
+        if let Some(res) = try_serve(&self.shared, &self.inner, &req) {
+            return ResponseFuture {
+                kind: FutureKind::Ready { res: Some(res) },
+            };
+        }
         // The clone takes the place of the service that was polled ready, which goes with the
         // request (tower's usual dance).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(handle(self.shared.clone(), inner, req))
+        ResponseFuture {
+            kind: FutureKind::Origin {
+                fut: Box::pin(handle(self.shared.clone(), inner, req)),
+            },
+        }
     }
+}
+
+/// Serves `req` from the cache when a stored response may be used without asking the origin:
+/// fresh, acceptable to the request's `max-stale`, or within stale-while-revalidate (which also
+/// starts the background refresh). `None`: the request needs the origin.
+fn try_serve<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    svc: &S,
+    req: &Request<ReqBody>,
+) -> Option<Response<CacheBody<ResBody>>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Buf + Send,
+    ResBody::Error: Into<BoxError>,
+{
+    if !is_cacheable_method(req.method()) {
+        return None;
+    }
+    let req_cc = CacheControl::parse_request(req.headers());
+    if req_cc.no_store {
+        return None;
+    }
+    let start = Instant::now();
+    let primary = shared.keyer.primary_of(req, shared.key_fn.as_deref());
+    let Found::Entry(entry, validity) = lookup_head(shared, primary, req.uri(), req.headers())
+    else {
+        return None;
+    };
+    let served = decide_without_origin(&entry, validity, &req_cc, start)?;
+    if let Some(t) = Timings::from_request(req) {
+        t.record("cache", start.elapsed());
+    }
+    if served.detail == Some("stale-while-revalidate") {
+        let (parts, _) = clone_request_head(req).into_parts();
+        refresh_in_background(shared, svc, entry.clone(), primary, &parts);
+    }
+    let head_only = req.method() == Method::HEAD;
+    Some(serve(
+        shared,
+        &entry,
+        req.headers(),
+        head_only,
+        start,
+        served,
+    ))
+}
+
+/// Whether a stored entry may be served without the origin, and how.
+fn decide_without_origin(
+    entry: &Entry,
+    validity: Validity,
+    req_cc: &CacheControl,
+    now: Instant,
+) -> Option<Served> {
+    let age = entry.age(now);
+    let lifetime = match validity {
+        Validity::Stale => Duration::ZERO,
+        _ => entry.lifetime,
+    };
+    match policy::serve_decision(age, lifetime, req_cc, &entry.cc) {
+        Serve::Fresh => Some(Served::hit()),
+        Serve::StaleAllowed => Some(Served::stale("max-stale")),
+        Serve::Revalidate => {
+            // A soft-purged entry went stale at the purge, not at the end of its lifetime.
+            let stale_for = match validity {
+                Validity::Stale => Duration::ZERO,
+                _ => age.saturating_sub(lifetime),
+            };
+            let really_stale = validity == Validity::Stale || age >= entry.lifetime;
+            let client_wants_origin =
+                req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
+            (really_stale
+                && !client_wants_origin
+                && within(stale_for, entry.stale_while_revalidate))
+            .then(|| Served::stale("stale-while-revalidate"))
+        }
+    }
+}
+
+fn clone_request_head<B>(req: &Request<B>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    *head.extensions_mut() = req.extensions().clone();
+    head
 }
 
 /// The request headers a client uses to ask for a conditional response.
@@ -157,59 +293,22 @@ where
     let mut lookup = lookup(&shared, primary, &parts);
     phase(&timings);
 
-    // A fresh (or acceptable) stored response.
+    // A fresh (or acceptable) stored response: normally answered by `try_serve` already, but
+    // the cache may have changed since.
     if let Found::Entry(entry, validity) = &lookup {
         let now = Instant::now();
-        let age = entry.age(now);
-        let lifetime = match validity {
-            Validity::Stale => Duration::ZERO,
-            _ => entry.lifetime,
-        };
-        match policy::serve_decision(age, lifetime, &req_cc, &entry.cc) {
-            Serve::Fresh => {
-                return Ok(serve(
-                    &shared,
-                    entry,
-                    &parts.headers,
-                    head_only,
-                    now,
-                    Served::hit(),
-                ));
+        if let Some(served) = decide_without_origin(entry, *validity, &req_cc, now) {
+            if served.detail == Some("stale-while-revalidate") {
+                refresh_in_background(&shared, &svc, entry.clone(), primary, &parts);
             }
-            Serve::StaleAllowed => {
-                return Ok(serve(
-                    &shared,
-                    entry,
-                    &parts.headers,
-                    head_only,
-                    now,
-                    Served::stale("max-stale"),
-                ));
-            }
-            Serve::Revalidate => {
-                // A soft-purged entry went stale at the purge, not at the end of its lifetime.
-                let stale_for = match validity {
-                    Validity::Stale => Duration::ZERO,
-                    _ => age.saturating_sub(lifetime),
-                };
-                let really_stale = *validity == Validity::Stale || age >= entry.lifetime;
-                let client_wants_origin =
-                    req_cc.no_cache || req_cc.max_age.is_some() || req_cc.min_fresh.is_some();
-                if really_stale
-                    && !client_wants_origin
-                    && within(stale_for, entry.stale_while_revalidate)
-                {
-                    refresh_in_background(&shared, &svc, entry.clone(), primary, &parts);
-                    return Ok(serve(
-                        &shared,
-                        entry,
-                        &parts.headers,
-                        head_only,
-                        now,
-                        Served::stale("stale-while-revalidate"),
-                    ));
-                }
-            }
+            return Ok(serve(
+                &shared,
+                entry,
+                &parts.headers,
+                head_only,
+                now,
+                served,
+            ));
         }
     }
 
@@ -223,7 +322,7 @@ where
         for _ in 0..3 {
             let flight_key = match &lookup {
                 Found::VaryMiss(vary) => {
-                    primary ^ u128::from(shared.keyer.variant(vary, &parts.headers))
+                    primary ^ shared.keyer.variant(vary, &parts.headers).rotate_left(17)
                 }
                 _ => primary,
             };
@@ -408,32 +507,29 @@ enum Found {
 }
 
 fn lookup(shared: &Shared, primary: Primary, parts: &Parts) -> Found {
-    let Some(vary) = shared.store.vary_of(primary) else {
-        return Found::UriMiss;
-    };
-    let key = EntryKey {
-        primary,
-        variant: shared.keyer.variant(&vary, &parts.headers),
-    };
-    match shared.store.get(&key) {
-        Some(entry)
-            if same_uri(&entry, parts)
-                && super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers) =>
-        {
-            match shared.purges.check(&entry) {
-                Validity::Gone => {
-                    shared.store.remove(&key);
-                    Found::UriMiss
-                }
-                v => Found::Entry(entry, v),
-            }
-        }
-        _ => Found::VaryMiss(vary),
-    }
+    lookup_head(shared, primary, &parts.uri, &parts.headers)
 }
 
-fn same_uri(entry: &Entry, parts: &Parts) -> bool {
-    entry.uri.path_and_query() == parts.uri.path_and_query()
+fn lookup_head(shared: &Shared, primary: Primary, uri: &http::Uri, headers: &HeaderMap) -> Found {
+    let Some(url) = shared.store.url(primary) else {
+        return Found::UriMiss;
+    };
+    let variant = shared.keyer.variant(&url.vary, headers);
+    match url.variant(variant) {
+        Some(entry)
+            if entry.uri.path_and_query() == uri.path_and_query()
+                && super::key::vary_matches(&entry.vary, &entry.vary_values, headers) =>
+        {
+            match shared.purges.check(entry) {
+                Validity::Gone => {
+                    shared.store.remove(&EntryKey { primary, variant });
+                    Found::UriMiss
+                }
+                v => Found::Entry(entry.clone(), v),
+            }
+        }
+        _ => Found::VaryMiss(url.vary.clone()),
+    }
 }
 
 /// Requests that may wait for another client's origin response: no credentials of their own.
@@ -818,7 +914,7 @@ fn refresh_in_background<S, ReqBody, ResBody>(
     ResBody::Error: Into<BoxError>,
 {
     let variant = shared.keyer.variant(&entry.vary, &parts.headers);
-    let Some(guard) = shared.refreshes.try_lead(primary ^ u128::from(variant)) else {
+    let Some(guard) = shared.refreshes.try_lead(primary ^ variant.rotate_left(17)) else {
         return;
     };
     let Ok(handle) = tokio::runtime::Handle::try_current() else {

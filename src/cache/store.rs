@@ -1,7 +1,8 @@
 //! What a stored response holds, and the memory tier that keeps entries within a byte budget.
 //!
 //! The tier is the seam for the Redis tier to come: it stores `Arc<Entry>` under an
-//! [`EntryKey`], and the service only calls `get`, `insert`, `remove` and the vary-spec pair.
+//! [`EntryKey`] (URL and variant), and the service only calls `url`, `insert`, `remove` and the
+//! purge helpers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,7 +65,9 @@ impl Entry {
         self.lifetime
             .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
             .saturating_sub(self.initial_age)
-            .max(Duration::from_secs(1))
+            // A floor: freshness is judged on tokio's clock, not by moka; an entry kept a little
+            // longer only costs memory, which the byte budget bounds anyway.
+            .max(Duration::from_secs(10))
     }
 
     /// Bytes it costs: body, headers and a fixed overhead for the structures around them.
@@ -91,111 +94,176 @@ pub(crate) struct Evictions {
     pub(crate) replaced: AtomicU64,
 }
 
-/// The in-process tier: entries in moka, bounded by bytes.
+/// The responses stored for one URL: its `Vary` names and one entry per variant.
+pub(crate) struct Url {
+    pub(crate) vary: Arc<[HeaderName]>,
+    variants: Box<[(u64, Arc<Entry>)]>,
+    weight: u32,
+    ttl: Duration,
+}
+
+/// More variants than this per URL (a `Vary` on a header with many values) push the oldest out.
+const MAX_VARIANTS: usize = 32;
+
+impl Url {
+    fn new(vary: Arc<[HeaderName]>, variants: Vec<(u64, Arc<Entry>)>) -> Self {
+        let weight = variants
+            .iter()
+            .fold(64u32, |w, (_, e)| w.saturating_add(e.weight()));
+        let ttl = variants
+            .iter()
+            .map(|(_, e)| e.time_to_live())
+            .max()
+            .unwrap_or(Duration::ZERO);
+        Self {
+            vary,
+            variants: variants.into_boxed_slice(),
+            weight,
+            ttl,
+        }
+    }
+
+    pub(crate) fn variant(&self, variant: u64) -> Option<&Arc<Entry>> {
+        self.variants
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map(|(_, e)| e)
+    }
+}
+
+/// The in-process tier: one moka entry per URL holding its variants, bounded by bytes, so a hit
+/// is a single lookup.
 pub(crate) struct MemoryStore {
-    entries: moka::sync::Cache<EntryKey, Arc<Entry>, foldhash::fast::RandomState>,
-    /// The `Vary` names last seen for each URL: which request headers select its variant.
-    vary: moka::sync::Cache<Primary, Arc<[HeaderName]>, foldhash::fast::RandomState>,
+    urls: moka::sync::Cache<Primary, Arc<Url>, foldhash::fast::RandomState>,
     pub(crate) evictions: Arc<Evictions>,
     max_bytes: u64,
 }
 
-struct EntryExpiry;
+struct UrlExpiry;
 
-impl moka::Expiry<EntryKey, Arc<Entry>> for EntryExpiry {
+impl moka::Expiry<Primary, Arc<Url>> for UrlExpiry {
     fn expire_after_create(
         &self,
-        _key: &EntryKey,
-        value: &Arc<Entry>,
+        _key: &Primary,
+        value: &Arc<Url>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.time_to_live())
+        Some(value.ttl)
     }
 
     fn expire_after_update(
         &self,
-        _key: &EntryKey,
-        value: &Arc<Entry>,
+        _key: &Primary,
+        value: &Arc<Url>,
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.time_to_live())
+        Some(value.ttl)
     }
 }
 
 impl MemoryStore {
-    pub(crate) fn new(max_bytes: u64, max_urls: u64) -> Self {
+    pub(crate) fn new(max_bytes: u64) -> Self {
         let evictions = Arc::new(Evictions::default());
         let counts = evictions.clone();
-        let entries = moka::sync::Cache::builder()
+        let urls = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_k: &EntryKey, v: &Arc<Entry>| v.weight())
-            .expire_after(EntryExpiry)
+            .weigher(|_k: &Primary, v: &Arc<Url>| v.weight)
+            .expire_after(UrlExpiry)
             .support_invalidation_closures()
-            .eviction_listener(move |_k, _v, cause| {
+            .eviction_listener(move |_k, v: Arc<Url>, cause| {
                 let (counter, label) = match cause {
                     RemovalCause::Expired => (&counts.expired, "expired"),
                     RemovalCause::Size => (&counts.size, "size"),
                     RemovalCause::Explicit => (&counts.explicit, "explicit"),
                     RemovalCause::Replaced => (&counts.replaced, "replaced"),
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                let n = v.variants.len() as u64;
+                counter.fetch_add(n, Ordering::Relaxed);
                 ::metrics::counter!(names::CACHE_EVICTIONS_TOTAL, labels::CAUSE => label)
-                    .increment(1);
+                    .increment(n);
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
-        let vary = moka::sync::Cache::builder()
-            .max_capacity(max_urls)
-            .time_to_idle(Duration::from_secs(24 * 3600))
-            .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
-            entries,
-            vary,
+            urls,
             evictions,
             max_bytes,
         }
     }
 
-    pub(crate) fn vary_of(&self, primary: Primary) -> Option<Arc<[HeaderName]>> {
-        self.vary.get(&primary)
+    /// The responses stored for a URL.
+    pub(crate) fn url(&self, primary: Primary) -> Option<Arc<Url>> {
+        self.urls.get(&primary)
     }
 
-    pub(crate) fn get(&self, key: &EntryKey) -> Option<Arc<Entry>> {
-        self.entries.get(key)
-    }
-
+    /// Stores `entry` as the variant `key.variant` of its URL. A different `Vary` than the
+    /// stored variants' replaces them (the origin changed what it varies on).
     pub(crate) fn insert(&self, key: EntryKey, entry: Arc<Entry>) {
-        match self.vary.get(&key.primary) {
-            Some(v) if *v == *entry.vary => {}
-            _ => self.vary.insert(key.primary, entry.vary.clone()),
+        // Read, merge, write: two concurrent stores of different variants may lose one, which
+        // costs a later miss, never a wrong answer.
+        let mut variants = Vec::with_capacity(2);
+        if let Some(url) = self.urls.get(&key.primary) {
+            if *url.vary == *entry.vary {
+                variants.extend(
+                    url.variants
+                        .iter()
+                        .filter(|(v, _)| *v != key.variant)
+                        .cloned(),
+                );
+            }
         }
-        self.entries.insert(key, entry);
+        if variants.len() >= MAX_VARIANTS {
+            variants.remove(0);
+        }
+        let vary = entry.vary.clone();
+        variants.push((key.variant, entry));
+        self.urls
+            .insert(key.primary, Arc::new(Url::new(vary, variants)));
     }
 
+    /// Removes one variant.
     pub(crate) fn remove(&self, key: &EntryKey) {
-        self.entries.invalidate(key);
+        let Some(url) = self.urls.get(&key.primary) else {
+            return;
+        };
+        let rest: Vec<_> = url
+            .variants
+            .iter()
+            .filter(|(v, _)| *v != key.variant)
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            self.urls.invalidate(&key.primary);
+        } else if rest.len() < url.variants.len() {
+            self.urls
+                .insert(key.primary, Arc::new(Url::new(url.vary.clone(), rest)));
+        }
     }
 
-    /// Removes every entry whose URI satisfies `pred` (applied lazily by moka: such entries are
-    /// never returned again, and their memory is reclaimed in the background).
+    /// Removes every URL one of whose entries satisfies `pred` (applied lazily by moka: such
+    /// entries are never returned again, and their memory is reclaimed in the background).
     pub(crate) fn remove_if(&self, pred: impl Fn(&Entry) -> bool + Send + Sync + 'static) {
         // Only fails when invalidation closures are not enabled, which `new` does.
-        let _ = self
-            .entries
-            .invalidate_entries_if(move |_k, v: &Arc<Entry>| pred(v));
+        let _ = self.urls.invalidate_entries_if(move |_k, url: &Arc<Url>| {
+            url.variants.iter().any(|(_, e)| pred(e))
+        });
     }
 
     pub(crate) fn clear(&self) {
-        self.entries.invalidate_all();
-        self.vary.invalidate_all();
+        self.urls.invalidate_all();
     }
 
+    /// Stored responses, every variant counted.
     pub(crate) fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        let mut n = 0;
+        for (_, url) in self.urls.iter() {
+            n += url.variants.len() as u64;
+        }
+        n
     }
 
     pub(crate) fn weighted_size(&self) -> u64 {
-        self.entries.weighted_size()
+        self.urls.weighted_size()
     }
 
     pub(crate) fn max_bytes(&self) -> u64 {
@@ -204,7 +272,6 @@ impl MemoryStore {
 
     /// Runs moka's pending maintenance (evictions, expirations, invalidations) now.
     pub(crate) fn sync(&self) {
-        self.entries.run_pending_tasks();
-        self.vary.run_pending_tasks();
+        self.urls.run_pending_tasks();
     }
 }
