@@ -211,7 +211,8 @@ async fn main() -> ExitCode {
         Err(e) => return config_error(&e),
     };
 
-    let state = AppState::new(metrics, layers.handles());
+    let handles = layers.handles();
+    let state = AppState::new(metrics, handles.clone());
     let router = build_stack(app(state), layers);
 
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
@@ -223,6 +224,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(config.addr);
     print_banner(addr, &config);
+    tokio::spawn(warm_cache(handles.cache, router.clone(), addr));
 
     // `ConnectInfo<SocketAddr>` gives per-client layers (the rate limiter) the peer address.
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -402,6 +404,31 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 7. The application (`app`).
             .into_inner(),
     )
+}
+
+/// Fills the cache with the first list pages and the dashboard, through the whole stack, so the
+/// first visitors get hits. The key includes the authority: the warm-up requests carry the
+/// `Host` of the address the banner's curl commands use.
+async fn warm_cache(cache: CacheHandle, router: Router, addr: SocketAddr) {
+    let host = addr.to_string();
+    let paths = (1..=5)
+        .map(|page| format!("/api/v1/properties?page={page}"))
+        .chain(["/api/v1/dashboard".to_owned()]);
+    let requests = paths.filter_map(|path| {
+        Request::get(path)
+            .header(axum::http::header::HOST, host.as_str())
+            .body(Body::empty())
+            .ok()
+    });
+    let report = cache.warm(router, requests, 4).await;
+    tracing::info!(
+        requested = report.requested,
+        stored = report.stored,
+        already_cached = report.already_cached,
+        not_stored = report.not_stored,
+        failed = report.failed,
+        "cache warmed"
+    );
 }
 
 /// The tracing span of one request, with its request id.

@@ -1529,3 +1529,79 @@ async fn route_ttl_gives_freshness_to_responses_without_any() {
     }
     assert_eq!(without.get(), 2);
 }
+
+// -------------------------------------------------------------------------------------------------
+// Warming
+// -------------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn warming_fills_the_cache_through_the_app() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = ResponseCacheLayer::new();
+    let handle = cache.handle();
+    let app = Router::new()
+        .route(
+            "/page/{n}",
+            get(
+                |State(calls): State<Arc<AtomicUsize>>, Path(n): Path<u32>| async move {
+                    calls.fetch_add(1, SeqCst);
+                    (
+                        [(header::CACHE_CONTROL, "public, max-age=60")],
+                        format!("page {n}"),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/private",
+            get(|| async { ([(header::CACHE_CONTROL, "private")], "mine") }),
+        )
+        .layer(cache)
+        .with_state(calls.clone());
+    // The key includes the authority: warm with the `Host` clients will send.
+    let addr = serve(app.clone()).await;
+    let requests = |paths: &[&str]| -> Vec<axum::http::Request<Body>> {
+        paths
+            .iter()
+            .map(|p| {
+                axum::http::Request::get(*p)
+                    .header(header::HOST, addr.to_string())
+                    .body(Body::empty())
+                    .unwrap()
+            })
+            .collect()
+    };
+
+    let report = handle
+        .warm(
+            app.clone(),
+            requests(&["/page/1", "/page/2", "/page/3", "/private"]),
+            2,
+        )
+        .await;
+    assert_eq!(report.requested, 4);
+    assert_eq!(report.stored, 3);
+    assert_eq!(report.not_stored, 1);
+    assert_eq!(report.failed, 0);
+    assert_eq!(calls.load(SeqCst), 3);
+
+    // Warmed entries answer real clients without the origin.
+    let res = client()
+        .get(format!("http://{addr}/page/2"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .contains("hit"));
+    assert_eq!(res.text().await.unwrap(), "page 2");
+    assert_eq!(calls.load(SeqCst), 3);
+
+    // Warming again finds them cached.
+    let again = handle
+        .warm(app, requests(&["/page/1", "/page/2", "/page/3"]), 8)
+        .await;
+    assert_eq!((again.already_cached, again.stored), (3, 0));
+    assert_eq!(calls.load(SeqCst), 3);
+}

@@ -70,5 +70,7 @@ mod store;
 
 pub use body::{CacheBody, StoreJob};
 pub use key::KeyParts;
-pub use layer::{CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer};
+pub use layer::{
+    CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer, WarmReport,
+};
 pub use service::{ResponseCache, ResponseFuture};

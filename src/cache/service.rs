@@ -564,7 +564,7 @@ fn within(stale_for: Duration, window: Duration) -> bool {
     !window.is_zero() && stale_for <= window
 }
 
-async fn call_ready<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
+pub(crate) async fn call_ready<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
 where
     S: Service<R>,
 {
@@ -872,6 +872,13 @@ fn refreshed_entry(
     strip_hop_by_hop(&mut headers);
     headers.remove(&AGE);
     headers.remove(&shared.tag_header);
+    // Without a `Date` of its own, the 304 would leave the original one, and an `Expires`-based
+    // lifetime would be counted from the first response instead of this one.
+    if !not_modified.contains_key(header::DATE) {
+        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(response_time)) {
+            headers.insert(header::DATE, date);
+        }
+    }
     let cc = CacheControl::parse(&headers);
     let policy = StorePolicy {
         default_ttl: shared.default_ttl(parts),
