@@ -17,6 +17,7 @@ use axum::Router;
 use common::{client, serve, settle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::slow::SlowRequestLayer;
 
 async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
@@ -39,12 +40,19 @@ async fn prometheus_text_is_stable() {
         .threshold(Duration::from_millis(100))
         .build()
         .unwrap();
+    let cache = ResponseCacheLayer::new();
+    let cache_handle = cache.handle();
     let app = Router::new()
         .route("/items/{ms}", get(sleep_ms).post(sleep_ms))
         .route(
             "/fail",
             get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         )
+        .route(
+            "/cached",
+            get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
+        )
+        .layer(cache)
         .layer(tracker);
     let addr = serve(app).await;
     let client = client();
@@ -58,6 +66,8 @@ async fn prometheus_text_is_stable() {
         ("GET", "/no/such/route"),
         ("DELETE", "/no/such/route"),
         ("PURGE", "/items/1"),
+        ("GET", "/cached"),
+        ("GET", "/cached"),
     ] {
         client
             .request(method.parse().unwrap(), format!("http://{addr}{path}"))
@@ -77,6 +87,8 @@ async fn prometheus_text_is_stable() {
     let mut rendered = String::new();
     for _ in 0..100 {
         settle().await;
+        // Brings the cache's size gauges up to date (moka applies writes in batches).
+        cache_handle.stats();
         rendered = handle.render();
         if rendered.contains("http_response_status_code=\"499\"") {
             break;
