@@ -1605,3 +1605,71 @@ async fn warming_fills_the_cache_through_the_app() {
     assert_eq!((again.already_cached, again.stored), (3, 0));
     assert_eq!(calls.load(SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_canceled_leader_never_leaves_the_key_locked() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = ResponseCacheLayer::builder()
+        .coalesce(true, Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|State(calls): State<Arc<AtomicUsize>>| async move {
+                calls.fetch_add(1, SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                ([(header::CACHE_CONTROL, "public, max-age=60")], "done")
+            }),
+        )
+        .layer(cache)
+        .with_state(calls.clone());
+    let addr = serve(app).await;
+
+    // The leader's client gives up after 50 ms; a follower arrives at 10 ms and waits on it.
+    let leader_client = client();
+    let leader = tokio::spawn({
+        let url = format!("http://{addr}/slow");
+        async move {
+            tokio::time::timeout(Duration::from_millis(50), leader_client.get(url).send()).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = tokio::spawn({
+        let url = format!("http://{addr}/slow");
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    assert!(
+        leader.await.unwrap().is_err(),
+        "the leader's client gave up"
+    );
+    // The follower is released (long before its 30 s coalescing timeout) and gets the answer.
+    let body = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower was not left waiting on a canceled leader")
+        .unwrap();
+    assert_eq!(body, "done");
+    // The key is free: the next request is a hit or a fresh flight, never stuck.
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        client().get(format!("http://{addr}/slow")).send(),
+    )
+    .await
+    .expect("not stuck")
+    .unwrap();
+    assert_eq!(res.text().await.unwrap(), "done");
+    assert!(
+        calls.load(SeqCst) <= 2,
+        "{} origin calls",
+        calls.load(SeqCst)
+    );
+}

@@ -16,8 +16,8 @@ use axum::routing::get;
 use axum::Router;
 use common::{client, serve, settle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::cache::ResponseCacheLayer;
+use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::slow::SlowRequestLayer;
 
 async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
