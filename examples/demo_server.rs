@@ -47,7 +47,7 @@
 //! - `GET /api/v1/properties/{id}`: one property, with a strong `ETag` and `If-None-Match` support
 //! - `POST /api/v1/properties` (`{"name", "city", "status", "monthly_rent"}`): 201 + `Location`
 //! - `GET /api/v1/dashboard`: aggregate over every property behind a simulated 50 ms query
-//! - `GET /api/v1/reports/export`: streamed CSV ledger of about 4 MB, generated lazily
+//! - `GET /api/v1/reports/export`: streamed CSV ledger of about 3 MB, generated lazily
 //! - `GET /api/v1/payments/{id}/status`: calls a simulated payment provider
 //! - `GET|PUT /admin/payments/fault` (`{"failure_rate": 0.0-1.0, "latency_ms": n}`): make the
 //!   provider fail or slow down
@@ -1201,10 +1201,14 @@ async fn dashboard(State(state): State<AppState>, timings: Option<Extension<Timi
     drop(agg);
 
     (
-        [(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=5, stale-while-revalidate=30"),
-        )],
+        [
+            (
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=5, stale-while-revalidate=30"),
+            ),
+            // Derived from the property list: a write purges it with the list.
+            (CACHE_TAG, HeaderValue::from_static(PROPERTIES_TAG)),
+        ],
         Json(body),
     )
         .into_response()

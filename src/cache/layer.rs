@@ -61,6 +61,8 @@ pub struct CacheStats {
     pub evicted_size: u64,
     /// Entries removed by purges and invalidations.
     pub evicted_explicit: u64,
+    /// Entries replaced by a newer response for the same URL and variant.
+    pub evicted_replaced: u64,
 }
 
 /// What [`CacheHandle::warm`] did.
@@ -711,6 +713,7 @@ impl CacheHandle {
             evicted_expired: ev.expired.load(Ordering::Relaxed),
             evicted_size: ev.size.load(Ordering::Relaxed),
             evicted_explicit: ev.explicit.load(Ordering::Relaxed),
+            evicted_replaced: ev.replaced.load(Ordering::Relaxed),
         }
     }
 }

@@ -332,9 +332,13 @@ where
                     break;
                 }
                 Role::Follower(rx) => {
+                    let waited = Instant::now();
                     let landed = tokio::time::timeout(shared.coalesce_timeout, flight::wait(rx))
                         .await
                         .unwrap_or(Landing::NotStored);
+                    if let Some(t) = &timings {
+                        t.record("coalesce", waited.elapsed());
+                    }
                     if landed != Landing::Stored {
                         break;
                     }
@@ -630,7 +634,11 @@ fn serve<B>(
         )
     };
     headers.insert(AGE.clone(), HeaderValue::from(age.as_secs()));
-    let ttl = entry.lifetime.as_secs() as i64 - age.as_secs() as i64;
+    let mut ttl = entry.lifetime.as_secs() as i64 - age.as_secs() as i64;
+    if served.outcome == CacheOutcome::Stale && ttl > 0 {
+        // Served stale before its lifetime ended: soft-purged, so its freshness ended then.
+        ttl = -(age.as_secs() as i64);
+    }
     CacheStatus {
         name: &shared.name,
         hit: served.fwd.is_none() || served.fwd_status == Some(304),
