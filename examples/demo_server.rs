@@ -349,6 +349,8 @@ impl Layers {
         let cache = ResponseCacheLayer::builder()
             .max_bytes(config.cache_max_bytes)
             .grace(CACHE_GRACE)
+            // One origin, reached as localhost, 127.0.0.1 or a LAN address: one set of entries.
+            .ignore_host(true)
             .build()
             .map_err(|e| format!("response cache: {e}"))?;
         Ok(Self { slow, cache })
@@ -407,8 +409,8 @@ fn build_stack(router: Router, layers: Layers) -> Router {
 }
 
 /// Fills the cache with the first list pages and the dashboard, through the whole stack, so the
-/// first visitors get hits. The key includes the authority: the warm-up requests carry the
-/// `Host` of the address the banner's curl commands use.
+/// first visitors get hits. (The cache ignores the host here; the requests carry one anyway, as
+/// real ones do.)
 async fn warm_cache(cache: CacheHandle, router: Router, addr: SocketAddr) {
     let host = addr.to_string();
     let paths = (1..=5)

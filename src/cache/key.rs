@@ -46,6 +46,7 @@ pub(crate) type KeyFn = dyn Fn(&Parts, &mut KeyParts<'_>) + Send + Sync;
 pub(crate) struct Keyer {
     state: RandomState,
     sort_query: bool,
+    ignore_host: bool,
 }
 
 impl Keyer {
@@ -53,7 +54,15 @@ impl Keyer {
         Self {
             state: RandomState::default(),
             sort_query,
+            ignore_host: false,
         }
+    }
+
+    /// Leaves scheme and authority out of the key (an application with one origin, reached
+    /// under several names).
+    pub(crate) fn ignoring_host(mut self, on: bool) -> Self {
+        self.ignore_host = on;
+        self
     }
 
     fn hasher(&self) -> FoldHasher<'static> {
@@ -90,12 +99,14 @@ impl Keyer {
     ) -> Primary {
         let mut h = self.hasher();
         h.write(b"GET");
-        write_part(&mut h, uri.scheme_str().unwrap_or("").as_bytes());
-        let authority = match uri.authority() {
-            Some(a) => a.as_str().as_bytes(),
-            None => headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
-        };
-        write_lowercase_part(&mut h, authority);
+        if !self.ignore_host {
+            write_part(&mut h, uri.scheme_str().unwrap_or("").as_bytes());
+            let authority = match uri.authority() {
+                Some(a) => a.as_str().as_bytes(),
+                None => headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
+            };
+            write_lowercase_part(&mut h, authority);
+        }
         write_part(&mut h, uri.path().as_bytes());
         match uri.query() {
             Some(q) if self.sort_query && q.contains('&') => {
@@ -317,6 +328,11 @@ mod tests {
         assert_ne!(
             k.primary(&parts("/a", &[("x-tenant", "1")]), Some(tenant)),
             k.primary(&parts("/a", &[("x-tenant", "2")]), Some(tenant))
+        );
+        let one_origin = Keyer::new(false).ignoring_host(true);
+        assert_eq!(
+            one_origin.primary(&parts("/a", &[("host", "localhost:3000")]), None),
+            one_origin.primary(&parts("/a", &[("host", "127.0.0.1:3000")]), None)
         );
         // Different layers, different hash keys.
         assert_ne!(

@@ -212,6 +212,7 @@ pub struct ResponseCacheBuilder {
     coalesce: bool,
     coalesce_timeout: Duration,
     sort_query: bool,
+    ignore_host: bool,
     key_fn: Option<Arc<KeyFn>>,
 }
 
@@ -233,6 +234,7 @@ impl Default for ResponseCacheBuilder {
             coalesce: true,
             coalesce_timeout: Duration::from_secs(5),
             sort_query: false,
+            ignore_host: false,
             key_fn: None,
         }
     }
@@ -335,6 +337,14 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Leave the scheme and authority (`Host`) out of the key, for an application with a single
+    /// origin reached under several names (`localhost`, an IP, a domain). Off by default: an
+    /// application that serves several hosts (tenants, virtual hosts) must keep them apart.
+    pub fn ignore_host(mut self, on: bool) -> Self {
+        self.ignore_host = on;
+        self
+    }
+
     /// Adds request-specific parts to the key, for example a tenant header:
     ///
     /// ```
@@ -427,7 +437,7 @@ impl ResponseCacheBuilder {
             purges: Purges::new(record_ttl, 100_000),
             flights: Flights::new(),
             refreshes: Flights::new(),
-            keyer: Keyer::new(self.sort_query),
+            keyer: Keyer::new(self.sort_query).ignoring_host(self.ignore_host),
             key_fn: self.key_fn,
             policy: StorePolicy {
                 cache_set_cookie: self.cache_set_cookie,
@@ -610,8 +620,10 @@ impl CacheHandle {
     /// this cache included, so that responses are stored the normal way), at most `concurrency`
     /// at a time, and reading every body to its end. Needs a tokio runtime.
     ///
-    /// The cache key includes the authority, so give each request the `Host` header your
-    /// clients send (for example `api.example.com`), or the warmed entries will not be theirs.
+    /// The cache key includes the authority (unless
+    /// [`ignore_host`](ResponseCacheBuilder::ignore_host)), so give each request the `Host`
+    /// header your clients send (for example `api.example.com`), or the warmed entries will not
+    /// be theirs.
     ///
     /// ```
     /// # async fn warm_up(app: axum::Router, cache: tower_perf::cache::CacheHandle) {
