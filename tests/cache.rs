@@ -1251,6 +1251,22 @@ async fn only_if_cached_on_a_cold_key_is_504() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "body-1");
     assert_eq!(calls.get(), 1);
+
+    // Stale, and nothing allows serving it stale: still 504, still never the origin.
+    pass(Duration::from_secs(61)).await;
+    let r = get_with(&client, &url, &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(calls.get(), 1, "never the origin");
+    // ...unless the request accepts it stale.
+    let r = get_with(
+        &client,
+        &url,
+        &[("cache-control", "only-if-cached, max-stale")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body-1");
+    assert_eq!(calls.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]

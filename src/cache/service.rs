@@ -313,7 +313,9 @@ where
     }
 
     // Past this point the origin is asked; first, one request per key at a time.
-    if req_cc.only_if_cached && !matches!(lookup, Found::Entry(..)) {
+    // RFC 9111 5.2.1.7: whatever is not servable from the cache by now is a 504; the origin
+    // is never contacted.
+    if req_cc.only_if_cached {
         return Ok(gateway_timeout(&shared));
     }
     let mut guard = None;
