@@ -1689,3 +1689,46 @@ async fn a_canceled_leader_never_leaves_the_key_locked() {
         calls.load(SeqCst)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_is_no_longer_cacheable_drops_the_stale_copy() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = ResponseCacheLayer::new();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(|State(calls): State<Arc<AtomicUsize>>| async move {
+                let n = calls.fetch_add(1, SeqCst) + 1;
+                // First cacheable with a stale-while-revalidate window, then private.
+                let cc = if n == 1 {
+                    "public, max-age=1, stale-while-revalidate=60"
+                } else {
+                    "private, max-age=60"
+                };
+                ([(header::CACHE_CONTROL, cc)], format!("v{n}"))
+            }),
+        )
+        .layer(cache)
+        .with_state(calls.clone());
+    let addr = serve(app).await;
+    let client = client();
+    let get = || async {
+        let res = client.get(format!("http://{addr}/r")).send().await.unwrap();
+        let cs = res.headers()["cache-status"].to_str().unwrap().to_owned();
+        (cs, res.text().await.unwrap())
+    };
+    assert_eq!(get().await.1, "v1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stale: served at once, refreshed in the background, where the origin now says private.
+    let (cs, body) = get().await;
+    assert_eq!(body, "v1");
+    assert!(cs.contains("stale-while-revalidate"), "{cs}");
+    for _ in 0..20 {
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(calls.load(SeqCst), 2);
+    // The old copy is gone: the next request goes to the origin instead of being served stale.
+    let (cs, body) = get().await;
+    assert_eq!(body, "v3", "{cs}");
+}

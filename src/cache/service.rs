@@ -986,6 +986,17 @@ fn refresh_in_background<S, ReqBody, ResBody>(
             request_time,
             response_time,
         );
+        let stored = res
+            .headers()
+            .get_all(super::status::CACHE_STATUS.clone())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("; stored"));
+        if !stored {
+            // The origin no longer lets this be cached (private, no-store, Set-Cookie...): stop
+            // serving the old copy.
+            shared.store.remove(&EntryKey { primary, variant });
+        }
         let mut body = std::pin::pin!(res.into_body());
         while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
             if frame.is_err() {
