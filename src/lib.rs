@@ -42,14 +42,19 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
+//! use tower_perf::cache::ResponseCacheLayer;
 //! use tower_perf::slow::SlowRequestLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let tracker = SlowRequestLayer::new();
 //! let stats = tracker.handle();
+//! let cache = ResponseCacheLayer::new();
+//! // `Router::layer` wraps what is already there: the last layer added is the outermost, so
+//! // this reads inside-out: cache inside the tracker, as in the stack order above.
 //! let app: Router = Router::new()
-//!     .route("/", get(|| async { "hello" }))
+//!     .route("/", get(|| async { ([("cache-control", "public, max-age=60")], "hello") }))
+//!     .layer(cache)
 //!     .layer(tracker);
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -57,6 +62,7 @@
 //! tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 //! # let res = reqwest::get(format!("http://{addr}/")).await.unwrap();
 //! # assert!(res.headers().contains_key("server-timing"));
+//! # assert!(res.headers().contains_key("cache-status"));
 //! # res.text().await.unwrap();
 //! # let _ = stats.snapshot();
 //! # }
