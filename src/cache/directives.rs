@@ -237,16 +237,7 @@ impl<'a> Directives<'a> {
 
     /// Skips the rest of a malformed member, up to the next comma outside a quoted string.
     fn skip_member(&mut self) {
-        let mut in_quotes = false;
-        while let Some(b) = self.c.peek() {
-            match b {
-                b',' if !in_quotes => return,
-                b'"' => in_quotes = !in_quotes,
-                b'\\' if in_quotes => self.c.pos += 1,
-                _ => {}
-            }
-            self.c.pos += 1;
-        }
+        self.c.skip_member();
     }
 }
 

@@ -150,16 +150,7 @@ impl<'a> Entries<'a> {
 
     /// Skips to the next comma (outside quoted strings, which a parameter may carry).
     fn skip_member(&mut self) {
-        let mut in_quotes = false;
-        while let Some(b) = self.c.peek() {
-            match b {
-                b',' if !in_quotes => return,
-                b'"' => in_quotes = !in_quotes,
-                b'\\' if in_quotes => self.c.pos += 1,
-                _ => {}
-            }
-            self.c.pos += 1;
-        }
+        self.c.skip_member();
     }
 
     /// Parses one member after its name; `None` when it is malformed.

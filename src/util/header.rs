@@ -46,6 +46,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Skips the rest of a list member, up to the next comma outside a quoted string (or the
+    /// end), so that one malformed member never hides the ones after it.
+    pub(crate) fn skip_member(&mut self) {
+        let mut in_quotes = false;
+        while let Some(b) = self.peek() {
+            match b {
+                b',' if !in_quotes => return,
+                b'"' => in_quotes = !in_quotes,
+                b'\\' if in_quotes => self.pos += 1,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+    }
+
     /// The token at the position (possibly empty), consumed.
     pub(crate) fn token(&mut self) -> &'a [u8] {
         let start = self.pos;
@@ -74,5 +89,8 @@ mod tests {
         c.skip_ows();
         assert_eq!(c.token(), b"gzip");
         assert_eq!(c.peek(), Some(b';'));
+        let mut c = Cursor::new(br#"x="a,\"b", y"#);
+        c.skip_member();
+        assert_eq!(&c.bytes[c.pos..], b", y");
     }
 }
