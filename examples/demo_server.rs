@@ -10,7 +10,11 @@
 //! - the [`ResponseCacheLayer`], which serves the list, items and dashboard from memory following
 //!   their `Cache-Control` (see `Cache-Status` and `Age` on the responses), refreshes the
 //!   dashboard in the background while serving it stale (`stale-while-revalidate`), answers
-//!   `If-None-Match` with 304, and is purged by tag when a property is created.
+//!   `If-None-Match` with 304, and is purged by tag when a property is created;
+//! - the [`CircuitBreakerLayer`], one breaker per route: make the payment provider fail
+//!   (`PUT /admin/payments/fault` with `{"failure_rate": 1.0}`) and after 10 calls its route
+//!   answers `503` + `Retry-After` at once, while every other route is unaffected; it probes the
+//!   provider again after 5 s (growing on repeated trips).
 //!
 //! # Run it
 //!
@@ -87,6 +91,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_perf::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
@@ -331,9 +336,9 @@ struct Layers {
     slow: SlowRequestLayer,
     // rate_limit: RateLimitLayer,        // per client on /api/*: 100 req/s, burst 200
     cache: ResponseCacheLayer, // memory tier; Redis tier (REDIS_URL) to come
-                               // queue: PriorityQueueLayer,         // x-priority header, else by route
-                               // compression: AdaptiveCompressionLayer,
-                               // breaker: CircuitBreakerLayer,      // keyed per route; guards the payment provider
+    // queue: PriorityQueueLayer,         // x-priority header, else by route
+    // compression: AdaptiveCompressionLayer,
+    breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
 }
 
 impl Layers {
@@ -353,7 +358,23 @@ impl Layers {
             .ignore_host(true)
             .build()
             .map_err(|e| format!("response cache: {e}"))?;
-        Ok(Self { slow, cache })
+        // One breaker per route: the payment provider failing (PUT /admin/payments/fault) opens
+        // the payments route's breaker and nothing else. Calls over 2 s count as failures.
+        let breaker = CircuitBreakerLayer::builder()
+            .count_window(50)
+            .minimum_calls(10)
+            .failure_rate(0.5)
+            .slow_calls(Duration::from_millis(800), 0.8)
+            .call_timeout(Duration::from_secs(2))
+            .open_wait(Duration::from_secs(5), Duration::from_secs(60))
+            .half_open_calls(3)
+            .build()
+            .map_err(|e| format!("circuit breaker: {e}"))?;
+        Ok(Self {
+            slow,
+            cache,
+            breaker,
+        })
     }
 
     /// What the admin endpoints read while the layers serve requests.
@@ -361,6 +382,7 @@ impl Layers {
         Handles {
             slow: self.slow.handle(),
             cache: self.cache.handle(),
+            breakers: self.breaker.handle(),
         }
     }
 }
@@ -370,7 +392,7 @@ impl Layers {
 struct Handles {
     slow: SlowRequestHandle,
     cache: CacheHandle,
-    // breakers: CircuitBreakerHandle,
+    breakers: CircuitBreakerHandle,
     // queue: PriorityQueueHandle,
     // rate_limit: RateLimitHandle,
 }
@@ -380,7 +402,11 @@ struct Handles {
 /// `Router::layer` puts the layers *after* routing, so they see axum's `MatchedPath` and report
 /// per route template (`/api/v1/properties/{id}`), never per raw path.
 fn build_stack(router: Router, layers: Layers) -> Router {
-    let Layers { slow, cache } = layers;
+    let Layers {
+        slow,
+        cache,
+        breaker,
+    } = layers;
     router.layer(
         ServiceBuilder::new()
             // Request ids first, so every layer below (and the tracker's slow log) sees one.
@@ -401,8 +427,9 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             //    .layer(queue)
             // 5. Adaptive compression: inside admission, inside the cache.
             //    .layer(compression)
-            // 6. Circuit breaker: guards the handlers and the payment provider.
-            //    .layer(breaker)
+            // 6. Circuit breaker: guards the handlers and the payment provider; an open breaker's
+            //    503 carries `Rejected`, which the cache above turns into a stale hit if it can.
+            .layer(breaker)
             // 7. The application (`app`).
             .into_inner(),
     )
@@ -1530,7 +1557,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         "slow_requests": layers.slow.slow_requests(),
         // Hits, misses, stale, entries, bytes, hit ratio, evictions.
         "cache": layers.cache.stats(),
-        // "breakers": layers.breakers.snapshot(),
+        // Every circuit breaker (one per route) with its state and window figures.
+        "breakers": layers.breakers.snapshot(),
         // "queue": layers.queue.snapshot(),
         // "rate_limiter": layers.rate_limit.stats(),
     }))

@@ -11,7 +11,7 @@
 //! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics, in memory (the shared Redis tier is planned) |
 //! | `compression` | `AdaptiveCompressionLayer` | *(planned)* zstd / br / gzip / deflate, with the level chosen per response from its size and the load |
 //! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
-//! | `breaker` | `CircuitBreakerLayer` | *(planned)* keyed circuit breakers with failure-rate and slow-call thresholds |
+//! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
 //! | `rate_limit` | `RateLimitLayer` | *(planned)* per-client GCRA, in process or shared through Redis |
 //!
 //! Shared by all of them: [`Timings`], a per-request record that every layer and the handler
@@ -85,6 +85,7 @@
 #![deny(unreachable_pub, rustdoc::broken_intra_doc_links)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod breaker;
 pub mod cache;
 mod error;
 pub mod metrics;

@@ -61,6 +61,16 @@ pub mod names {
     /// Counter: entries removed from the memory tier. Label: `cause` (`expired`, `size`,
     /// `explicit`, `replaced`).
     pub const CACHE_EVICTIONS_TOTAL: &str = "tower_perf_cache_evictions_total";
+    /// Gauge: 1 for the state a circuit breaker is in, 0 for the others. Labels: `breaker`,
+    /// `state` (`closed`, `open`, `half_open`).
+    pub const CIRCUIT_BREAKER_STATE: &str = "tower_perf_circuit_breaker_state";
+    /// Counter: state changes of a circuit breaker, by the state entered. Labels: `breaker`,
+    /// `state`.
+    pub const CIRCUIT_BREAKER_TRANSITIONS_TOTAL: &str =
+        "tower_perf_circuit_breaker_transitions_total";
+    /// Counter: calls seen by a circuit breaker. Labels: `breaker`, `result` (`success`,
+    /// `failure`, `slow`, `rejected`).
+    pub const CIRCUIT_BREAKER_CALLS_TOTAL: &str = "tower_perf_circuit_breaker_calls_total";
 }
 
 /// Label names.
@@ -79,4 +89,10 @@ pub mod labels {
     pub const CACHE_RESULT: &str = "cache_result";
     /// Why an entry was evicted.
     pub const CAUSE: &str = "cause";
+    /// The key of a circuit breaker (a route template, or what the key function returned).
+    pub const BREAKER: &str = "breaker";
+    /// The state of a circuit breaker: `closed`, `open`, `half_open`.
+    pub const STATE: &str = "state";
+    /// What became of a call through a circuit breaker: `success`, `failure`, `slow`, `rejected`.
+    pub const RESULT: &str = "result";
 }

@@ -1,0 +1,50 @@
+//! What a [`CircuitBreakerHandle`](super::CircuitBreakerHandle) reports (serde).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::State;
+
+/// The state and window figures of every breaker of a layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// One entry per tracked breaker, sorted by key.
+    pub breakers: Vec<BreakerSnapshot>,
+}
+
+/// The state and window figures of one breaker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerSnapshot {
+    /// The breaker's key: a route template, or what the key function returned.
+    pub key: String,
+    /// The current state.
+    pub state: State,
+    /// Calls inside the window (in the closed state; the window restarts empty on every state
+    /// change).
+    pub calls: u32,
+    /// Failed calls inside the window.
+    pub failures: u32,
+    /// Slow calls inside the window (a call can be both failed and slow).
+    pub slow_calls: u32,
+    /// `failures / calls`, 0 without calls.
+    pub failure_rate: f64,
+    /// `slow_calls / calls`, 0 without calls.
+    pub slow_call_rate: f64,
+    /// Trips since the breaker last recovered; the open wait grows with them.
+    pub consecutive_trips: u32,
+    /// Open by a manual [`force_open`](super::CircuitBreakerHandle::force_open).
+    pub forced_open: bool,
+    /// Open: seconds (rounded up) until the breaker lets probes through.
+    pub retry_after_secs: Option<u64>,
+    /// Half-open: probe calls still running.
+    pub probes_in_flight: u32,
+    /// Time since the latest call; serialized as `idle_ms`, milliseconds like every duration in
+    /// the crate's snapshots.
+    #[serde(rename = "idle_ms", serialize_with = "millis")]
+    pub idle: Duration,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_micros() as f64 / 1e3)
+}
