@@ -28,7 +28,7 @@
 //! 4. `PriorityQueueLayer`: admission control over the work that costs something.
 //! 5. `AdaptiveCompressionLayer`: CPU work, so inside admission; inside the cache, so the cache
 //!    stores encoded variants and a hit costs no compression.
-//! 6. `CircuitBreakerLayer`: guards the handler or upstream; an open breaker answers `503`, which
+//! 6. [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer): guards the handler or upstream; an open breaker answers `503`, which
 //!    the cache outside turns into a stale hit when it has one.
 //! 7. the application.
 //!
