@@ -11,6 +11,9 @@
 //!   their `Cache-Control` (see `Cache-Status` and `Age` on the responses), refreshes the
 //!   dashboard in the background while serving it stale (`stale-while-revalidate`), answers
 //!   `If-None-Match` with 304, and is purged by tag when a property is created;
+//! - the [`RateLimitLayer`], per client on `/api/*` (100 requests/s, burst 200): past the quota,
+//!   `429` with `Retry-After` and the `RateLimit-Policy` / `RateLimit` headers, which also come
+//!   on allowed responses;
 //! - the [`CircuitBreakerLayer`], one breaker per route: make the payment provider fail
 //!   (`PUT /admin/payments/fault` with `{"failure_rate": 1.0}`) and after 10 calls its route
 //!   answers `503` + `Retry-After` at once, while every other route is unaffected; it probes the
@@ -41,6 +44,7 @@
 //! | `PORT` | `3000` | TCP port to listen on |
 //! | `SLOW_THRESHOLD_MS` | `1000` | requests at or above this are slow (the export route: 60 s) |
 //! | `CACHE_MAX_MB` | `64` | memory budget of the response cache |
+//! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `100`, `200` | per-client quota on `/api/*` |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable and exit code 2.
@@ -94,6 +98,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_perf::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
 use tower_perf::{PhaseGuard, Timings};
 use tracing::{Level, Span};
@@ -128,6 +133,8 @@ struct Config {
     addr: SocketAddr,
     slow_threshold: Duration,
     cache_max_bytes: u64,
+    rate_limit_rps: u32,
+    rate_limit_burst: u32,
 }
 
 impl Config {
@@ -137,6 +144,11 @@ impl Config {
         let port: u16 = env_or("PORT", 3000)?;
         let slow_ms: u64 = env_or("SLOW_THRESHOLD_MS", 1000)?;
         let cache_mb: u64 = env_or("CACHE_MAX_MB", 64)?;
+        let rate_limit_rps: u32 = env_or("RATE_LIMIT_RPS", 100)?;
+        let rate_limit_burst: u32 = env_or("RATE_LIMIT_BURST", 200)?;
+        if rate_limit_rps == 0 || rate_limit_burst == 0 {
+            return Err("invalid RATE_LIMIT_RPS / RATE_LIMIT_BURST: must be at least 1".into());
+        }
         if cache_mb == 0 {
             return Err("invalid CACHE_MAX_MB=0: must be at least 1 (MiB)".into());
         }
@@ -147,6 +159,8 @@ impl Config {
             addr: SocketAddr::new(host, port),
             slow_threshold: Duration::from_millis(slow_ms),
             cache_max_bytes: cache_mb.saturating_mul(1024 * 1024),
+            rate_limit_rps,
+            rate_limit_burst,
         })
     }
 }
@@ -334,8 +348,8 @@ async fn shutdown_signal() {
 /// [`build_stack`].
 struct Layers {
     slow: SlowRequestLayer,
-    // rate_limit: RateLimitLayer,        // per client on /api/*: 100 req/s, burst 200
-    cache: ResponseCacheLayer, // memory tier; Redis tier (REDIS_URL) to come
+    rate_limit: RateLimitLayer, // per client on /api/*: 100 req/s, burst 200
+    cache: ResponseCacheLayer,  // memory tier; Redis tier (REDIS_URL) to come
     // queue: PriorityQueueLayer,         // x-priority header, else by route
     // compression: AdaptiveCompressionLayer,
     breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
@@ -370,8 +384,19 @@ impl Layers {
             .half_open_calls(3)
             .build()
             .map_err(|e| format!("circuit breaker: {e}"))?;
+        // Per client (the peer address; `X-Forwarded-For` only from trusted proxies, none here)
+        // on the API; health, metrics and admin routes are never limited.
+        let rate_limit = RateLimitLayer::builder(
+            Quota::per_second(config.rate_limit_rps)
+                .burst(config.rate_limit_burst)
+                .named("api"),
+        )
+        .bypass(|req| !req.uri.path().starts_with("/api/"))
+        .build()
+        .map_err(|e| format!("rate limiter: {e}"))?;
         Ok(Self {
             slow,
+            rate_limit,
             cache,
             breaker,
         })
@@ -383,6 +408,7 @@ impl Layers {
             slow: self.slow.handle(),
             cache: self.cache.handle(),
             breakers: self.breaker.handle(),
+            rate_limit: self.rate_limit.handle(),
         }
     }
 }
@@ -393,6 +419,7 @@ struct Handles {
     slow: SlowRequestHandle,
     cache: CacheHandle,
     breakers: CircuitBreakerHandle,
+    rate_limit: RateLimitHandle,
     // queue: PriorityQueueHandle,
     // rate_limit: RateLimitHandle,
 }
@@ -404,6 +431,7 @@ struct Handles {
 fn build_stack(router: Router, layers: Layers) -> Router {
     let Layers {
         slow,
+        rate_limit,
         cache,
         breaker,
     } = layers;
@@ -420,7 +448,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 1. Slow-request tracker: sees the whole life of a request, queue wait included.
             .layer(slow)
             // 2. Rate limit: the cheapest rejection comes first.
-            //    .layer(rate_limit)
+            .layer(rate_limit)
             // 3. Response cache: a hit skips the queue, compression and the handler.
             .layer(cache)
             // 4. Priority queue: admission control over the work that costs something.
@@ -1560,7 +1588,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         // Every circuit breaker (one per route) with its state and window figures.
         "breakers": layers.breakers.snapshot(),
         // "queue": layers.queue.snapshot(),
-        // "rate_limiter": layers.rate_limit.stats(),
+        // Allowed, limited and bypassed requests; clients tracked.
+        "rate_limiter": layers.rate_limit.stats(),
     }))
     .into_response()
 }

@@ -12,7 +12,7 @@
 //! | `compression` | `AdaptiveCompressionLayer` | *(planned)* zstd / br / gzip / deflate, with the level chosen per response from its size and the load |
 //! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
 //! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
-//! | `rate_limit` | `RateLimitLayer` | *(planned)* per-client GCRA, in process or shared through Redis |
+//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process, `429` + `Retry-After` + `RateLimit-*` (the Redis-shared mode is planned) |
 //!
 //! Shared by all of them: [`Timings`], a per-request record that every layer and the handler
 //! append phase durations to (queue wait, cache lookup, handler...); the [`metrics`] names and
@@ -23,7 +23,7 @@
 //! Outermost first:
 //!
 //! 1. `SlowRequestLayer`: sees the whole life of a request, queue wait included.
-//! 2. `RateLimitLayer`: the cheapest rejection comes first.
+//! 2. [`RateLimitLayer`](rate_limit::RateLimitLayer): the cheapest rejection comes first.
 //! 3. `ResponseCacheLayer`: a hit skips the queue, compression and the handler.
 //! 4. `PriorityQueueLayer`: admission control over the work that costs something.
 //! 5. `AdaptiveCompressionLayer`: CPU work, so inside admission; inside the cache, so the cache
@@ -89,6 +89,7 @@ pub mod breaker;
 pub mod cache;
 mod error;
 pub mod metrics;
+pub mod rate_limit;
 mod reject;
 pub mod slow;
 mod timings;

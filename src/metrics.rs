@@ -71,6 +71,9 @@ pub mod names {
     /// Counter: calls seen by a circuit breaker. Labels: `breaker`, `result` (`success`,
     /// `failure`, `slow`, `rejected`).
     pub const CIRCUIT_BREAKER_CALLS_TOTAL: &str = "tower_perf_circuit_breaker_calls_total";
+    /// Counter: decisions of the rate limiter. Label: `decision` (`allowed`, `limited`,
+    /// `bypassed`).
+    pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "tower_perf_rate_limit_decisions_total";
 }
 
 /// Label names.
@@ -95,4 +98,6 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// What became of a call through a circuit breaker: `success`, `failure`, `slow`, `rejected`.
     pub const RESULT: &str = "result";
+    /// What the rate limiter decided: `allowed`, `limited`, `bypassed`.
+    pub const DECISION: &str = "decision";
 }

@@ -1,0 +1,114 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::layer::{Headers, Outcome, Shared};
+use crate::reject::Rejected;
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Limits the request rate of each client of the inner service. Made by
+/// [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// A limited request never reaches the inner service: it is answered `429 Too Many Requests`
+/// at once. Like every rate limiter that answers instead of waiting, it does so after
+/// `poll_ready` reserved the inner service; that is harmless for services that are always
+/// ready (axum's routers and handlers), and the reason to put the limiter outside of layers
+/// that hold capacity per `poll_ready` (a concurrency limit, a buffer).
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> RateLimit<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<super::RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let (req, outcome) = if shared.needs_parts {
+            // The user's functions see the request head as `Parts`: moved out and back, not
+            // copied.
+            let (parts, body) = req.into_parts();
+            let outcome = shared.decide(&parts.headers, &parts.extensions, Some(&parts));
+            (Request::from_parts(parts, body), outcome)
+        } else {
+            let outcome = shared.decide(req.headers(), req.extensions(), None);
+            (req, outcome)
+        };
+        match outcome {
+            Outcome::Bypassed => ResponseFuture::inner(self.inner.call(req), None),
+            Outcome::Allowed(headers) => ResponseFuture::inner(self.inner.call(req), headers),
+            Outcome::Limited(headers, retry_after) => {
+                ResponseFuture::limited(too_many_requests(headers, retry_after))
+            }
+        }
+    }
+}
+
+/// Adds the rate-limit headers to a response. Appended, not inserted: a layer inside may have
+/// its own policy, and the draft lets one response carry several.
+pub(crate) fn add_headers(headers: &mut http::HeaderMap, h: Headers) {
+    headers.append(RATELIMIT_POLICY.clone(), h.policy);
+    headers.append(RATELIMIT.clone(), h.limit);
+}
+
+/// The `429` answer: `Retry-After`, the rate-limit headers, a small JSON body, and the
+/// [`Rejected`] marker.
+fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
+    let body = format!("{{\"error\":\"rate limited\",\"retry_after_secs\":{retry_after}}}");
+    let mut res = Response::new(Bytes::from(body));
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    add_headers(h, headers);
+    res.extensions_mut().insert(Rejected::new("rate_limit"));
+    res
+}
