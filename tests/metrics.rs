@@ -16,8 +16,10 @@ use axum::routing::get;
 use axum::Router;
 use common::{client, serve, settle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tower_perf::breaker::CircuitBreakerLayer;
 use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::rate_limit::{Quota, RateLimitLayer};
 use tower_perf::slow::SlowRequestLayer;
 
 async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
@@ -52,7 +54,9 @@ async fn prometheus_text_is_stable() {
             "/cached",
             get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
         )
+        .layer(CircuitBreakerLayer::new())
         .layer(cache)
+        .layer(RateLimitLayer::new(Quota::per_second(1000)).unwrap())
         .layer(tracker);
     let addr = serve(app).await;
     let client = client();
