@@ -472,10 +472,15 @@ async fn warm_cache(cache: CacheHandle, router: Router, addr: SocketAddr) {
         .map(|page| format!("/api/v1/properties?page={page}"))
         .chain(["/api/v1/dashboard".to_owned()]);
     let requests = paths.filter_map(|path| {
-        Request::get(path)
+        let mut req = Request::get(path)
             .header(axum::http::header::HOST, host.as_str())
             .body(Body::empty())
-            .ok()
+            .ok()?;
+        // Like a connection from the server itself, so per-client layers (the rate limiter) see
+        // a peer address, as they do for real requests.
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        Some(req)
     });
     let report = cache.warm(router, requests, 4).await;
     tracing::info!(
