@@ -30,3 +30,28 @@ impl Rejected {
         self.by
     }
 }
+
+/// The answer of a layer that turns a request away itself: `status`, `Retry-After` in whole
+/// seconds, a small JSON body `{"error": ..., "retry_after_secs": ...}` and the [`Rejected`]
+/// marker naming the layer. Only built when rejecting, never on the way through.
+pub(crate) fn rejection<B: From<bytes::Bytes>>(
+    status: http::StatusCode,
+    retry_after_secs: u64,
+    error: &'static str,
+    by: &'static str,
+) -> http::Response<B> {
+    let body = format!("{{\"error\":\"{error}\",\"retry_after_secs\":{retry_after_secs}}}");
+    let mut res = http::Response::new(B::from(bytes::Bytes::from(body)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_secs),
+    );
+    res.extensions_mut().insert(Rejected::new(by));
+    res
+}

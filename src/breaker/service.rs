@@ -108,20 +108,12 @@ where
 fn rejection<B: From<Bytes>>(shared: &Shared, open: &Open) -> Response<B> {
     let mut res = match &shared.fallback {
         Some(f) => f(open).map(B::from),
-        None => {
-            let secs = ceil_secs(open.retry_after);
-            let body =
-                format!("{{\"error\":\"circuit breaker open\",\"retry_after_secs\":{secs}}}");
-            let mut res = Response::new(B::from(Bytes::from(body)));
-            *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            let h = res.headers_mut();
-            h.insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
-            h.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            res
-        }
+        None => crate::reject::rejection(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            ceil_secs(open.retry_after),
+            "circuit breaker open",
+            "breaker",
+        ),
     };
     if res.extensions().get::<Rejected>().is_none() {
         res.extensions_mut().insert(Rejected::new("breaker"));

@@ -41,10 +41,9 @@ pub struct BreakerSnapshot {
     pub probes_in_flight: u32,
     /// Time since the latest call; serialized as `idle_ms`, milliseconds like every duration in
     /// the crate's snapshots.
-    #[serde(rename = "idle_ms", serialize_with = "millis")]
+    #[serde(
+        rename = "idle_ms",
+        serialize_with = "crate::util::time::serialize_millis"
+    )]
     pub idle: Duration,
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_micros() as f64 / 1e3)
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::snapshot::BreakerSnapshot;
 use super::window::{CountWindow, TimeWindow, Totals, Window};
 use crate::metrics::{labels, names};
+pub(crate) use crate::util::time::ceil_secs;
 
 /// The state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -482,11 +483,6 @@ impl Breaker {
                 .saturating_sub(Duration::from_nanos(self.last_call())),
         }
     }
-}
-
-/// Whole seconds, rounded up (the unit of `Retry-After`).
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl fmt::Debug for Breaker {

@@ -173,7 +173,7 @@ where
     if let Some(t) = Timings::from_request(req) {
         t.record("cache", start.elapsed());
     }
-    if served.detail == Some("stale-while-revalidate") {
+    if served.refresh {
         let (parts, _) = clone_request_head(req).into_parts();
         refresh_in_background(shared, svc, entry.clone(), primary, &parts);
     }
@@ -215,7 +215,7 @@ fn decide_without_origin(
             (really_stale
                 && !client_wants_origin
                 && within(stale_for, entry.stale_while_revalidate))
-            .then(|| Served::stale("stale-while-revalidate"))
+            .then(Served::stale_while_revalidate)
         }
     }
 }
@@ -298,7 +298,7 @@ where
     if let Found::Entry(entry, validity) = &lookup {
         let now = Instant::now();
         if let Some(served) = decide_without_origin(entry, *validity, &req_cc, now) {
-            if served.detail == Some("stale-while-revalidate") {
+            if served.refresh {
                 refresh_in_background(&shared, &svc, entry.clone(), primary, &parts);
             }
             return Ok(serve(
@@ -393,9 +393,9 @@ where
     let request_time = SystemTime::now();
     let origin_req = Request::from_parts(origin_parts, body);
     let result = svc.call(origin_req).await;
-    let response_time = SystemTime::now();
+    let mut response_time = SystemTime::now();
 
-    let res = match result {
+    let mut res = match result {
         Ok(res) => res,
         Err(err) => {
             if let Some(entry) = stale_if_error(&stale) {
@@ -470,23 +470,12 @@ where
                 variant: shared.keyer.variant(&entry.vary, &parts.headers),
             });
             let mut again = svc.clone();
-            let res = call_ready(
+            res = call_ready(
                 &mut again,
                 Request::from_parts(clone_parts(&parts), ReqBody::default()),
             )
             .await?;
-            return Ok(store_or_pass(
-                &shared,
-                res,
-                parts,
-                primary,
-                guard,
-                fwd,
-                collapsed,
-                generation,
-                request_time,
-                SystemTime::now(),
-            ));
+            response_time = SystemTime::now();
         }
     }
     Ok(store_or_pass(
@@ -586,6 +575,8 @@ struct Served {
     stored: bool,
     collapsed: bool,
     detail: Option<&'static str>,
+    /// Served within stale-while-revalidate: the caller starts the background refresh.
+    refresh: bool,
 }
 
 impl Served {
@@ -597,6 +588,14 @@ impl Served {
             stored: false,
             collapsed: false,
             detail: None,
+            refresh: false,
+        }
+    }
+
+    fn stale_while_revalidate() -> Self {
+        Self {
+            refresh: true,
+            ..Self::stale("stale-while-revalidate")
         }
     }
 
@@ -914,7 +913,7 @@ fn refreshed_entry(
     })
 }
 
-/// Serves nothing; refreshes `entry` from the origin in the background, once per key at a time.
+/// Refreshes `entry` from the origin in the background, once per key at a time.
 fn refresh_in_background<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
     svc: &S,

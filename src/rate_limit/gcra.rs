@@ -116,10 +116,9 @@ impl Gcra {
     }
 }
 
-/// Whole seconds, rounded up: `Retry-After` and the `t` of `RateLimit` must never invite a
-/// client back before the quota has room.
+/// [`crate::util::time::ceil_secs`] of a wait in nanoseconds, the unit of the GCRA state.
 pub(crate) fn ceil_secs(nanos: u64) -> u64 {
-    nanos.div_ceil(1_000_000_000)
+    crate::util::time::ceil_secs(std::time::Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]

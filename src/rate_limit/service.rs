@@ -2,13 +2,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::HeaderName;
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::{Headers, Outcome, Shared};
-use crate::reject::Rejected;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -102,13 +101,12 @@ pub(crate) fn add_headers(headers: &mut http::HeaderMap, h: Headers) {
 /// The `429` answer: `Retry-After`, the rate-limit headers, a small JSON body, and the
 /// [`Rejected`] marker.
 fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
-    let body = format!("{{\"error\":\"rate limited\",\"retry_after_secs\":{retry_after}}}");
-    let mut res = Response::new(Bytes::from(body));
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    let h = res.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(RETRY_AFTER, HeaderValue::from(retry_after));
-    add_headers(h, headers);
-    res.extensions_mut().insert(Rejected::new("rate_limit"));
+    let mut res = crate::reject::rejection(
+        StatusCode::TOO_MANY_REQUESTS,
+        retry_after,
+        "rate limited",
+        "rate_limit",
+    );
+    add_headers(res.headers_mut(), headers);
     res
 }

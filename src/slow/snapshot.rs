@@ -6,6 +6,7 @@ use serde::{Serialize, Serializer};
 
 use super::stats::Outcome;
 use crate::timings::Phase;
+use crate::util::time::{serialize_millis, serialize_opt_millis, to_millis};
 
 /// A point-in-time view of every route the tracker has seen.
 ///
@@ -13,10 +14,10 @@ use crate::timings::Phase;
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     /// Time since the layer was built.
-    #[serde(rename = "uptime_ms", serialize_with = "millis")]
+    #[serde(rename = "uptime_ms", serialize_with = "serialize_millis")]
     pub uptime: Duration,
     /// Length of the sliding window the `window` figures cover.
-    #[serde(rename = "window_ms", serialize_with = "millis")]
+    #[serde(rename = "window_ms", serialize_with = "serialize_millis")]
     pub window: Duration,
     /// One entry per route, sorted by route; the `unmatched` and `overflow` buckets come last and
     /// are left out while they are empty.
@@ -36,7 +37,7 @@ pub struct RouteSnapshot {
     /// The route template (`/api/v1/properties/{id}`), `unmatched` or `overflow`.
     pub route: String,
     /// Requests at or above this duration count as slow.
-    #[serde(rename = "slow_threshold_ms", serialize_with = "millis")]
+    #[serde(rename = "slow_threshold_ms", serialize_with = "serialize_millis")]
     pub slow_threshold: Duration,
     /// Over the recent sliding window.
     pub window: LatencySummary,
@@ -62,25 +63,25 @@ pub struct LatencySummary {
     /// Requests at or above the route's slow threshold.
     pub slow: u64,
     /// Mean latency.
-    #[serde(rename = "mean_ms", serialize_with = "millis")]
+    #[serde(rename = "mean_ms", serialize_with = "serialize_millis")]
     pub mean: Duration,
     /// Median latency.
-    #[serde(rename = "p50_ms", serialize_with = "millis")]
+    #[serde(rename = "p50_ms", serialize_with = "serialize_millis")]
     pub p50: Duration,
     /// 90th percentile.
-    #[serde(rename = "p90_ms", serialize_with = "millis")]
+    #[serde(rename = "p90_ms", serialize_with = "serialize_millis")]
     pub p90: Duration,
     /// 95th percentile.
-    #[serde(rename = "p95_ms", serialize_with = "millis")]
+    #[serde(rename = "p95_ms", serialize_with = "serialize_millis")]
     pub p95: Duration,
     /// 99th percentile.
-    #[serde(rename = "p99_ms", serialize_with = "millis")]
+    #[serde(rename = "p99_ms", serialize_with = "serialize_millis")]
     pub p99: Duration,
     /// 99.9th percentile.
-    #[serde(rename = "p999_ms", serialize_with = "millis")]
+    #[serde(rename = "p999_ms", serialize_with = "serialize_millis")]
     pub p999: Duration,
     /// Largest latency.
-    #[serde(rename = "max_ms", serialize_with = "millis")]
+    #[serde(rename = "max_ms", serialize_with = "serialize_millis")]
     pub max: Duration,
 }
 
@@ -102,10 +103,10 @@ pub struct SlowRequestEntry {
     /// How the request ended.
     pub outcome: Outcome,
     /// Time from receiving the request to the end of the response (or to the cancel).
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[serde(rename = "duration_ms", serialize_with = "serialize_millis")]
     pub duration: Duration,
     /// Time from receiving the request to the response head, when there was one.
-    #[serde(rename = "head_ms", serialize_with = "opt_millis")]
+    #[serde(rename = "head_ms", serialize_with = "serialize_opt_millis")]
     pub head: Option<Duration>,
     /// The request id (tower-http's `RequestId`, or the request-id header of the request or the
     /// response), when there was one.
@@ -113,23 +114,6 @@ pub struct SlowRequestEntry {
     /// The phases the layers and the handler recorded in [`Timings`](crate::Timings).
     #[serde(serialize_with = "phases")]
     pub phases: Vec<Phase>,
-}
-
-/// Milliseconds to the microsecond, computed so that they print short (`0.045`, not
-/// `0.045000000000000005`): the figures are microsecond-based anyway.
-fn to_millis(d: Duration) -> f64 {
-    d.as_micros() as f64 / 1e3
-}
-
-fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(to_millis(*d))
-}
-
-fn opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => millis(d, s),
-        None => s.serialize_none(),
-    }
 }
 
 fn unix_millis<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {

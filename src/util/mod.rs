@@ -4,3 +4,4 @@ pub(crate) mod accept_encoding;
 pub(crate) mod header;
 pub(crate) mod method;
 pub(crate) mod request;
+pub(crate) mod time;
