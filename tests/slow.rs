@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::Path;
 use axum::routing::get;
 use axum::{Extension, Router};
-use common::{client, serve, settle};
+use common::{client, get_text, serve, settle};
 use tower_perf::slow::{Outcome, SlowRequestLayer, UNMATCHED_ROUTE};
 use tower_perf::Timings;
 
@@ -118,24 +118,10 @@ async fn window_moves_on_and_total_stays() {
     let addr = serve(app).await;
     let client = client();
     for _ in 0..3 {
-        client
-            .get(format!("http://{addr}/sleep/500"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&client, format!("http://{addr}/sleep/500")).await;
     }
     tokio::time::sleep(Duration::from_secs(70)).await;
-    client
-        .get(format!("http://{addr}/sleep/20"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&client, format!("http://{addr}/sleep/20")).await;
     let route = stats.route("/sleep/{ms}").unwrap();
     assert_eq!(route.window.count, 1);
     assert_eq!(route.window.max, Duration::from_millis(20));
@@ -218,14 +204,7 @@ async fn slow_log_keeps_the_query_when_asked_and_uses_route_thresholds() {
     let addr = serve(app).await;
     let client = client();
     for path in ["/sleep/40?page=2", "/other/40", "/sleep/20"] {
-        client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&client, format!("http://{addr}{path}")).await;
     }
     let log = stats.slow_requests();
     assert_eq!(log.len(), 1);
@@ -399,14 +378,7 @@ async fn errors_and_unmatched_requests() {
     let addr = serve(app).await;
     let client = client();
     for path in ["/fail", "/ok", "/nope/1", "/nope/2", "/nope/3"] {
-        client
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&client, format!("http://{addr}{path}")).await;
     }
     let snap = stats.snapshot();
     let fail = snap.route("/fail").unwrap();
@@ -471,14 +443,7 @@ async fn request_id_from_the_response_when_the_request_had_none() {
         .service(Router::new().route("/sleep/{ms}", get(sleep_ms)));
     // Served as a plain tower service: the outer router only hands every request to it.
     let addr = serve(Router::new().fallback_service(app)).await;
-    client()
-        .get(format!("http://{addr}/sleep/5"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&client(), format!("http://{addr}/sleep/5")).await;
     let log = stats.slow_requests();
     assert_eq!(
         log[0].route, "/all",
@@ -528,25 +493,11 @@ async fn slow_request_events_are_rate_limited() {
     let client = client();
     // A flood: 40 slow requests within one second.
     for _ in 0..40 {
-        client
-            .get(format!("http://{addr}/sleep/2"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        get_text(&client, format!("http://{addr}/sleep/2")).await;
     }
     assert_eq!(events.0.lock().unwrap().len(), 3);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    client
-        .get(format!("http://{addr}/sleep/2"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&client, format!("http://{addr}/sleep/2")).await;
     let events = events.0.lock().unwrap();
     assert_eq!(events.len(), 4);
     assert_eq!(events[3]["suppressed"], "37");
@@ -651,14 +602,7 @@ async fn snapshot_json_has_clean_millisecond_figures() {
         .route("/sleep/{ms}", get(sleep_ms))
         .layer(tracker);
     let addr = serve(app).await;
-    client()
-        .get(format!("http://{addr}/sleep/45"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    get_text(&client(), format!("http://{addr}/sleep/45")).await;
     let json = serde_json::to_string(&stats.snapshot()).unwrap();
     assert!(json.contains("\"max_ms\":45.0"), "{json}");
     assert!(json.contains("\"window_ms\":60000.0"), "{json}");

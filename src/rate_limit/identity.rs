@@ -15,7 +15,7 @@ use http::header::{HeaderName, FORWARDED};
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
-use crate::util::header::trim_ows;
+use crate::util::header::{trim_ows, Cursor};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -408,61 +408,44 @@ fn is_port(port: &[u8]) -> bool {
 /// element's `for` node: `Some(ip)`, or `None` when the element is malformed or its node is not
 /// an address.
 struct ForwardedFor<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    c: Cursor<'a>,
 }
 
 impl<'a> ForwardedFor<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    fn skip_ows(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.pos += 1;
+        Self {
+            c: Cursor::new(bytes),
         }
-    }
-
-    fn token(&mut self) -> &'a [u8] {
-        let start = self.pos;
-        while self.peek().is_some_and(crate::util::header::is_tchar) {
-            self.pos += 1;
-        }
-        &self.bytes[start..self.pos]
     }
 
     /// A quoted string's content, without the quotes; `None` when it is not closed. Escapes are
     /// kept as they are (an address never needs one, so an escaped node fails to parse).
     fn quoted(&mut self) -> Option<&'a [u8]> {
-        self.pos += 1;
-        let start = self.pos;
+        self.c.pos += 1;
+        let start = self.c.pos;
         loop {
-            match self.peek()? {
+            match self.c.peek()? {
                 b'"' => break,
-                b'\\' => self.pos += 2,
-                _ => self.pos += 1,
+                b'\\' => self.c.pos += 2,
+                _ => self.c.pos += 1,
             }
         }
-        let end = self.pos.min(self.bytes.len());
-        self.pos += 1;
-        Some(&self.bytes[start..end])
+        let end = self.c.pos.min(self.c.bytes.len());
+        self.c.pos += 1;
+        Some(&self.c.bytes[start..end])
     }
 
     /// Skips to the end of the element (the next comma outside a quoted string).
     fn skip_element(&mut self) {
         let mut quoted = false;
-        while let Some(b) = self.peek() {
+        while let Some(b) = self.c.peek() {
             match b {
                 b',' if !quoted => return,
                 b'"' => quoted = !quoted,
-                b'\\' if quoted => self.pos += 1,
+                b'\\' if quoted => self.c.pos += 1,
                 _ => {}
             }
-            self.pos += 1;
+            self.c.pos += 1;
         }
     }
 
@@ -470,16 +453,16 @@ impl<'a> ForwardedFor<'a> {
     fn element(&mut self) -> Option<IpAddr> {
         let mut node = None;
         loop {
-            self.skip_ows();
-            let name = self.token();
-            if name.is_empty() || self.peek() != Some(b'=') {
+            self.c.skip_ows();
+            let name = self.c.token();
+            if name.is_empty() || self.c.peek() != Some(b'=') {
                 return None;
             }
-            self.pos += 1;
-            let value = if self.peek() == Some(b'"') {
+            self.c.pos += 1;
+            let value = if self.c.peek() == Some(b'"') {
                 self.quoted()?
             } else {
-                self.token()
+                self.c.token()
             };
             if name.eq_ignore_ascii_case(b"for") {
                 if node.is_some() {
@@ -488,10 +471,10 @@ impl<'a> ForwardedFor<'a> {
                 }
                 node = Some(parse_node(value));
             }
-            self.skip_ows();
-            match self.peek() {
+            self.c.skip_ows();
+            match self.c.peek() {
                 None | Some(b',') => return node.flatten(),
-                Some(b';') => self.pos += 1,
+                Some(b';') => self.c.pos += 1,
                 Some(_) => return None,
             }
         }
@@ -502,16 +485,16 @@ impl Iterator for ForwardedFor<'_> {
     type Item = Option<IpAddr>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b',')) {
-            self.pos += 1;
+        while matches!(self.c.peek(), Some(b' ' | b'\t' | b',')) {
+            self.c.pos += 1;
         }
-        self.peek()?;
-        let start = self.pos;
+        self.c.peek()?;
+        let start = self.c.pos;
         let hop = self.element();
         if hop.is_none() {
             // Malformed: skip to the next element. The byte at `start` is not a comma, so this
             // always moves on.
-            self.pos = start;
+            self.c.pos = start;
             self.skip_element();
         }
         Some(hop)

@@ -34,3 +34,15 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// GETs `url` and reads the whole body as text.
+pub async fn get_text(client: &reqwest::Client, url: String) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
