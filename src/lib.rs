@@ -90,6 +90,8 @@ pub mod cache;
 mod error;
 pub mod metrics;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod reject;
 pub mod slow;
 mod timings;

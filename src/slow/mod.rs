@@ -88,7 +88,7 @@
 mod body;
 mod future;
 mod layer;
-mod log;
+pub(crate) mod log;
 mod service;
 mod snapshot;
 mod stats;

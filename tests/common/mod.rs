@@ -46,3 +46,4 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
         .await
         .expect("body")
 }
+pub mod redis;
