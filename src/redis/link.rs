@@ -167,6 +167,19 @@ impl RedisLinkBuilder {
         let mut config = match (self.config, &self.url) {
             (Some(c), _) => c,
             (None, Some(url)) => {
+                const SCHEMES: [&str; 5] = [
+                    "redis://",
+                    "rediss://",
+                    "redis-cluster://",
+                    "redis-sentinel://",
+                    "redis+unix://",
+                ];
+                if !SCHEMES.iter().any(|s| url.starts_with(s)) {
+                    return Err(ConfigError::new(
+                        "url",
+                        "must start with redis://, rediss://, redis-cluster://, redis-sentinel:// or redis+unix://",
+                    ));
+                }
                 if url.starts_with("rediss://") && cfg!(not(feature = "redis-rustls")) {
                     return Err(ConfigError::new(
                         "url",
