@@ -6,8 +6,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::flight::{FlightGuard, Landing};
 use super::layer::Shared;
+use super::service::Waiters;
 use super::store::{Entry, EntryKey};
 use crate::error::BoxError;
 
@@ -75,8 +75,9 @@ pub struct StoreJob {
     shared: Arc<Shared>,
     key: EntryKey,
     entry: Entry,
-    // The leader's flight: landed `Stored` when the entry is in, `NotStored` if dropped first.
-    guard: Option<FlightGuard>,
+    // The leader's flight (landed `Stored` when the entry is in, `NotStored` if dropped first)
+    // and the Redis copy.
+    waiters: Waiters,
     chunks: Vec<Bytes>,
     len: usize,
     max: usize,
@@ -87,14 +88,14 @@ impl StoreJob {
         shared: Arc<Shared>,
         key: EntryKey,
         entry: Entry,
-        guard: Option<FlightGuard>,
+        waiters: Waiters,
         max: usize,
     ) -> Self {
         Self {
             shared,
             key,
             entry,
-            guard,
+            waiters,
             chunks: Vec::new(),
             len: 0,
             max,
@@ -130,7 +131,7 @@ impl StoreJob {
             shared,
             key,
             mut entry,
-            guard,
+            waiters,
             ..
         } = *self;
         // The length is known now; a HEAD answered from this entry must announce it (axum
@@ -142,11 +143,10 @@ impl StoreJob {
             );
         }
         entry.body = body;
-        shared.store.insert(key, Arc::new(entry));
+        let entry = Arc::new(entry);
+        shared.store.insert(key, entry.clone());
         shared.report_size();
-        if let Some(g) = guard {
-            g.land(Landing::Stored);
-        }
+        waiters.stored(&shared, &entry);
     }
 }
 

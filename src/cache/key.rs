@@ -19,7 +19,7 @@ pub(crate) type Primary = u64;
 /// Adds request-specific parts to the cache key (a tenant, an API version header). Given to the
 /// closure of [`ResponseCacheBuilder::key_with`](super::ResponseCacheBuilder::key_with).
 pub struct KeyParts<'a> {
-    hasher: &'a mut FoldHasher<'static>,
+    hasher: &'a mut dyn Hasher,
 }
 
 impl KeyParts<'_> {
@@ -98,32 +98,76 @@ impl Keyer {
         extra: Option<(&KeyFn, &Parts)>,
     ) -> Primary {
         let mut h = self.hasher();
+        self.hash_primary(&mut h, uri, headers, extra);
+        h.finish()
+    }
+
+    /// Feeds the primary key's material to `h`: the seeded hasher of the memory tier, or the
+    /// stable 128-bit one of the Redis tier.
+    fn hash_primary<H: Hasher>(
+        &self,
+        h: &mut H,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        extra: Option<(&KeyFn, &Parts)>,
+    ) {
         h.write(b"GET");
         if !self.ignore_host {
-            write_part(&mut h, uri.scheme_str().unwrap_or("").as_bytes());
+            write_part(h, uri.scheme_str().unwrap_or("").as_bytes());
             let authority = match uri.authority() {
                 Some(a) => a.as_str().as_bytes(),
                 None => headers.get(HOST).map(|h| h.as_bytes()).unwrap_or(b""),
             };
-            write_lowercase_part(&mut h, authority);
+            write_lowercase_part(h, authority);
         }
-        write_part(&mut h, uri.path().as_bytes());
+        write_part(h, uri.path().as_bytes());
         match uri.query() {
             Some(q) if self.sort_query && q.contains('&') => {
                 let mut params: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
                 params.sort_unstable();
                 h.write_usize(params.len());
                 for p in params {
-                    write_part(&mut h, p.as_bytes());
+                    write_part(h, p.as_bytes());
                 }
             }
-            Some(q) => write_part(&mut h, q.as_bytes()),
+            Some(q) => write_part(h, q.as_bytes()),
             None => h.write_u8(0xff),
         }
         if let Some((f, parts)) = extra {
-            f(parts, &mut KeyParts { hasher: &mut h });
+            f(parts, &mut KeyParts { hasher: h });
         }
-        h.finish()
+    }
+
+    /// The Redis tier's key of a URL: a 128-bit XXH3 of the same material as the primary key,
+    /// stable across processes and machines (seeded from configuration, not at random), so
+    /// every instance of the application finds the same entries.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_primary(&self, parts: &Parts, extra: Option<&KeyFn>, seed: u64) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+        self.hash_primary(
+            &mut h,
+            &parts.uri,
+            &parts.headers,
+            extra.map(|f| (f, parts)),
+        );
+        h.digest128()
+    }
+
+    /// The Redis tier's key of a variant: like [`variant`](Self::variant), stable across
+    /// processes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_variant(
+        &self,
+        vary: &[HeaderName],
+        headers: &HeaderMap,
+        seed: u64,
+    ) -> u64 {
+        if vary.is_empty() {
+            return 0;
+        }
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+        hash_variant(&mut h, vary, headers);
+        h.digest()
     }
 
     /// The secondary key of the variant of a response with `vary` that this request selects.
@@ -132,20 +176,24 @@ impl Keyer {
             return 0;
         }
         let mut h = self.hasher();
-        for name in vary {
-            write_part(&mut h, name.as_str().as_bytes());
-            match normalized(name, headers) {
-                Normalized::Absent => h.write_u8(0),
-                Normalized::Encoding(e) => write_part(&mut h, e.as_str().as_bytes()),
-                Normalized::Values(values) => {
-                    h.write_u8(1);
-                    for v in values {
-                        write_trimmed(&mut h, v.as_bytes());
-                    }
+        hash_variant(&mut h, vary, headers);
+        h.finish()
+    }
+}
+
+fn hash_variant<H: Hasher>(h: &mut H, vary: &[HeaderName], headers: &HeaderMap) {
+    for name in vary {
+        write_part(h, name.as_str().as_bytes());
+        match normalized(name, headers) {
+            Normalized::Absent => h.write_u8(0),
+            Normalized::Encoding(e) => write_part(h, e.as_str().as_bytes()),
+            Normalized::Values(values) => {
+                h.write_u8(1);
+                for v in values {
+                    write_trimmed(h, v.as_bytes());
                 }
             }
         }
-        h.finish()
     }
 }
 
@@ -263,19 +311,19 @@ pub(crate) fn is_cacheable_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD
 }
 
-fn write_part(h: &mut FoldHasher<'static>, part: &[u8]) {
+fn write_part<H: Hasher>(h: &mut H, part: &[u8]) {
     h.write_usize(part.len());
     h.write(part);
 }
 
-fn write_lowercase_part(h: &mut FoldHasher<'static>, part: &[u8]) {
+fn write_lowercase_part<H: Hasher>(h: &mut H, part: &[u8]) {
     h.write_usize(part.len());
     for b in part {
         h.write_u8(b.to_ascii_lowercase());
     }
 }
 
-fn write_trimmed(h: &mut FoldHasher<'static>, part: &[u8]) {
+fn write_trimmed<H: Hasher>(h: &mut H, part: &[u8]) {
     write_part(h, trim_ows(part));
 }
 

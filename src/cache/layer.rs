@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use super::flight::Flights;
 use super::key::{KeyFn, KeyParts, Keyer};
 use super::policy::StorePolicy;
-use super::purge::Purges;
+use super::purge::{Purges, Target, Validity};
 use super::service::ResponseCache;
 use super::store::MemoryStore;
 use crate::error::ConfigError;
@@ -63,6 +63,40 @@ pub struct CacheStats {
     pub evicted_explicit: u64,
     /// Entries replaced by a newer response for the same URL and variant.
     pub evicted_replaced: u64,
+    /// The Redis tier's counters, when there is one.
+    #[cfg(feature = "redis")]
+    pub redis: Option<RedisTierStats>,
+}
+
+/// Counters of the Redis tier, in [`CacheStats::redis`].
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct RedisTierStats {
+    /// Requests served from Redis (the memory tier missed), fresh.
+    pub hits: u64,
+    /// Requests served from Redis while stale.
+    pub stale: u64,
+    /// Lookups that found nothing usable in Redis.
+    pub misses: u64,
+    /// Lookups that got no answer (timeout, error, link open): the request went on without Redis.
+    pub errors: u64,
+    /// Entries written to Redis.
+    pub stores: u64,
+    /// Values that did not decode (deleted, treated as misses).
+    pub corrupt: u64,
+    /// Purges this instance recorded in Redis.
+    pub purges_sent: u64,
+    /// Purges received from the fleet's channel (this instance's own included).
+    pub purges_received: u64,
+    /// Times the fleet's purge records were loaded (after connecting, reconnecting, or missed
+    /// messages).
+    pub resyncs: u64,
+    /// Cold keys for which this instance waited on another instance's lease.
+    pub lease_waits: u64,
+    /// Whether this instance listens to the fleet's purges (subscribed, records loaded).
+    pub listening: bool,
+    /// The Redis link: calls, timeouts, errors, breaker.
+    pub link: crate::redis::LinkStats,
 }
 
 /// What [`CacheHandle::warm`] did.
@@ -141,6 +175,21 @@ impl Counters {
     }
 }
 
+/// The purge generations current when an origin request starts, stamped on what it stores:
+/// purges recorded later cover it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    /// This instance's generation (memory tier).
+    pub(crate) local: u64,
+    /// The fleet's generation as this instance knows it (Redis tier); 0 without one.
+    pub(crate) fleet: u64,
+}
+
+/// The default seed of the Redis tier's key hashes (any fixed value works; every instance must
+/// use the same one).
+#[cfg(feature = "redis")]
+const REDIS_KEY_SEED: u64 = 0x7467_7065_7266_0001;
+
 /// State shared by every clone of the layer and its services.
 pub(crate) struct Shared {
     pub(crate) store: MemoryStore,
@@ -159,6 +208,9 @@ pub(crate) struct Shared {
     pub(crate) coalesce: bool,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) counters: Counters,
+    /// The shared tier, when configured.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<Arc<super::redis_tier::RedisTier>>,
     size_gauge: OnceLock<::metrics::Gauge>,
     entries_gauge: OnceLock<::metrics::Gauge>,
 }
@@ -179,6 +231,70 @@ impl Shared {
             }
         }
         self.policy.default_ttl
+    }
+
+    /// The generations to stamp on a response whose origin request starts now.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp {
+            local: self.purges.current(),
+            #[cfg(feature = "redis")]
+            fleet: self.redis.as_ref().map_or(0, |r| r.fleet_generation()),
+            #[cfg(not(feature = "redis"))]
+            fleet: 0,
+        }
+    }
+
+    /// Purges `target` here and, with a Redis tier, in Redis and on every other instance.
+    pub(crate) fn purge(&self, target: Target<'_>, hard: bool) {
+        let _generation = self.purge_memory(target, hard);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            redis.publish_purge(target, hard, _generation);
+        }
+    }
+
+    /// Purges `target` from the memory tier only: records the purge (checked on read) and,
+    /// when hard, drops the entries now.
+    pub(crate) fn purge_memory(&self, target: Target<'_>, hard: bool) -> u64 {
+        let generation = self.purges.purge(target, hard);
+        if !hard {
+            return generation;
+        }
+        match target {
+            Target::Tag(tag) => {
+                let tag: Arc<str> = tag.into();
+                self.store.remove_if(move |e| e.tags.contains(&tag));
+            }
+            Target::Uri(pq) => {
+                let target: Box<str> = pq.into();
+                self.store.remove_if(move |e| {
+                    e.uri
+                        .path_and_query()
+                        .is_some_and(|p| p.as_str() == &*target)
+                });
+            }
+            Target::Prefix(prefix) => {
+                let prefix: Box<str> = prefix.into();
+                self.store
+                    .remove_if(move |e| e.uri.path().starts_with(&*prefix));
+            }
+            Target::All => self.store.clear(),
+        }
+        generation
+    }
+
+    /// Whether a stored entry survived the purges, this instance's and the fleet's.
+    pub(crate) fn validity(&self, entry: &super::store::Entry) -> Validity {
+        let local = self.purges.check(entry);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return match (local, redis.check(entry)) {
+                (Validity::Gone, _) | (_, Validity::Gone) => Validity::Gone,
+                (Validity::Stale, _) | (_, Validity::Stale) => Validity::Stale,
+                _ => Validity::Valid,
+            };
+        }
+        local
     }
 
     /// Publishes the memory tier's size gauges.
@@ -214,6 +330,8 @@ pub struct ResponseCacheBuilder {
     sort_query: bool,
     ignore_host: bool,
     key_fn: Option<Arc<KeyFn>>,
+    #[cfg(feature = "redis")]
+    redis: Option<(crate::redis::RedisLink, u64)>,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -236,6 +354,8 @@ impl Default for ResponseCacheBuilder {
             sort_query: false,
             ignore_host: false,
             key_fn: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -368,6 +488,27 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Adds the Redis tier under the memory tier, shared by every instance of the application
+    /// that uses the same Redis, key prefix and cache [`name`](Self::name): lookups read
+    /// memory, then Redis, then the origin; stores write both; purges reach Redis and every
+    /// instance's memory tier; a cold key is fetched from the origin by one instance of the
+    /// fleet while the others wait for it (at most the [`coalesce`](Self::coalesce) timeout).
+    /// When Redis is slow or down, requests go on with memory and the origin. See
+    /// [`crate::redis`].
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, link: crate::redis::RedisLink) -> Self {
+        self.redis = Some((link, REDIS_KEY_SEED));
+        self
+    }
+
+    /// Like [`redis`](Self::redis), with a secret seed for the keys' hashes, so that clients
+    /// cannot predict where a URL lands. Every instance that shares entries needs the same seed.
+    #[cfg(feature = "redis")]
+    pub fn redis_with_seed(mut self, link: crate::redis::RedisLink, seed: u64) -> Self {
+        self.redis = Some((link, seed));
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<ResponseCacheLayer, ConfigError> {
         if self.max_bytes < 1024 {
@@ -431,6 +572,7 @@ impl ResponseCacheBuilder {
             ));
         }
         describe_metrics();
+        let name = self.name;
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
         let shared = Shared {
             store: MemoryStore::new(self.max_bytes),
@@ -451,10 +593,23 @@ impl ResponseCacheBuilder {
             grace: self.grace,
             max_entry_bytes: self.max_entry_bytes,
             tag_header: self.tag_header,
-            name: self.name.into_boxed_str(),
+            name: name.clone().into_boxed_str(),
             coalesce: self.coalesce,
             coalesce_timeout: self.coalesce_timeout,
             counters: Counters::default(),
+            #[cfg(feature = "redis")]
+            redis: self.redis.map(|(link, seed)| {
+                Arc::new(super::redis_tier::RedisTier::new(
+                    super::redis_tier::TierConfig {
+                        link,
+                        name: name.clone(),
+                        seed,
+                        lease_ttl: self.coalesce_timeout,
+                        lease_wait: self.coalesce_timeout,
+                        record_ttl,
+                    },
+                ))
+            }),
             size_gauge: OnceLock::new(),
             entries_gauge: OnceLock::new(),
         };
@@ -567,53 +722,31 @@ pub struct CacheHandle {
 }
 
 impl CacheHandle {
-    /// Purges every entry carrying one of `tags`, every variant included.
+    /// Purges every entry carrying one of `tags`, every variant included. With a Redis tier,
+    /// the purge also reaches Redis and every other instance's memory tier.
     pub fn purge_tags<I, T>(&self, tags: I, hard: bool)
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
-        let tags: Vec<Arc<str>> = tags.into_iter().map(|t| Arc::from(t.as_ref())).collect();
-        for tag in &tags {
-            self.shared.purges.purge_tag(tag, hard);
-        }
-        if hard {
-            self.shared
-                .store
-                .remove_if(move |e| e.tags.iter().any(|t| tags.contains(t)));
+        for tag in tags {
+            self.shared.purge(Target::Tag(tag.as_ref()), hard);
         }
     }
 
     /// Purges every variant of one URI (path and query, for example `/items?page=2`).
     pub fn purge_uri(&self, path_and_query: &str, hard: bool) {
-        self.shared.purges.purge_uri(path_and_query, hard);
-        if hard {
-            let target: Box<str> = path_and_query.into();
-            self.shared.store.remove_if(move |e| {
-                e.uri
-                    .path_and_query()
-                    .is_some_and(|pq| pq.as_str() == &*target)
-            });
-        }
+        self.shared.purge(Target::Uri(path_and_query), hard);
     }
 
     /// Purges every entry whose path starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str, hard: bool) {
-        self.shared.purges.purge_prefix(prefix, hard);
-        if hard {
-            let prefix: Box<str> = prefix.into();
-            self.shared
-                .store
-                .remove_if(move |e| e.uri.path().starts_with(&*prefix));
-        }
+        self.shared.purge(Target::Prefix(prefix), hard);
     }
 
     /// Purges everything.
     pub fn purge_all(&self, hard: bool) {
-        self.shared.purges.purge_all(hard);
-        if hard {
-            self.shared.store.clear();
-        }
+        self.shared.purge(Target::All, hard);
     }
 
     /// Fills the cache by sending `requests` through `service` (usually the whole application,
@@ -726,6 +859,8 @@ impl CacheHandle {
             evicted_size: ev.size.load(Ordering::Relaxed),
             evicted_explicit: ev.explicit.load(Ordering::Relaxed),
             evicted_replaced: ev.replaced.load(Ordering::Relaxed),
+            #[cfg(feature = "redis")]
+            redis: s.redis.as_ref().map(|t| t.stats()),
         }
     }
 }

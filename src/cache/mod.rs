@@ -58,18 +58,24 @@
 //! ```
 
 mod body;
+#[cfg(feature = "redis")]
+mod codec;
 mod directives;
 mod flight;
 mod key;
 mod layer;
 mod policy;
 mod purge;
+#[cfg(feature = "redis")]
+mod redis_tier;
 mod service;
 mod status;
 mod store;
 
 pub use body::{CacheBody, StoreJob};
 pub use key::KeyParts;
+#[cfg(feature = "redis")]
+pub use layer::RedisTierStats;
 pub use layer::{
     CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer, WarmReport,
 };

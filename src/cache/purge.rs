@@ -43,11 +43,13 @@ impl Record {
         }
     }
 
+    /// Records a purge; purges may arrive out of order (from other instances), so a record
+    /// only ever moves forward.
     fn with(mut self, generation: u64, hard: bool) -> Self {
         if hard {
-            self.hard = generation;
+            self.hard = self.hard.max(generation);
         } else {
-            self.soft = generation;
+            self.soft = self.soft.max(generation);
         }
         self
     }
@@ -70,6 +72,17 @@ where
     }
 }
 
+/// What a purge covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    Tag(&'a str),
+    /// Path and query.
+    Uri(&'a str),
+    /// Path prefix.
+    Prefix(&'a str),
+    All,
+}
+
 pub(crate) struct Purges {
     generation: AtomicU64,
     /// Generation of the most recent purge (0: none yet; generations start at 1).
@@ -77,6 +90,8 @@ pub(crate) struct Purges {
     /// Entries older than this are treated as soft-purged: records that could have applied to
     /// them were dropped to keep the record sets bounded.
     floor: Arc<AtomicU64>,
+    /// Entries this old or older are gone (a hard purge of everything).
+    hard_floor: AtomicU64,
     tags: moka::sync::Cache<Arc<str>, Record>,
     uris: moka::sync::Cache<Box<str>, Record>,
     prefixes: RwLock<VecDeque<(Box<str>, Record, tokio::time::Instant)>>,
@@ -103,6 +118,7 @@ impl Purges {
                 .eviction_listener(uri_floor)
                 .build(),
             floor,
+            hard_floor: AtomicU64::new(0),
             prefixes: RwLock::new(VecDeque::new()),
             record_ttl,
         }
@@ -114,30 +130,40 @@ impl Purges {
     }
 
     fn next(&self) -> u64 {
-        let g = self.generation.fetch_add(1, Ordering::AcqRel);
-        self.latest.fetch_max(g, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Records a purge of `target` under the next generation, and returns that generation.
+    pub(crate) fn purge(&self, target: Target<'_>, hard: bool) -> u64 {
+        let g = self.next();
+        self.apply(target, g, hard);
         g
     }
 
-    pub(crate) fn purge_tag(&self, tag: &str, hard: bool) {
-        let g = self.next();
-        let key: Arc<str> = tag.into();
-        let rec = self.tags.get(&key).unwrap_or_default().with(g, hard);
-        self.tags.insert(key, rec);
+    /// Records a purge of `target` that took generation `g`: it covers every entry stamped
+    /// with `g` or earlier. The local purges take their generations from [`purge`](Self::purge);
+    /// the mirror of the fleet's purges takes them from Redis.
+    pub(crate) fn apply(&self, target: Target<'_>, g: u64, hard: bool) {
+        match target {
+            Target::Tag(tag) => {
+                let key: Arc<str> = tag.into();
+                let rec = self.tags.get(&key).unwrap_or_default().with(g, hard);
+                self.tags.insert(key, rec);
+            }
+            Target::Uri(pq) => {
+                let rec = self.uris.get(pq).unwrap_or_default().with(g, hard);
+                self.uris.insert(pq.into(), rec);
+            }
+            Target::Prefix(prefix) => self.apply_prefix(prefix, g, hard),
+            Target::All => {
+                let floor = if hard { &self.hard_floor } else { &*self.floor };
+                floor.fetch_max(g, Ordering::AcqRel);
+            }
+        }
+        self.latest.fetch_max(g, Ordering::AcqRel);
     }
 
-    pub(crate) fn purge_uri(&self, path_and_query: &str, hard: bool) {
-        let g = self.next();
-        let rec = self
-            .uris
-            .get(path_and_query)
-            .unwrap_or_default()
-            .with(g, hard);
-        self.uris.insert(path_and_query.into(), rec);
-    }
-
-    pub(crate) fn purge_prefix(&self, prefix: &str, hard: bool) {
-        let g = self.next();
+    fn apply_prefix(&self, prefix: &str, g: u64, hard: bool) {
         let now = tokio::time::Instant::now();
         let mut prefixes = self.prefixes.write().unwrap_or_else(|e| e.into_inner());
         prefixes.retain(|(_, _, at)| now.saturating_duration_since(*at) < self.record_ttl);
@@ -155,19 +181,25 @@ impl Purges {
         }
     }
 
-    /// Treats every entry stored so far as stale (soft) or gone (hard).
-    pub(crate) fn purge_all(&self, hard: bool) -> u64 {
-        let g = self.next();
-        if !hard {
-            self.floor.fetch_max(g, Ordering::AcqRel);
-        }
-        g
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Raises the floors: entries stamped `soft` or earlier are stale, `hard` or earlier gone.
+    pub(crate) fn raise_floors(&self, soft: u64, hard: u64) {
+        self.floor.fetch_max(soft, Ordering::AcqRel);
+        self.hard_floor.fetch_max(hard, Ordering::AcqRel);
+        self.latest.fetch_max(soft.max(hard), Ordering::AcqRel);
     }
 
     pub(crate) fn check(&self, entry: &Entry) -> Validity {
-        let generation = entry.generation;
+        self.check_stamp(entry, entry.generation)
+    }
+
+    /// [`check`](Self::check) for an entry stamped `generation` in this record set's numbering.
+    pub(crate) fn check_stamp(&self, entry: &Entry, generation: u64) -> Validity {
         if generation > self.latest.load(Ordering::Acquire) {
             return Validity::Valid;
+        }
+        if generation <= self.hard_floor.load(Ordering::Acquire) {
+            return Validity::Gone;
         }
         let mut worst = if generation <= self.floor.load(Ordering::Acquire) {
             Validity::Stale

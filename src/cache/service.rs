@@ -17,9 +17,9 @@ use super::body::{CacheBody, StoreJob};
 use super::directives::CacheControl;
 use super::flight::{self, Landing, Role};
 use super::key::{is_cacheable_method, parse_vary, Primary};
-use super::layer::{CacheOutcome, Shared};
+use super::layer::{CacheOutcome, Shared, Stamp};
 use super::policy::{self, Serve, StorePolicy};
-use super::purge::Validity;
+use super::purge::{Target, Validity};
 use super::status::{CacheStatus, Fwd};
 use super::store::{Entry, EntryKey};
 use crate::error::BoxError;
@@ -373,6 +373,31 @@ where
         }
     }
 
+    let mut waiters = Waiters {
+        flight: guard,
+        ..Waiters::default()
+    };
+    #[cfg(feature = "redis")]
+    if let Some(tier) = shared.redis.clone() {
+        if let Some((res, refresh)) = redis_tier_lookup(
+            &shared,
+            &tier,
+            &parts,
+            primary,
+            &req_cc,
+            &mut lookup,
+            &mut waiters,
+            &timings,
+        )
+        .await
+        {
+            if let Some(entry) = refresh {
+                refresh_in_background(&shared, &svc, entry, primary, &parts);
+            }
+            return Ok(res);
+        }
+    }
+
     // Revalidate a stored response, or fetch a new one.
     let fwd = match &lookup {
         // Fresh, but the request's own directives (no-cache, max-age, min-fresh) sent it on.
@@ -389,7 +414,7 @@ where
     if let Some(entry) = &stale {
         policy::add_validators(&entry.headers, &mut origin_parts.headers);
     }
-    let generation = shared.purges.current();
+    let stamp = shared.stamp();
     let request_time = SystemTime::now();
     let origin_req = Request::from_parts(origin_parts, body);
     let result = svc.call(origin_req).await;
@@ -439,7 +464,7 @@ where
                 &parts,
                 request_time,
                 response_time,
-                generation,
+                stamp,
             ) {
                 let key = EntryKey {
                     primary,
@@ -447,9 +472,8 @@ where
                 };
                 let updated = Arc::new(updated);
                 shared.store.insert(key, updated.clone());
-                if let Some(g) = guard {
-                    g.land(Landing::Stored);
-                }
+                waiters.for_vary(&shared, &updated.vary, &parts);
+                waiters.stored(&shared, &updated);
                 let mut served = Served::hit();
                 served.fwd = Some(fwd);
                 served.fwd_status = Some(304);
@@ -483,13 +507,142 @@ where
         res,
         parts,
         primary,
-        guard,
+        waiters,
         fwd,
         collapsed,
-        generation,
+        stamp,
         request_time,
         response_time,
     ))
+}
+
+/// The Redis tier's part of a request the memory tier could not answer: a Redis hit is served
+/// (and fills the memory tier); a stale one becomes the entry to revalidate; on a cold key
+/// the fleet-wide lease decides who asks the origin. `Some`: the response to send, and the
+/// entry to refresh in the background (stale-while-revalidate).
+#[cfg(feature = "redis")]
+#[allow(clippy::too_many_arguments)]
+async fn redis_tier_lookup<ResBody>(
+    shared: &Arc<Shared>,
+    tier: &Arc<super::redis_tier::RedisTier>,
+    parts: &Parts,
+    primary: Primary,
+    req_cc: &CacheControl,
+    lookup: &mut Found,
+    waiters: &mut Waiters,
+    timings: &Option<Timings>,
+) -> Option<(Response<CacheBody<ResBody>>, Option<Arc<Entry>>)> {
+    use super::redis_tier::{Lease, RedisFound};
+
+    tier.ensure_started(shared);
+    let started = Instant::now();
+    let key = tier.key(shared, parts);
+    let hint = match &*lookup {
+        Found::VaryMiss(v) => Some(v.clone()),
+        Found::Entry(e, _) => Some(e.vary.clone()),
+        Found::UriMiss => None,
+    };
+    let found = tier.lookup(shared, &key, parts, hint).await;
+    let mut collapsed = false;
+    let mut from_redis = None;
+    match found {
+        RedisFound::Entry(entry, validity) => from_redis = Some((entry, validity)),
+        RedisFound::Miss => {
+            let cold = waiters.flight.is_some() && !matches!(lookup, Found::Entry(..));
+            if cold {
+                match tier.lease(shared, &key, parts).await {
+                    Lease::Leader(l) => waiters.lease = Some(l),
+                    Lease::Found(entry) => {
+                        collapsed = true;
+                        from_redis = Some((entry, Validity::Valid));
+                    }
+                    Lease::Origin => {}
+                }
+            }
+            if from_redis.is_none() {
+                tier.count_miss();
+            }
+        }
+        RedisFound::Error(e) => {
+            tier.count_error();
+            waiters.detail = Some(e.as_str());
+        }
+    }
+    if let Some(t) = timings {
+        t.record("redis", started.elapsed());
+    }
+    waiters.redis = Some((key, 0));
+    let (entry, validity) = from_redis?;
+    let now = Instant::now();
+    if validity == Validity::Valid {
+        let mem = EntryKey {
+            primary,
+            variant: shared.keyer.variant(&entry.vary, &parts.headers),
+        };
+        shared.store.insert(mem, entry.clone());
+        shared.report_size();
+    }
+    match decide_without_origin(&entry, validity, req_cc, now) {
+        Some(mut served) => {
+            tier.count_hit(served.outcome == CacheOutcome::Stale);
+            let refresh = served.refresh.then(|| entry.clone());
+            served.detail = served.detail.or(Some("redis"));
+            served.collapsed = collapsed;
+            if let Some(g) = waiters.flight.take() {
+                g.land(Landing::Stored);
+            }
+            let head_only = parts.method == Method::HEAD;
+            Some((
+                serve(shared, &entry, &parts.headers, head_only, now, served),
+                refresh,
+            ))
+        }
+        None => {
+            tier.count_miss();
+            if !matches!(lookup, Found::Entry(..)) {
+                *lookup = Found::Entry(entry, validity);
+            }
+            None
+        }
+    }
+}
+
+/// What a store owes to others when it completes: the local flight's followers and, with a
+/// Redis tier, the fleet (where the entry goes in Redis, and the lease other instances wait on).
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) flight: Option<flight::FlightGuard>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<(super::redis_tier::RedisKey, u64)>,
+    #[cfg(feature = "redis")]
+    pub(crate) lease: Option<super::redis_tier::LeaseGuard>,
+    /// `Cache-Status` `detail` when nothing else is said (a Redis failure).
+    pub(crate) detail: Option<&'static str>,
+}
+
+impl Waiters {
+    /// Sets where the entry goes in Redis, now that its `Vary` is known.
+    pub(crate) fn for_vary(&mut self, _shared: &Shared, _vary: &[HeaderName], _parts: &Parts) {
+        #[cfg(feature = "redis")]
+        if let Some(tier) = &_shared.redis {
+            let key = match self.redis.take() {
+                Some((k, _)) => k,
+                None => tier.key(_shared, _parts),
+            };
+            self.redis = Some((key, tier.variant(_shared, _vary, _parts)));
+        }
+    }
+
+    /// The entry is stored in memory: copy it to Redis, wake the followers.
+    pub(crate) fn stored(self, _shared: &Shared, _entry: &Arc<Entry>) {
+        #[cfg(feature = "redis")]
+        if let (Some(tier), Some((key, variant))) = (&_shared.redis, self.redis) {
+            tier.store(key, variant, _entry.clone(), self.lease);
+        }
+        if let Some(g) = self.flight {
+            g.land(Landing::Stored);
+        }
+    }
 }
 
 /// What the lookup found.
@@ -515,7 +668,7 @@ fn lookup_head(shared: &Shared, primary: Primary, uri: &http::Uri, headers: &Hea
             if entry.uri.path_and_query() == uri.path_and_query()
                 && super::key::vary_matches(&entry.vary, &entry.vary_values, headers) =>
         {
-            match shared.purges.check(entry) {
+            match shared.validity(entry) {
                 Validity::Gone => {
                     shared.store.remove(&EntryKey { primary, variant });
                     Found::UriMiss
@@ -760,10 +913,10 @@ fn store_or_pass<B>(
     mut res: Response<B>,
     parts: Parts,
     primary: Primary,
-    guard: Option<flight::FlightGuard>,
+    mut waiters: Waiters,
     fwd: Fwd,
     collapsed: bool,
-    generation: u64,
+    stamp: Stamp,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Response<CacheBody<B>>
@@ -816,7 +969,7 @@ where
         stored: false,
         collapsed,
         ttl: None,
-        detail: None,
+        detail: waiters.detail,
     };
     let (Ok(()), Some(vary)) = (verdict, vary) else {
         cs.detail = Some(match verdict {
@@ -824,7 +977,7 @@ where
             Ok(()) => "vary-star",
         });
         cs.append_to(res.headers_mut());
-        drop(guard);
+        drop(waiters);
         res.extensions_mut().insert(CacheOutcome::Miss);
         return res.map(CacheBody::passthrough);
     };
@@ -843,6 +996,7 @@ where
         variant: shared.keyer.variant(&vary, &parts.headers),
     };
     let vary_values = super::key::vary_values(&vary, &parts.headers);
+    waiters.for_vary(shared, &vary, &parts);
     let entry = Entry {
         uri: parts.uri,
         status,
@@ -857,9 +1011,10 @@ where
         stale_while_revalidate: swr,
         stale_if_error: sie,
         tags,
-        generation,
+        generation: stamp.local,
+        fleet_generation: stamp.fleet,
     };
-    let job = StoreJob::new(shared.clone(), key, entry, guard, shared.max_entry_bytes);
+    let job = StoreJob::new(shared.clone(), key, entry, waiters, shared.max_entry_bytes);
     res.map(|b| CacheBody::storing(b, job))
 }
 
@@ -872,7 +1027,7 @@ fn refreshed_entry(
     parts: &Parts,
     request_time: SystemTime,
     response_time: SystemTime,
-    generation: u64,
+    stamp: Stamp,
 ) -> Option<Entry> {
     let mut headers = entry.headers.clone();
     if !policy::update_from_304(&mut headers, not_modified) {
@@ -909,7 +1064,8 @@ fn refreshed_entry(
         stale_while_revalidate: swr,
         stale_if_error: sie,
         tags: entry.tags.clone(),
-        generation,
+        generation: stamp.local,
+        fleet_generation: stamp.fleet,
     })
 }
 
@@ -946,7 +1102,7 @@ fn refresh_in_background<S, ReqBody, ResBody>(
     policy::add_validators(&entry.headers, &mut parts.headers);
     handle.spawn(async move {
         let _guard = guard;
-        let generation = shared.purges.current();
+        let stamp = shared.stamp();
         let request_time = SystemTime::now();
         let req = Request::from_parts(clone_parts(&parts), ReqBody::default());
         let Ok(res) = call_ready(&mut svc, req).await else {
@@ -961,11 +1117,15 @@ fn refresh_in_background<S, ReqBody, ResBody>(
                 &parts,
                 request_time,
                 response_time,
-                generation,
+                stamp,
             ) {
+                let updated = Arc::new(updated);
                 shared
                     .store
-                    .insert(EntryKey { primary, variant }, Arc::new(updated));
+                    .insert(EntryKey { primary, variant }, updated.clone());
+                let mut waiters = Waiters::default();
+                waiters.for_vary(&shared, &updated.vary, &parts);
+                waiters.stored(&shared, &updated);
             }
             return;
         }
@@ -978,10 +1138,10 @@ fn refresh_in_background<S, ReqBody, ResBody>(
             res,
             parts,
             primary,
-            None,
+            Waiters::default(),
             Fwd::Stale,
             false,
-            generation,
+            stamp,
             request_time,
             response_time,
         );
@@ -1013,15 +1173,7 @@ fn invalidate_after_unsafe(
     host: Option<&HeaderValue>,
     res_headers: &HeaderMap,
 ) {
-    let purge = |pq: &str| {
-        shared.purges.purge_uri(pq, true);
-        let target: Box<str> = pq.into();
-        shared.store.remove_if(move |e| {
-            e.uri
-                .path_and_query()
-                .is_some_and(|p| p.as_str() == &*target)
-        });
-    };
+    let purge = |pq: &str| shared.purge(Target::Uri(pq), true);
     if let Some(pq) = uri.path_and_query() {
         purge(pq.as_str());
     }

@@ -52,6 +52,10 @@ pub(crate) struct Entry {
     pub(crate) tags: Box<[Arc<str>]>,
     /// The purge generation current when it was stored: purges after it may apply to it.
     pub(crate) generation: u64,
+    /// The fleet's purge generation (Redis tier) known when its origin request started; 0
+    /// without a Redis tier.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fleet_generation: u64,
 }
 
 impl Entry {

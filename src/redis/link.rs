@@ -269,6 +269,7 @@ impl RedisLinkBuilder {
                 options,
                 deadline: self.deadline,
                 started: AtomicBool::new(false),
+                connected_once: AtomicBool::new(false),
                 breaker: LinkBreaker {
                     epoch: now,
                     failures: AtomicU32::new(0),
@@ -318,6 +319,8 @@ struct LinkInner {
     options: Options,
     deadline: Duration,
     started: AtomicBool,
+    /// Whether the pool was ever connected: until then, calls wait for it.
+    connected_once: AtomicBool,
     breaker: LinkBreaker,
     counts: Counts,
     /// Rate limit on the WARN events of failures.
@@ -465,7 +468,7 @@ impl RedisLink {
     fn start(&self) {
         if !self.inner.started.swap(true, Ordering::AcqRel) {
             // The tasks live as long as the pool; their handles are not needed.
-            let _ = self.inner.pool.connect();
+            drop(self.inner.pool.connect());
         }
     }
 
@@ -482,6 +485,17 @@ impl RedisLink {
         if !inner.breaker.admit() {
             inner.counts.skipped.fetch_add(1, Ordering::Relaxed);
             return Err(LinkError::Open);
+        }
+        if !inner.connected_once.load(Ordering::Acquire) {
+            // The first calls wait (within the deadline) for the first connection, instead of
+            // failing fast while it is being made.
+            if self.inner.pool.is_connected()
+                || tokio::time::timeout(inner.deadline, inner.pool.wait_for_connect())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                inner.connected_once.store(true, Ordering::Release);
+            }
         }
         let client = inner.pool.next().with_options(&inner.options);
         // fred applies the same deadline; this one also bounds what fred does not time

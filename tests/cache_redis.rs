@@ -1,0 +1,370 @@
+//! The Redis tier of `ResponseCacheLayer` against a real `redis-server` (started by the test on
+//! a free loopback port) and real axum servers on loopback with a real HTTP client.
+//!
+//! Two layers with separate memory tiers stand for two instances of one application. These
+//! tests run on the real clock: paused time would jump past the Redis deadlines while a reply
+//! is on its way. They wait for background work (a store, a pub/sub message) by polling with a
+//! bound, and assert what happened, never how fast.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use common::redis::RedisServer;
+use common::{client, serve};
+use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
+use tower_perf::redis::RedisLink;
+
+#[derive(Clone, Default)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    delay_ms: u64,
+}
+
+async fn item(State(o): State<Origin>, Path(id): Path<String>) -> impl IntoResponse {
+    let n = o.calls.fetch_add(1, SeqCst) + 1;
+    if o.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(o.delay_ms)).await;
+    }
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=60"),
+            (header::HeaderName::from_static("cache-tag"), "items"),
+            (header::VARY, "accept-encoding"),
+        ],
+        format!("item {id} version {n}"),
+    )
+}
+
+fn link(redis: &RedisServer) -> RedisLink {
+    RedisLink::builder()
+        .url(redis.url())
+        // Generous: a loaded test machine must not turn a slow reply into a failure.
+        .deadline(Duration::from_millis(500))
+        .failure_threshold(2)
+        .cool_down(Duration::from_millis(100), Duration::from_millis(400))
+        .build()
+        .expect("link")
+}
+
+/// One application instance: its own memory tier, the shared Redis.
+async fn instance(redis: &RedisServer, origin: Origin) -> (String, CacheHandle) {
+    let layer = ResponseCacheLayer::builder()
+        .ignore_host(true)
+        .redis(link(redis))
+        .build()
+        .expect("cache");
+    let handle = layer.handle();
+    let app = Router::new()
+        .route("/items/{id}", get(item))
+        .with_state(origin)
+        .layer(layer);
+    let addr = serve(app).await;
+    (format!("http://{addr}"), handle)
+}
+
+struct Reply {
+    status: u16,
+    cache_status: String,
+    body: String,
+}
+
+async fn get_url(url: impl AsRef<str>) -> Reply {
+    let url = url.as_ref();
+    let res = client()
+        .get(url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    let cache_status = res
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Reply {
+        status,
+        cache_status,
+        body: res.text().await.expect("body"),
+    }
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes; the time it took.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond().then(|| start.elapsed())
+}
+
+fn stores(h: &CacheHandle) -> u64 {
+    h.stats().redis.expect("redis tier").stores
+}
+
+#[tokio::test]
+async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    let first = get_url(&format!("{a}/items/1")).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.cache_status.contains("stored"),
+        "{}",
+        first.cache_status
+    );
+    assert!(
+        until(Duration::from_secs(5), || stores(&ha) == 1)
+            .await
+            .is_some(),
+        "the entry reached Redis"
+    );
+
+    let second = get_url(&format!("{b}/items/1")).await;
+    assert_eq!(second.body, "item 1 version 1", "B served A's response");
+    assert!(
+        second.cache_status.contains("hit") && second.cache_status.contains("detail=redis"),
+        "{}",
+        second.cache_status
+    );
+    assert_eq!(origin.calls.load(SeqCst), 1, "the origin was asked once");
+    let stats = hb.stats();
+    assert_eq!(stats.redis.unwrap().hits, 1);
+
+    // The Redis hit filled B's memory tier: the next one does not need Redis.
+    let third = get_url(&format!("{b}/items/1")).await;
+    assert!(third.cache_status.contains("hit"), "{}", third.cache_status);
+    assert!(
+        !third.cache_status.contains("redis"),
+        "{}",
+        third.cache_status
+    );
+    assert_eq!(hb.stats().redis.unwrap().hits, 1);
+
+    // Every key this tier wrote has a TTL.
+    let keys = redis.keys("*");
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl = redis.command(&["PTTL", &key]).unwrap_or_default();
+        let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap_or(-9);
+        assert!(ttl > 0, "{key} has a TTL, got {ttl}");
+    }
+}
+
+#[tokio::test]
+async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    get_url(&format!("{a}/items/7")).await;
+    until(Duration::from_secs(5), || stores(&ha) == 1).await;
+    get_url(&format!("{b}/items/7")).await; // Redis hit, now in B's memory
+    let in_memory = get_url(&format!("{b}/items/7")).await;
+    assert!(in_memory.cache_status.contains("hit"));
+    assert_eq!(origin.calls.load(SeqCst), 1);
+    // Both instances listen to the channel before the purge is sent.
+    until(Duration::from_secs(5), || {
+        ha.stats().redis.unwrap().listening && hb.stats().redis.unwrap().listening
+    })
+    .await
+    .expect("both instances loaded the purge records");
+
+    ha.purge_tags(["items"], false);
+    let took = until(Duration::from_secs(5), || {
+        hb.stats().redis.unwrap().purges_received >= 1
+    })
+    .await
+    .expect("B received the purge");
+    assert!(
+        took <= Duration::from_millis(100),
+        "the purge reached B's memory tier in {took:?}"
+    );
+
+    let after = get_url(&format!("{b}/items/7")).await;
+    assert_eq!(
+        after.body, "item 7 version 2",
+        "B did not serve the purged entry"
+    );
+    assert!(
+        !after.cache_status.contains("; hit"),
+        "{}",
+        after.cache_status
+    );
+    assert_eq!(origin.calls.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn requests_are_answered_while_redis_is_down_and_the_tier_comes_back() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    get_url(&format!("{a}/items/1")).await;
+    until(Duration::from_secs(5), || stores(&ha) == 1).await;
+
+    redis.kill();
+    for i in 0..20 {
+        for base in [&a, &b] {
+            let r = get_url(&format!("{base}/items/{}", i % 4)).await;
+            assert_eq!(r.status, 200, "answered from memory or the origin");
+            assert!(r.body.starts_with(&format!("item {}", i % 4)), "{}", r.body);
+        }
+    }
+    let link = hb.stats().redis.unwrap();
+    assert!(link.errors > 0, "B counted Redis errors: {link:?}");
+    assert!(link.link.opened > 0, "B's link breaker opened: {link:?}");
+
+    redis.restart();
+    // A new key stored through A becomes a Redis hit through B once the link is back.
+    let served_from_redis = async {
+        for n in 0..200 {
+            let path = format!("/items/back-{n}");
+            get_url(&format!("{a}{path}")).await;
+            let stored = until(Duration::from_millis(500), || {
+                ha.stats().redis.unwrap().stores > 1
+            })
+            .await;
+            if stored.is_none() {
+                continue;
+            }
+            let r = get_url(&format!("{b}{path}")).await;
+            if r.cache_status.contains("detail=redis") {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), served_from_redis)
+            .await
+            .unwrap_or(false),
+        "the tier works again after Redis restarts"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    get_url(&format!("{a}/items/9")).await;
+    until(Duration::from_secs(5), || stores(&ha) == 1).await;
+    let entry_keys: Vec<String> = redis
+        .keys("*:e:*")
+        .into_iter()
+        .filter(|k| !k.ends_with(":v") && !k.ends_with(":lease"))
+        .collect();
+    assert_eq!(entry_keys.len(), 1, "{entry_keys:?}");
+    for garbage in [&b"\x01garbage"[..], b"\xff\xff", b""] {
+        redis
+            .command_bytes(&[b"SET", entry_keys[0].as_bytes(), garbage, b"PX", b"60000"])
+            .expect("SET");
+    }
+
+    let r = get_url(&format!("{b}/items/9")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body, "item 9 version 2",
+        "the corrupt value was not served"
+    );
+    assert_eq!(hb.stats().redis.unwrap().corrupt, 1);
+    // B's response replaced it in Redis.
+    until(Duration::from_secs(5), || stores(&hb) == 1)
+        .await
+        .expect("B stored a good copy");
+    let value = redis.command(&["GET", &entry_keys[0]]).unwrap_or_default();
+    assert!(value.contains("item 9 version 2"), "{value:?}");
+}
+
+#[tokio::test]
+async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_once() {
+    let redis = RedisServer::start();
+    let origin = Origin {
+        delay_ms: 300,
+        ..Origin::default()
+    };
+    let (a, _ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    let (ra, rb) = tokio::join!(
+        get_url(format!("{a}/items/cold")),
+        get_url(format!("{b}/items/cold"))
+    );
+    assert_eq!((ra.status, rb.status), (200, 200));
+    assert_eq!(ra.body, "item cold version 1");
+    assert_eq!(rb.body, "item cold version 1");
+    assert_eq!(
+        origin.calls.load(SeqCst),
+        1,
+        "one origin request for the fleet"
+    );
+    let waited = hb.stats().redis.unwrap().lease_waits + _ha.stats().redis.unwrap().lease_waits;
+    assert_eq!(waited, 1, "one instance waited on the other's lease");
+}
+
+#[tokio::test]
+async fn an_uncacheable_response_releases_the_lease_at_once() {
+    let redis = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let make = |calls: Arc<AtomicUsize>| {
+        let layer = ResponseCacheLayer::builder()
+            .ignore_host(true)
+            .redis(link(&redis))
+            .build()
+            .expect("cache");
+        Router::new()
+            .route(
+                "/private",
+                get(move || {
+                    let calls = calls.clone();
+                    async move {
+                        calls.fetch_add(1, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        ([(header::CACHE_CONTROL, "private")], "mine")
+                    }
+                }),
+            )
+            .layer(layer)
+    };
+    let a = serve(make(calls.clone())).await;
+    let b = serve(make(calls.clone())).await;
+    let start = Instant::now();
+    let (ra, rb) = tokio::join!(
+        get_url(format!("http://{a}/private")),
+        get_url(format!("http://{b}/private"))
+    );
+    assert_eq!((ra.status, rb.status), (200, 200));
+    assert_eq!(
+        calls.load(SeqCst),
+        2,
+        "both asked the origin: nothing to share"
+    );
+    // The waiting instance did not sit out the lease's 5 s expiry.
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "the lease was released when nothing was stored ({:?})",
+        start.elapsed()
+    );
+}
