@@ -45,6 +45,7 @@
 //! | `SLOW_THRESHOLD_MS` | `1000` | requests at or above this are slow (the export route: 60 s) |
 //! | `CACHE_MAX_MB` | `64` | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `100`, `200` | per-client quota on `/api/*` |
+//! | `REDIS_URL` | unset | turns on the cache's Redis tier, shared by every instance (needs `--features redis`) |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable and exit code 2.
@@ -135,6 +136,8 @@ struct Config {
     cache_max_bytes: u64,
     rate_limit_rps: u32,
     rate_limit_burst: u32,
+    /// `REDIS_URL`: the shared Redis tier, when set.
+    redis_url: Option<String>,
 }
 
 impl Config {
@@ -155,12 +158,26 @@ impl Config {
         if slow_ms == 0 {
             return Err("invalid SLOW_THRESHOLD_MS=0: must be at least 1 (milliseconds)".into());
         }
+        let redis_url = match std::env::var("REDIS_URL") {
+            Ok(url) if url.trim().is_empty() => None,
+            Ok(url) => Some(url.trim().to_owned()),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(raw)) => {
+                return Err(format!("invalid REDIS_URL={raw:?}: not valid UTF-8"))
+            }
+        };
+        if redis_url.is_some() && cfg!(not(feature = "redis")) {
+            return Err("REDIS_URL is set, but this build has no Redis support: run \
+                 `cargo run --release --example demo_server --features redis`"
+                .into());
+        }
         Ok(Self {
             addr: SocketAddr::new(host, port),
             slow_threshold: Duration::from_millis(slow_ms),
             cache_max_bytes: cache_mb.saturating_mul(1024 * 1024),
             rate_limit_rps,
             rate_limit_burst,
+            redis_url,
         })
     }
 }
@@ -225,7 +242,24 @@ async fn main() -> ExitCode {
         }
     };
 
-    let layers = match Layers::build(&config) {
+    #[cfg(feature = "redis")]
+    let redis = match redis_link(&config) {
+        Ok(link) => link,
+        Err(e) => return config_error(&e),
+    };
+    #[cfg(feature = "redis")]
+    if let Some(link) = &redis {
+        // Not required (the layers go on without Redis until it answers), but the warm-up
+        // below then fills the shared tier too.
+        if !link.connect(Duration::from_secs(2)).await {
+            tracing::warn!("Redis is not answering yet; serving from memory until it does");
+        }
+    }
+    let layers = match Layers::build(
+        &config,
+        #[cfg(feature = "redis")]
+        redis,
+    ) {
         Ok(l) => l,
         Err(e) => return config_error(&e),
     };
@@ -293,6 +327,10 @@ fn print_banner(addr: SocketAddr, config: &Config) {
         config.slow_threshold.as_millis(),
         EXPORT_SLOW_THRESHOLD.as_secs()
     );
+    match &config.redis_url {
+        Some(url) => println!("cache: memory + Redis tier at {url} (shared by every instance)"),
+        None => println!("cache: memory only (set REDIS_URL for the shared Redis tier)"),
+    }
     println!("try:");
     println!("  curl -i '{base}/api/v1/properties?page=2&per_page=5&status=leased'");
     println!("  curl -i {base}/api/v1/properties/42");
@@ -343,20 +381,37 @@ async fn shutdown_signal() {
 // The tower-perf stack
 // ------------------------------------------------------------------------------------------------
 
+/// The Redis link shared by the layers that use Redis, from `REDIS_URL`. It connects in the
+/// background; until Redis answers, the layers go on without it.
+#[cfg(feature = "redis")]
+fn redis_link(config: &Config) -> Result<Option<tower_perf::redis::RedisLink>, String> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    tower_perf::redis::RedisLink::builder()
+        .url(url.as_str())
+        .build()
+        .map(Some)
+        .map_err(|e| format!("REDIS_URL: {e}"))
+}
+
 /// Every tower-perf layer of the stack, built once from the configuration. A new layer is a field
 /// here, its construction in [`Layers::build`], its handle in [`Handles`] and one line in
 /// [`build_stack`].
 struct Layers {
     slow: SlowRequestLayer,
     rate_limit: RateLimitLayer, // per client on /api/*: 100 req/s, burst 200
-    cache: ResponseCacheLayer,  // memory tier; Redis tier (REDIS_URL) to come
+    cache: ResponseCacheLayer,  // memory tier, and the Redis tier when REDIS_URL is set
     // queue: PriorityQueueLayer,         // x-priority header, else by route
     // compression: AdaptiveCompressionLayer,
     breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
 }
 
 impl Layers {
-    fn build(config: &Config) -> Result<Self, String> {
+    fn build(
+        config: &Config,
+        #[cfg(feature = "redis")] redis: Option<tower_perf::redis::RedisLink>,
+    ) -> Result<Self, String> {
         let slow = SlowRequestLayer::builder()
             .threshold(config.slow_threshold)
             .route_threshold(EXPORT_ROUTE, EXPORT_SLOW_THRESHOLD)
@@ -369,9 +424,13 @@ impl Layers {
             .max_bytes(config.cache_max_bytes)
             .grace(CACHE_GRACE)
             // One origin, reached as localhost, 127.0.0.1 or a LAN address: one set of entries.
-            .ignore_host(true)
-            .build()
-            .map_err(|e| format!("response cache: {e}"))?;
+            .ignore_host(true);
+        #[cfg(feature = "redis")]
+        let cache = match redis {
+            Some(link) => cache.redis(link),
+            None => cache,
+        };
+        let cache = cache.build().map_err(|e| format!("response cache: {e}"))?;
         // One breaker per route: the payment provider failing (PUT /admin/payments/fault) opens
         // the payments route's breaker and nothing else. Calls over 2 s count as failures.
         let breaker = CircuitBreakerLayer::builder()

@@ -722,6 +722,15 @@ pub struct CacheHandle {
 }
 
 impl CacheHandle {
+    /// Starts the Redis tier's background tasks, so a purge sent before any request still
+    /// reaches the fleet (needs a tokio runtime; otherwise the first request starts them).
+    fn start_redis(&self) {
+        #[cfg(feature = "redis")]
+        if let Some(tier) = &self.shared.redis {
+            tier.ensure_started(&self.shared);
+        }
+    }
+
     /// Purges every entry carrying one of `tags`, every variant included. With a Redis tier,
     /// the purge also reaches Redis and every other instance's memory tier.
     pub fn purge_tags<I, T>(&self, tags: I, hard: bool)
@@ -729,6 +738,7 @@ impl CacheHandle {
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
+        self.start_redis();
         for tag in tags {
             self.shared.purge(Target::Tag(tag.as_ref()), hard);
         }
@@ -736,16 +746,19 @@ impl CacheHandle {
 
     /// Purges every variant of one URI (path and query, for example `/items?page=2`).
     pub fn purge_uri(&self, path_and_query: &str, hard: bool) {
+        self.start_redis();
         self.shared.purge(Target::Uri(path_and_query), hard);
     }
 
     /// Purges every entry whose path starts with `prefix`.
     pub fn purge_prefix(&self, prefix: &str, hard: bool) {
+        self.start_redis();
         self.shared.purge(Target::Prefix(prefix), hard);
     }
 
     /// Purges everything.
     pub fn purge_all(&self, hard: bool) {
+        self.start_redis();
         self.shared.purge(Target::All, hard);
     }
 

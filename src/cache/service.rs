@@ -256,6 +256,10 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let start = Instant::now();
+    #[cfg(feature = "redis")]
+    if let Some(tier) = &shared.redis {
+        tier.ensure_started(&shared);
+    }
     let timings = Timings::from_request(&req).cloned();
     let phase = |t: &Option<Timings>| {
         if let Some(t) = t {
