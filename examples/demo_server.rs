@@ -167,9 +167,11 @@ impl Config {
             }
         };
         if redis_url.is_some() && cfg!(not(feature = "redis")) {
-            return Err("REDIS_URL is set, but this build has no Redis support: run \
+            return Err(
+                "REDIS_URL is set, but this build has no Redis support: run \
                  `cargo run --release --example demo_server --features redis`"
-                .into());
+                    .into(),
+            );
         }
         Ok(Self {
             addr: SocketAddr::new(host, port),
