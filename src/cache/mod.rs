@@ -28,6 +28,48 @@
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
 //! `max_entry_bytes` stream through without being stored.
 //!
+//! # The Redis tier (feature `redis`)
+//!
+//! With [`ResponseCacheBuilder::redis`], every instance of the application shares one tier in
+//! Redis under its own memory tier:
+//!
+//! - **Reads** go to memory, then Redis, then the origin. A Redis hit fills the memory tier for
+//!   the entry's remaining lifetime (`Cache-Status: ...; hit; detail=redis`). Usually one round
+//!   trip: the URL's `Vary` names and the guessed variant are read together.
+//! - **Stores** write both tiers; the Redis copy is a compact versioned binary value with a TTL
+//!   (freshness plus stale windows, capped). A value that does not decode is a miss and is
+//!   deleted.
+//! - **Purges** (tag, URI, prefix, everything; and the invalidation after unsafe methods)
+//!   reach the fleet: recorded in Redis as version counters checked on read (no keyspace scan)
+//!   and published on a channel, so every instance's memory tier stops serving what was purged
+//!   as soon as the message arrives. An instance that missed messages (a reconnect) notices
+//!   within a second and loads the records again.
+//! - **Cold keys** are fetched from the origin by one instance of the fleet: the first takes a
+//!   short lease (`SET NX PX`), the others wait for its response to appear in Redis, and go to
+//!   the origin themselves if the holder releases the lease without storing, or is slow.
+//! - **Redis slow or down never fails a request**: every call has a deadline (20 ms by
+//!   default) and the link has a breaker; the request goes on with memory and the origin,
+//!   `Cache-Status` says why in `detail` (`redis-timeout`, `redis-error`, `redis-skipped`), and
+//!   `tower_perf_cache_requests_total{cache_tier="redis", cache_result="error"}` counts it.
+//!
+//! Keys are cluster safe: the keys of one URL share a hash tag, so do the purge keys.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")] {
+//! use tower_perf::cache::ResponseCacheLayer;
+//! use tower_perf::redis::RedisLink;
+//!
+//! let link = RedisLink::builder()
+//!     .url("redis://127.0.0.1:6379")
+//!     .build()
+//!     .expect("valid Redis configuration");
+//! let cache = ResponseCacheLayer::builder()
+//!     .redis(link)
+//!     .build()
+//!     .expect("valid cache configuration");
+//! # let _ = cache; }
+//! ```
+//!
 //! # Example
 //!
 //! ```
