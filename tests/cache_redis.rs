@@ -368,3 +368,42 @@ async fn an_uncacheable_response_releases_the_lease_at_once() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_redis_that_restarts_empty_does_not_bring_purged_entries_back() {
+    let mut redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+    get_url(format!("{a}/items/5")).await;
+    until(Duration::from_secs(5), || stores(&ha) == 1).await;
+    get_url(format!("{b}/items/5")).await; // now in B's memory
+    until(Duration::from_secs(5), || {
+        ha.stats().redis.unwrap().listening && hb.stats().redis.unwrap().listening
+    })
+    .await
+    .expect("listening");
+
+    // A soft purge: B's memory entry becomes stale and must be revalidated.
+    ha.purge_tags(["items"], false);
+    until(Duration::from_secs(5), || {
+        hb.stats().redis.unwrap().purges_received >= 1
+    })
+    .await
+    .expect("B received the purge");
+
+    let resyncs = hb.stats().redis.unwrap().resyncs;
+    redis.restart();
+    until(Duration::from_secs(10), || {
+        hb.stats().redis.unwrap().resyncs > resyncs
+    })
+    .await
+    .expect("B reloaded the (now empty) purge records after reconnecting");
+
+    let r = get_url(format!("{b}/items/5")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body, "item 5 version 2",
+        "the purged entry was not served fresh"
+    );
+}

@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use fred::interfaces::{
     ClientLike, EventInterface, HashesInterface, KeysInterface, PubsubInterface,
@@ -215,8 +214,10 @@ pub(crate) struct RedisTier {
     channel: String,
     /// Tells this instance's own messages from the others'.
     instance: String,
-    /// The fleet's purge records, as last loaded and kept current by the channel.
-    fleet: ArcSwap<Purges>,
+    /// The fleet's purge records, as loaded and kept current by the channel. Loads merge into
+    /// it and never remove a record: a Redis that restarted empty must not bring purged
+    /// entries back.
+    fleet: Purges,
     /// The highest fleet generation seen: entries are stamped with the next one.
     known: AtomicU64,
     /// Local generations of purges not yet recorded in Redis (oldest first): entries read from
@@ -297,7 +298,7 @@ impl RedisTier {
             channel: format!("{ns}:purge"),
             ns,
             instance,
-            fleet: ArcSwap::from_pointee(Purges::new(cfg.record_ttl, 100_000)),
+            fleet: Purges::new(cfg.record_ttl, 100_000),
             known: AtomicU64::new(0),
             pending: Mutex::new(VecDeque::new()),
             vary_hints: moka::sync::Cache::builder()
@@ -355,7 +356,7 @@ impl RedisTier {
 
     /// Checks an entry (memory or Redis) against the fleet's purges.
     pub(crate) fn check(&self, entry: &Entry) -> Validity {
-        self.fleet.load().check_stamp(entry, entry.fleet_generation)
+        self.fleet.check_stamp(entry, entry.fleet_generation)
     }
 
     pub(crate) fn key(&self, shared: &Shared, parts: &Parts) -> RedisKey {
@@ -685,7 +686,7 @@ impl RedisTier {
         let n = n.max(0) as u64;
         // Recorded in the mirror now, without waiting for the message.
         if let Some(target) = target_of(field) {
-            self.fleet.load().apply(target, n, hard);
+            self.fleet.apply(target, n, hard);
         }
         self.known.fetch_max(n, Ordering::AcqRel);
         self.counters.purges_sent.fetch_add(1, Ordering::Relaxed);
@@ -703,7 +704,7 @@ impl RedisTier {
         let (Ok(n), Some(target)) = (n.parse::<u64>(), target_of(field)) else {
             return;
         };
-        self.fleet.load().apply(target, n, hard == "1");
+        self.fleet.apply(target, n, hard == "1");
         self.known.fetch_max(n, Ordering::AcqRel);
         self.counters
             .purges_received
@@ -725,7 +726,7 @@ impl RedisTier {
             .link
             .call("cache-resync", |c| async move { c.get(gen_key).await })
             .await?;
-        let mirror = Purges::new(self.record_ttl, 100_000);
+        let mirror = &self.fleet;
         for (field, value) in &records {
             if field == "!floor" {
                 if let Ok(floor) = value.parse::<u64>() {
@@ -743,7 +744,6 @@ impl RedisTier {
                 mirror.apply(target, hard, true);
             }
         }
-        self.fleet.store(Arc::new(mirror));
         self.known.fetch_max(n.unwrap_or(0), Ordering::AcqRel);
         self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
