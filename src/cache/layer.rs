@@ -257,9 +257,14 @@ impl Shared {
     /// when hard, drops the entries now.
     pub(crate) fn purge_memory(&self, target: Target<'_>, hard: bool) -> u64 {
         let generation = self.purges.purge(target, hard);
-        if !hard {
-            return generation;
+        if hard {
+            self.drop_matching(target);
         }
+        generation
+    }
+
+    /// Drops the memory tier's entries that `target` covers (lazily, through moka).
+    pub(crate) fn drop_matching(&self, target: Target<'_>) {
         match target {
             Target::Tag(tag) => {
                 let tag: Arc<str> = tag.into();
@@ -280,7 +285,6 @@ impl Shared {
             }
             Target::All => self.store.clear(),
         }
-        generation
     }
 
     /// Whether a stored entry survived the purges, this instance's and the fleet's.

@@ -693,10 +693,12 @@ impl RedisTier {
         Ok(n)
     }
 
-    /// Applies a purge message from the channel.
-    fn receive(&self, payload: &str) {
+    /// Applies a purge message from the channel; a hard purge from another instance also
+    /// drops the matching entries from this memory tier now (the check on read already keeps
+    /// them from being served; this gives their memory back).
+    fn receive(&self, payload: &str, shared: Option<&Shared>) {
         let mut parts = payload.splitn(4, ' ');
-        let (Some(_instance), Some(n), Some(hard), Some(field)) =
+        let (Some(instance), Some(n), Some(hard), Some(field)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return;
@@ -705,6 +707,11 @@ impl RedisTier {
             return;
         };
         self.fleet.apply(target, n, hard == "1");
+        if hard == "1" && instance != self.instance {
+            if let Some(shared) = shared {
+                shared.drop_matching(target);
+            }
+        }
         self.known.fetch_max(n, Ordering::AcqRel);
         self.counters
             .purges_received
@@ -854,7 +861,7 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
                 match msg {
                     Ok(msg) => {
                         if let Some(payload) = msg.value.as_str() {
-                            t.receive(&payload);
+                            t.receive(&payload, shared.upgrade().as_deref());
                         }
                     }
                     // Messages were dropped (the receiver lagged): load the records again.
