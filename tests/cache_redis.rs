@@ -210,6 +210,21 @@ async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
         after.cache_status
     );
     assert_eq!(origin.calls.load(SeqCst), 2);
+
+    // A hard purge also gives B's memory back at once.
+    assert_eq!(hb.stats().entries, 1);
+    ha.purge_tags(["items"], true);
+    until(Duration::from_secs(5), || {
+        hb.stats().redis.unwrap().purges_received >= 2
+    })
+    .await
+    .expect("B received the hard purge");
+    assert!(
+        until(Duration::from_secs(2), || hb.stats().entries == 0)
+            .await
+            .is_some(),
+        "B dropped the entry"
+    );
 }
 
 #[tokio::test]
