@@ -49,7 +49,7 @@ fn link(redis: &RedisServer) -> RedisLink {
     RedisLink::builder()
         .url(redis.url())
         // Generous: a loaded test machine must not turn a slow reply into a failure.
-        .deadline(Duration::from_millis(500))
+        .deadline(Duration::from_secs(2))
         .failure_threshold(2)
         .cool_down(Duration::from_millis(100), Duration::from_millis(400))
         .build()
@@ -58,9 +58,11 @@ fn link(redis: &RedisServer) -> RedisLink {
 
 /// One application instance: its own memory tier, the shared Redis.
 async fn instance(redis: &RedisServer, origin: Origin) -> (String, CacheHandle) {
+    let link = link(redis);
+    assert!(link.connect(Duration::from_secs(10)).await, "connected");
     let layer = ResponseCacheLayer::builder()
         .ignore_host(true)
-        .redis(link(redis))
+        .redis(link)
         .build()
         .expect("cache");
     let handle = layer.handle();

@@ -616,11 +616,9 @@ impl RedisTier {
         let until = Instant::now() + self.lease_wait;
         while Instant::now() < until {
             tokio::time::sleep(self.lease_poll).await;
-            match self.lookup(shared, key, parts, None).await {
-                RedisFound::Entry(e, Validity::Valid) => return Lease::Found(e),
-                RedisFound::Entry(..) | RedisFound::Error(_) => return Lease::Origin,
-                RedisFound::Miss => {}
-            }
+            // The lease first, then the entry: the store script writes the entry and releases
+            // the lease at once, so a lease seen gone here means the entry, if stored, is
+            // visible to the lookup below.
             let k = lease_key.clone();
             let held = self
                 .link
@@ -628,6 +626,11 @@ impl RedisTier {
                     c.exists::<i64, _>(k).await
                 })
                 .await;
+            match self.lookup(shared, key, parts, None).await {
+                RedisFound::Entry(e, Validity::Valid) => return Lease::Found(e),
+                RedisFound::Entry(..) | RedisFound::Error(_) => return Lease::Origin,
+                RedisFound::Miss => {}
+            }
             if !matches!(held, Ok(1)) {
                 // Released without a store (not cacheable, or the origin failed), or Redis
                 // failed: ask the origin.
