@@ -216,6 +216,12 @@ impl Identity {
         }
     }
 
+    /// The mask applied to IPv6 client addresses.
+    #[cfg(feature = "redis")]
+    pub(crate) fn ipv6_mask(&self) -> u128 {
+        self.ipv6_mask
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|c| c.contains(ip))
     }
@@ -248,6 +254,44 @@ impl Identity {
         }
         h.finish()
     }
+}
+
+/// The bucket key of `client` under the policy `policy_id` ([`Policy::shared_id`](
+/// super::quota::Policy)) in the shared (Redis) mode: xxh3 with a seed from the configuration,
+/// so every instance computes the same key for the same client, unlike [`Identity::key`]
+/// whose seed is random per layer. No allocation: the fixed-size parts go through a stack
+/// buffer, and bytes of any length are hashed first.
+#[cfg(feature = "redis")]
+pub(crate) fn shared_key(seed: u64, ipv6_mask: u128, policy_id: u64, client: &Client<'_>) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    let mut buf = [0u8; 25];
+    buf[..8].copy_from_slice(&policy_id.to_le_bytes());
+    let len = match client {
+        Client::Ip(ip) => match canonical(*ip) {
+            IpAddr::V4(v4) => {
+                buf[8] = 1;
+                buf[9..13].copy_from_slice(&v4.octets());
+                13
+            }
+            IpAddr::V6(v6) => {
+                buf[8] = 2;
+                buf[9..25].copy_from_slice(&(v6.to_bits() & ipv6_mask).to_le_bytes());
+                25
+            }
+        },
+        Client::Bytes(b) => {
+            buf[8] = 3;
+            buf[9..17].copy_from_slice(&xxh3_64_with_seed(b, seed).to_le_bytes());
+            17
+        }
+        Client::Id(id) => {
+            buf[8] = 4;
+            buf[9..17].copy_from_slice(&id.to_le_bytes());
+            17
+        }
+        Client::Unknown => 9,
+    };
+    xxh3_64_with_seed(&buf[..len], seed)
 }
 
 impl<'a> From<ClientKey<'a>> for Client<'a> {

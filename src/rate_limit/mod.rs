@@ -173,6 +173,8 @@ mod identity;
 mod layer;
 mod quota;
 mod service;
+#[cfg(feature = "redis")]
+mod shared;
 mod store;
 
 pub use body::RateLimitBody;
@@ -181,3 +183,5 @@ pub use identity::{ClientKey, ForwardedHeader};
 pub use layer::{RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitStats};
 pub use quota::Quota;
 pub use service::RateLimit;
+#[cfg(feature = "redis")]
+pub use shared::RedisFallback;
