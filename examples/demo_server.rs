@@ -45,6 +45,7 @@
 //! | `SLOW_THRESHOLD_MS` | `1000` | requests at or above this are slow (the export route: 60 s) |
 //! | `CACHE_MAX_MB` | `64` | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `100`, `200` | per-client quota on `/api/*` |
+//! | `REDIS_URL` | unset | `redis://host:port`: the quota on `/api/*` is shared by every instance through Redis (needs `--features redis`) |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable and exit code 2.
@@ -135,6 +136,9 @@ struct Config {
     cache_max_bytes: u64,
     rate_limit_rps: u32,
     rate_limit_burst: u32,
+    /// `REDIS_URL`: share the rate limit through Redis.
+    #[cfg(feature = "redis")]
+    redis_url: Option<String>,
 }
 
 impl Config {
@@ -149,6 +153,17 @@ impl Config {
         if rate_limit_rps == 0 || rate_limit_burst == 0 {
             return Err("invalid RATE_LIMIT_RPS / RATE_LIMIT_BURST: must be at least 1".into());
         }
+        let redis_url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty());
+        #[cfg(not(feature = "redis"))]
+        if redis_url.is_some() {
+            return Err(
+                "REDIS_URL is set, but this build has no Redis support: build with \
+                        `--features redis` (the `redis` feature of tower-perf)"
+                    .into(),
+            );
+        }
         if cache_mb == 0 {
             return Err("invalid CACHE_MAX_MB=0: must be at least 1 (MiB)".into());
         }
@@ -161,6 +176,8 @@ impl Config {
             cache_max_bytes: cache_mb.saturating_mul(1024 * 1024),
             rate_limit_rps,
             rate_limit_burst,
+            #[cfg(feature = "redis")]
+            redis_url,
         })
     }
 }
@@ -391,9 +408,19 @@ impl Layers {
                 .burst(config.rate_limit_burst)
                 .named("api"),
         )
-        .bypass(|req| !req.uri.path().starts_with("/api/"))
-        .build()
-        .map_err(|e| format!("rate limiter: {e}"))?;
+        .bypass(|req| !req.uri.path().starts_with("/api/"));
+        // With REDIS_URL, one quota per client for every instance of the demo.
+        #[cfg(feature = "redis")]
+        let rate_limit = match &config.redis_url {
+            Some(url) => {
+                tracing::info!("rate limit on /api/* shared through Redis");
+                rate_limit.redis(redis_link(url)?)
+            }
+            None => rate_limit,
+        };
+        let rate_limit = rate_limit
+            .build()
+            .map_err(|e| format!("rate limiter: {e}"))?;
         Ok(Self {
             slow,
             rate_limit,
@@ -411,6 +438,17 @@ impl Layers {
             rate_limit: self.rate_limit.handle(),
         }
     }
+}
+
+/// The Redis link of the layers that share state through Redis (`REDIS_URL`); it connects in
+/// the background and the layers work without it until it does.
+#[cfg(feature = "redis")]
+fn redis_link(url: &str) -> Result<tower_perf::redis::RedisLink, String> {
+    tower_perf::redis::RedisLink::builder()
+        .url(url)
+        .key_prefix("tower-perf-demo")
+        .build()
+        .map_err(|e| format!("invalid REDIS_URL: {e}"))
 }
 
 /// Read handles of the layers, for `/admin/stats`.

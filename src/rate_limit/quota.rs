@@ -141,6 +141,7 @@ pub(crate) struct Policy {
     /// Names this policy's buckets in a shared store (Redis): made from the configuration
     /// only (the kind of quota, the route, the quota's values), so every instance with the same
     /// configuration computes the same id, whatever order it met tier quotas in.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) shared_id: u64,
     pub(crate) quota: Quota,
     pub(crate) gcra: Gcra,
