@@ -107,6 +107,7 @@ where
 {
     type Output = Result<Response<RateLimitBody<B>>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
         loop {
@@ -125,44 +126,57 @@ where
                     return Poll::Ready(Ok(res.map(RateLimitBody::limited)));
                 }
                 KindProj::Deciding { pending } => {
-                    let waiting = pending
-                        .as_mut()
-                        .expect("ResponseFuture polled after completion");
-                    let outcome = ready!(waiting.decision.as_mut().poll(cx));
-                    let Some(Pending {
-                        mut service,
-                        request,
-                        ..
-                    }) = pending.take().map(|p| *p)
-                    else {
-                        unreachable!("checked above");
-                    };
-                    let next = match outcome {
-                        Outcome::Bypassed => Kind::Inner {
-                            future: service.call(request),
-                            headers: None,
-                        },
-                        Outcome::Allowed(headers) => Kind::Inner {
-                            future: service.call(request),
-                            headers,
-                        },
-                        Outcome::Limited(headers, retry_after) => Kind::Answered {
-                            response: Some(too_many_requests(headers, retry_after)),
-                        },
-                        Outcome::Unavailable => Kind::Answered {
-                            response: Some(unavailable()),
-                        },
-                        Outcome::Pending(decision) => Kind::Deciding {
-                            pending: Some(Box::new(Pending {
-                                decision,
-                                service,
-                                request,
-                            })),
-                        },
-                    };
+                    let next = ready!(decided(pending, cx));
                     kind.set(next);
                 }
             }
         }
     }
+}
+
+/// Polls the shared mode's decision; once it has come, the next state: the inner service
+/// called, or the limiter's answer. Out of line, so that the in-process `poll` stays small.
+#[inline(never)]
+fn decided<S, ReqBody>(
+    pending: &mut Option<Box<Pending<S, ReqBody>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Kind<S, ReqBody>>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let waiting = pending
+        .as_mut()
+        .expect("ResponseFuture polled after completion");
+    let outcome = ready!(waiting.decision.as_mut().poll(cx));
+    let Some(Pending {
+        mut service,
+        request,
+        ..
+    }) = pending.take().map(|p| *p)
+    else {
+        unreachable!("checked above");
+    };
+    Poll::Ready(match outcome {
+        Outcome::Bypassed => Kind::Inner {
+            future: service.call(request),
+            headers: None,
+        },
+        Outcome::Allowed(headers) => Kind::Inner {
+            future: service.call(request),
+            headers,
+        },
+        Outcome::Limited(headers, retry_after) => Kind::Answered {
+            response: Some(too_many_requests(headers, retry_after)),
+        },
+        Outcome::Unavailable => Kind::Answered {
+            response: Some(unavailable()),
+        },
+        Outcome::Pending(decision) => Kind::Deciding {
+            pending: Some(Box::new(Pending {
+                decision,
+                service,
+                request,
+            })),
+        },
+    })
 }

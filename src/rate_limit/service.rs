@@ -74,6 +74,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let (req, outcome) = if shared.needs_parts {
@@ -93,13 +94,27 @@ where
                 ResponseFuture::answered(too_many_requests(headers, retry_after))
             }
             Outcome::Unavailable => ResponseFuture::answered(unavailable()),
-            Outcome::Pending(decision) => {
-                // The readied service goes with the request; a clone serves the next one.
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::pending(decision, service, req)
-            }
+            Outcome::Pending(decision) => self.pending(decision, req),
         }
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// The shared mode: the readied service goes with the request to the response future,
+    /// which calls it once Redis has decided; a clone serves the next request. Out of line,
+    /// so that the in-process `call` stays small.
+    #[inline(never)]
+    fn pending<ReqBody>(
+        &mut self,
+        decision: super::layer::PendingOutcome,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::pending(decision, service, req)
     }
 }
 
