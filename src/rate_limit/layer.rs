@@ -683,13 +683,13 @@ pub struct RateLimitStats {
     pub evicted: u64,
     /// Shared mode: decisions Redis made. Always 0 in process.
     pub redis_decisions: u64,
-    /// Shared mode: decisions made without Redis, by the
-    /// [`redis_fallback`](RateLimitBuilder::redis_fallback) (Redis slow, down, its link's
-    /// breaker open, or a reply that was not a decision). Always 0 in process.
+    /// Shared mode: decisions made without Redis, by the builder's `redis_fallback` (Redis
+    /// slow, down, its link's breaker open, or a reply that was not a decision). Always 0 in
+    /// process.
     pub fallback_decisions: u64,
     /// Shared mode: Redis calls that failed, timed out or returned something that is not a
     /// decision (calls skipped while the link's breaker is open are not counted here; the
-    /// link's own [`stats`](crate::redis::RedisLink::stats) has them). Always 0 in process.
+    /// link's own `RedisLink::stats` has them). Always 0 in process.
     pub redis_errors: u64,
 }
 

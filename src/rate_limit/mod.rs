@@ -77,10 +77,10 @@
 //!
 //! # Shared across instances (Redis)
 //!
-//! With the `redis` feature, [`redis`](RateLimitBuilder::redis) shares every budget through
-//! Redis, on the crate's [`RedisLink`](crate::redis::RedisLink) (one link can serve the
-//! response cache's Redis tier too): all instances that use the same Redis, key prefix and
-//! configuration enforce **one** quota per client.
+//! With the `redis` feature, `RateLimitBuilder::redis` shares every budget through Redis, on
+//! the crate's `tower_perf::redis::RedisLink` (one link can serve the response cache's Redis
+//! tier too): all instances that use the same Redis, key prefix and configuration enforce
+//! **one** quota per client. (The items named here exist only with that feature.)
 //!
 //! - **One round trip per decision**: a Lua script, sent once and then called by its SHA, reads
 //!   and updates the client's bucket atomically, on one key (Redis Cluster safe). It takes the
@@ -92,16 +92,14 @@
 //!   the values of the in-process mode.
 //! - **Keys** are `<link prefix>:rl:<16 hex digits>`, a seeded xxh3 of the policy (made from the
 //!   configuration: default, route or tier, and the quota's values) and the client. The seed
-//!   comes from the configuration ([`redis_seed`](RateLimitBuilder::redis_seed), by default
-//!   the link's key prefix), never from a random source, so every instance computes the same
-//!   key; set a secret seed to keep clients from crafting identities that collide with
-//!   another's. Each key expires when its bucket is full again: nothing lives forever.
+//!   comes from the configuration (`redis_seed`, by default the link's key prefix), never
+//!   from a random source, so every instance computes the same key; set a secret seed to keep
+//!   clients from crafting identities that collide with another's. Each key expires when its bucket is full again: nothing lives forever.
 //! - **When Redis is slow or down** (the link's deadline passes, the connection is gone, the
-//!   link's breaker is open, or the reply is not a decision), the
-//!   [`redis_fallback`](RateLimitBuilder::redis_fallback) decides: in process with the same
-//!   quota ([`RedisFallback::Local`], the default; each instance then enforces the quota on
-//!   its own), let the request through ([`RedisFallback::FailOpen`]), or answer `503`
-//!   ([`RedisFallback::FailClosed`]). The link's breaker makes an outage cost one deadline per
+//!   link's breaker is open, or the reply is not a decision), the `redis_fallback` decides:
+//!   in process with the same quota (`RedisFallback::Local`, the default; each instance then
+//!   enforces the quota on its own), let the request through (`RedisFallback::FailOpen`), or
+//!   answer `503` (`RedisFallback::FailClosed`). The link's breaker makes an outage cost one deadline per
 //!   cool-down, not one per request. A malformed value at a key is treated as a full bucket
 //!   and replaced, never an error.
 //!
