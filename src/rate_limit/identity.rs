@@ -555,6 +555,43 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Shared keys must be the same on every instance and every version that may run side by
+    /// side (a rolling deployment): they are pinned here.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn shared_keys_are_stable_and_distinct() {
+        let mask = prefix_mask_v6(64);
+        let key = |client: &Client<'_>| shared_key(7, mask, 42, client);
+        let v4 = key(&Client::Ip(ip("192.0.2.7")));
+        assert_eq!(v4, PINNED_V4_KEY);
+        // IPv4-mapped IPv6 is the IPv4 client; one /64 is one client.
+        assert_eq!(key(&Client::Ip(ip("::ffff:192.0.2.7"))), v4);
+        assert_eq!(
+            key(&Client::Ip(ip("2001:db8::1"))),
+            key(&Client::Ip(ip("2001:db8::ffff:1")))
+        );
+        let all = [
+            v4,
+            key(&Client::Ip(ip("192.0.2.8"))),
+            key(&Client::Ip(ip("2001:db8::1"))),
+            key(&Client::Ip(ip("2001:db8:0:1::1"))),
+            key(&Client::Bytes(Cow::Borrowed(b"api-key"))),
+            key(&Client::Bytes(Cow::Borrowed(b"api-kez"))),
+            key(&Client::Id(7)),
+            key(&Client::Unknown),
+            shared_key(8, mask, 42, &Client::Ip(ip("192.0.2.7"))),
+            shared_key(7, mask, 43, &Client::Ip(ip("192.0.2.7"))),
+        ];
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j], "{i} and {j}");
+            }
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    const PINNED_V4_KEY: u64 = 4_489_243_268_355_170_118;
+
     fn identity(trusted: &[&str], forwarded: ForwardedHeader) -> Identity {
         Identity::new(
             Source::Peer,
