@@ -514,3 +514,69 @@ fn bad_configuration_names_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "redis_seed");
 }
+
+#[test]
+fn shared_decisions_are_counted_in_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The recorder is this thread's while the runtime (a current-thread one) runs the test.
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let mut server = RedisServer::start();
+            let addr = serve(shared(
+                HOURLY,
+                link(&server, "app").await,
+                RedisFallback::Local,
+            ))
+            .await;
+            assert_eq!(statuses(addr, "peggy", 2).await, [200, 200]);
+            server.kill();
+            assert_eq!(statuses(addr, "peggy", 3).await, [200, 200, 200]);
+        })
+    });
+    let mut counts: Vec<(String, String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| k.key().name().starts_with("tower_perf_rate_limit_"))
+        .map(|(k, _, _, v)| {
+            let label = k.key().labels().next().unwrap();
+            let n = match v {
+                DebugValue::Counter(n) => n,
+                other => panic!("not a counter: {other:?}"),
+            };
+            (
+                k.key().name().to_owned(),
+                format!("{}={}", label.key(), label.value()),
+                n,
+            )
+        })
+        .collect();
+    counts.sort();
+    let row = |name: &str, label: &str, n| (name.to_owned(), label.to_owned(), n);
+    assert_eq!(
+        counts,
+        [
+            row(
+                "tower_perf_rate_limit_decisions_total",
+                "decision=allowed",
+                5
+            ),
+            row(
+                "tower_perf_rate_limit_shared_decisions_total",
+                "decided_by=fallback",
+                3
+            ),
+            row(
+                "tower_perf_rate_limit_shared_decisions_total",
+                "decided_by=redis",
+                2
+            ),
+        ]
+    );
+}

@@ -553,12 +553,19 @@ impl RateLimitBuilder {
         let default = all[0].clone();
         #[cfg(feature = "redis")]
         let backend = match self.redis {
-            Some(link) => Backend::Redis(super::shared::RedisStore::new(
-                link,
-                self.redis_seed,
-                self.redis_fallback,
-                self.max_keys,
-            )),
+            Some(link) => Backend::Redis({
+                ::metrics::describe_counter!(
+                    names::RATE_LIMIT_SHARED_DECISIONS_TOTAL,
+                    ::metrics::Unit::Count,
+                    "Decisions of the rate limiter's shared mode, by who made them."
+                );
+                super::shared::RedisStore::new(
+                    link,
+                    self.redis_seed,
+                    self.redis_fallback,
+                    self.max_keys,
+                )
+            }),
             None if self.redis_seed.is_some() => {
                 return Err(ConfigError::new(
                     "redis_seed",

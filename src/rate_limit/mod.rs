@@ -137,7 +137,8 @@
 //! # Metrics
 //!
 //! `tower_perf_rate_limit_decisions_total{decision="allowed"|"limited"|"bypassed"}`, and
-//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::stats`].
+//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::stats`]. In the
+//! shared mode, also `tower_perf_rate_limit_shared_decisions_total{decided_by="redis"|"fallback"}`.
 //!
 //! # Example
 //!

@@ -30,6 +30,7 @@
 //! (a script error, a malformed reply) leaves the decision to the [`RedisFallback`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fred::types::scripts::Script;
@@ -37,6 +38,7 @@ use fred::types::{Key, Value};
 
 use super::gcra::{Decision, Gcra};
 use super::store::LocalStore;
+use crate::metrics::{labels, names};
 use crate::redis::{LinkError, RedisLink};
 
 /// What the limiter does with a request when Redis cannot decide it (slow, down, the link's
@@ -116,6 +118,9 @@ pub(crate) struct RedisStore {
     // Calls that failed, timed out or returned something that is not a decision (skips while
     // the link's breaker is open are not errors: they are counted by the link).
     errors: AtomicU64,
+    // `tower_perf_rate_limit_shared_decisions_total` by `redis` and `fallback`, made on first
+    // use (so that a recorder installed after the layer was built is the one they report to).
+    metrics: [OnceLock<::metrics::Counter>; 2],
     warned_reply: AtomicBool,
 }
 
@@ -149,8 +154,18 @@ impl RedisStore {
             redis: AtomicU64::new(0),
             fallback_count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            metrics: Default::default(),
             warned_reply: AtomicBool::new(false),
         }
+    }
+
+    fn metric(&self, decided_by: usize) {
+        self.metrics[decided_by]
+            .get_or_init(|| {
+                ::metrics::counter!(names::RATE_LIMIT_SHARED_DECISIONS_TOTAL,
+                    labels::DECIDED_BY => ["redis", "fallback"][decided_by])
+            })
+            .increment(1);
     }
 
     /// The seed of the shared keys.
@@ -188,6 +203,7 @@ impl RedisStore {
             Ok(value) => match parse_reply(value, interval, tolerance) {
                 Some(decision) => {
                     self.redis.fetch_add(1, Ordering::Relaxed);
+                    self.metric(0);
                     return Some(decision);
                 }
                 None => {
@@ -211,6 +227,7 @@ impl RedisStore {
 
     pub(crate) fn count_fallback(&self) {
         self.fallback_count.fetch_add(1, Ordering::Relaxed);
+        self.metric(1);
     }
 
     /// `(decided by Redis, decided by the fallback, Redis errors)`.
