@@ -292,6 +292,24 @@ async fn keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again() {
     assert_eq!(get(addr, "erin").await.status, StatusCode::OK);
     let ttl = pttl(&server);
     assert!(ttl > 110_000 && ttl <= 120_000, "{ttl}");
+    // The script was sent once (EVAL, after EVALSHA's NOSCRIPT), then called by its SHA.
+    let stats = server.command(&["INFO", "commandstats"]).unwrap();
+    let calls = |cmd: &str| -> u64 {
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .unwrap_or_else(|| panic!("no {cmd} in {stats}"));
+        let n = line
+            .split("calls=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        n.parse().unwrap()
+    };
+    assert_eq!(calls("eval"), 1, "{stats}");
+    assert!(calls("evalsha") >= 2, "{stats}");
     // The value is the TAT in microseconds on the Redis clock.
     let tat: u64 = server
         .command(&["GET", key])
