@@ -16,6 +16,12 @@
 //!   body and two or four headers).
 //!
 //! Two groups: without a metrics recorder, and with the Prometheus recorder installed.
+//!
+//! With the `redis` feature (`cargo bench --bench rate_limit --features redis`), a third group,
+//! `rate_limit_shared`, starts a `redis-server` on a free loopback port (skipped, with a
+//! message, when none is installed) and measures the shared mode on a tokio runtime: one
+//! request at a time (the latency of a decision, one Redis round trip) and 64 requests in
+//! flight (throughput), each against the in-process layer on the same runtime.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -175,7 +181,99 @@ fn group(c: &mut Criterion, name: &str) {
     g.finish();
 }
 
+/// The test harness's `redis-server` runner.
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+#[path = "../tests/common/redis.rs"]
+mod redis_server;
+
+/// One request through `svc` on a runtime, its body read to the end; the status.
+#[cfg(feature = "redis")]
+async fn one_async<S, B>(svc: S) -> StatusCode
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = Request::new(Empty::new());
+    *req.uri_mut() = http::Uri::from_static("/api/v1/properties/7");
+    req.extensions_mut().insert(PEER);
+    let res = svc.oneshot(req).await.unwrap_or_else(|e| match e {});
+    let status = res.status();
+    res.into_body().collect().await.expect("body");
+    status
+}
+
+/// The shared mode against a real Redis on loopback, and the in-process mode on the same
+/// runtime.
+#[cfg(feature = "redis")]
+fn shared_mode(c: &mut Criterion) {
+    use criterion::Throughput;
+    use futures_util::future::join_all;
+    use tower_perf::redis::RedisLink;
+
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("rate_limit_shared: skipped, redis-server is not installed");
+        return;
+    }
+    let server = redis_server::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A deadline far above a loopback round trip, so that every decision is Redis's (checked
+    // below): the figure is the round trip, not the fallback.
+    let link = rt.block_on(async {
+        let link = RedisLink::builder()
+            .url(server.url())
+            .deadline(Duration::from_millis(250))
+            .build()
+            .unwrap();
+        assert!(link.connect(Duration::from_secs(5)).await, "connected");
+        link
+    });
+    // Never limited: what is measured is the decision, not the 429.
+    let quota = Quota::per_second(1_000_000).burst(1_000_000);
+    let layer = RateLimitLayer::builder(quota).redis(link).build().unwrap();
+    let handle = layer.handle();
+    let redis = layer.layer(app());
+    let local = RateLimitLayer::new(quota).unwrap().layer(app());
+    assert_eq!(rt.block_on(one_async(redis.clone())), StatusCode::OK);
+    assert_eq!(handle.stats().redis_decisions, 1, "decided by Redis");
+
+    let mut g = c.benchmark_group("rate_limit_shared");
+    g.measurement_time(Duration::from_secs(4));
+    g.warm_up_time(Duration::from_secs(1));
+    for (name, svc) in [("redis", redis.clone()), ("in_process", local.clone())] {
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("sequential", name), |b| {
+            b.to_async(&rt).iter(|| one_async(svc.clone()))
+        });
+        g.throughput(Throughput::Elements(64));
+        g.bench_function(BenchmarkId::new("concurrent_64", name), |b| {
+            b.to_async(&rt)
+                .iter(|| join_all((0..64).map(|_| one_async(svc.clone()))))
+        });
+    }
+    g.finish();
+    let stats = handle.stats();
+    eprintln!(
+        "rate_limit_shared: {} decisions by Redis, {} by the fallback, {} Redis errors",
+        stats.redis_decisions, stats.fallback_decisions, stats.redis_errors
+    );
+    drop(server);
+}
+
 fn benches(c: &mut Criterion) {
+    #[cfg(feature = "redis")]
+    shared_mode(c);
     group(c, "rate_limit_no_recorder");
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()

@@ -45,7 +45,7 @@
 //! | `SLOW_THRESHOLD_MS` | `1000` | requests at or above this are slow (the export route: 60 s) |
 //! | `CACHE_MAX_MB` | `64` | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `100`, `200` | per-client quota on `/api/*` |
-//! | `REDIS_URL` | unset | turns on the cache's Redis tier, shared by every instance (needs `--features redis`) |
+//! | `REDIS_URL` | unset | `redis://host:port`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`) |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable and exit code 2.
@@ -136,7 +136,7 @@ struct Config {
     cache_max_bytes: u64,
     rate_limit_rps: u32,
     rate_limit_burst: u32,
-    /// `REDIS_URL`: the shared Redis tier, when set.
+    /// `REDIS_URL`: the cache's Redis tier and the shared rate limit, when set.
     redis_url: Option<String>,
 }
 
@@ -330,7 +330,9 @@ fn print_banner(addr: SocketAddr, config: &Config) {
         EXPORT_SLOW_THRESHOLD.as_secs()
     );
     match &config.redis_url {
-        Some(url) => println!("cache: memory + Redis tier at {url} (shared by every instance)"),
+        Some(url) => {
+            println!("Redis at {url}: cache tier and /api/* quota shared by every instance")
+        }
         None => println!("cache: memory only (set REDIS_URL for the shared Redis tier)"),
     }
     println!("try:");
@@ -392,6 +394,7 @@ fn redis_link(config: &Config) -> Result<Option<tower_perf::redis::RedisLink>, S
     };
     tower_perf::redis::RedisLink::builder()
         .url(url.as_str())
+        .key_prefix("tower-perf-demo")
         .build()
         .map(Some)
         .map_err(|e| format!("REDIS_URL: {e}"))
@@ -428,8 +431,8 @@ impl Layers {
             // One origin, reached as localhost, 127.0.0.1 or a LAN address: one set of entries.
             .ignore_host(true);
         #[cfg(feature = "redis")]
-        let cache = match redis {
-            Some(link) => cache.redis(link),
+        let cache = match &redis {
+            Some(link) => cache.redis(link.clone()),
             None => cache,
         };
         let cache = cache.build().map_err(|e| format!("response cache: {e}"))?;
@@ -452,9 +455,16 @@ impl Layers {
                 .burst(config.rate_limit_burst)
                 .named("api"),
         )
-        .bypass(|req| !req.uri.path().starts_with("/api/"))
-        .build()
-        .map_err(|e| format!("rate limiter: {e}"))?;
+        .bypass(|req| !req.uri.path().starts_with("/api/"));
+        // With REDIS_URL, one quota per client for every instance of the demo.
+        #[cfg(feature = "redis")]
+        let rate_limit = match redis {
+            Some(link) => rate_limit.redis(link),
+            None => rate_limit,
+        };
+        let rate_limit = rate_limit
+            .build()
+            .map_err(|e| format!("rate limiter: {e}"))?;
         Ok(Self {
             slow,
             rate_limit,

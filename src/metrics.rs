@@ -74,6 +74,10 @@ pub mod names {
     /// Counter: decisions of the rate limiter. Label: `decision` (`allowed`, `limited`,
     /// `bypassed`).
     pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "tower_perf_rate_limit_decisions_total";
+    /// Counter: decisions of the rate limiter's shared (Redis) mode, by who made them. Label:
+    /// `decided_by` (`redis`, `fallback`).
+    pub const RATE_LIMIT_SHARED_DECISIONS_TOTAL: &str =
+        "tower_perf_rate_limit_shared_decisions_total";
 }
 
 /// Label names.
@@ -100,4 +104,6 @@ pub mod labels {
     pub const RESULT: &str = "result";
     /// What the rate limiter decided: `allowed`, `limited`, `bypassed`.
     pub const DECISION: &str = "decision";
+    /// Who made a decision of the rate limiter's shared mode: `redis`, or the `fallback`.
+    pub const DECIDED_BY: &str = "decided_by";
 }

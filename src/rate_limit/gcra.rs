@@ -71,6 +71,12 @@ impl Gcra {
         self.interval
     }
 
+    /// The tolerance `τ = burst × T`, in nanoseconds.
+    #[cfg(feature = "redis")]
+    pub(crate) fn tolerance(&self) -> u64 {
+        self.tolerance
+    }
+
     /// Decides a request at `now` against the key's TAT, updating it when the request is
     /// allowed. Lock-free: a CAS loop on the one atomic, retried only when another request for
     /// the same key won the race.

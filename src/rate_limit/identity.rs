@@ -216,6 +216,12 @@ impl Identity {
         }
     }
 
+    /// The mask applied to IPv6 client addresses.
+    #[cfg(feature = "redis")]
+    pub(crate) fn ipv6_mask(&self) -> u128 {
+        self.ipv6_mask
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|c| c.contains(ip))
     }
@@ -248,6 +254,44 @@ impl Identity {
         }
         h.finish()
     }
+}
+
+/// The bucket key of `client` under the policy `policy_id` ([`Policy::shared_id`](
+/// super::quota::Policy)) in the shared (Redis) mode: xxh3 with a seed from the configuration,
+/// so every instance computes the same key for the same client, unlike [`Identity::key`]
+/// whose seed is random per layer. No allocation: the fixed-size parts go through a stack
+/// buffer, and bytes of any length are hashed first.
+#[cfg(feature = "redis")]
+pub(crate) fn shared_key(seed: u64, ipv6_mask: u128, policy_id: u64, client: &Client<'_>) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    let mut buf = [0u8; 25];
+    buf[..8].copy_from_slice(&policy_id.to_le_bytes());
+    let len = match client {
+        Client::Ip(ip) => match canonical(*ip) {
+            IpAddr::V4(v4) => {
+                buf[8] = 1;
+                buf[9..13].copy_from_slice(&v4.octets());
+                13
+            }
+            IpAddr::V6(v6) => {
+                buf[8] = 2;
+                buf[9..25].copy_from_slice(&(v6.to_bits() & ipv6_mask).to_le_bytes());
+                25
+            }
+        },
+        Client::Bytes(b) => {
+            buf[8] = 3;
+            buf[9..17].copy_from_slice(&xxh3_64_with_seed(b, seed).to_le_bytes());
+            17
+        }
+        Client::Id(id) => {
+            buf[8] = 4;
+            buf[9..17].copy_from_slice(&id.to_le_bytes());
+            17
+        }
+        Client::Unknown => 9,
+    };
+    xxh3_64_with_seed(&buf[..len], seed)
 }
 
 impl<'a> From<ClientKey<'a>> for Client<'a> {
@@ -510,6 +554,43 @@ mod tests {
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
+
+    /// Shared keys must be the same on every instance and every version that may run side by
+    /// side (a rolling deployment): they are pinned here.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn shared_keys_are_stable_and_distinct() {
+        let mask = prefix_mask_v6(64);
+        let key = |client: &Client<'_>| shared_key(7, mask, 42, client);
+        let v4 = key(&Client::Ip(ip("192.0.2.7")));
+        assert_eq!(v4, PINNED_V4_KEY);
+        // IPv4-mapped IPv6 is the IPv4 client; one /64 is one client.
+        assert_eq!(key(&Client::Ip(ip("::ffff:192.0.2.7"))), v4);
+        assert_eq!(
+            key(&Client::Ip(ip("2001:db8::1"))),
+            key(&Client::Ip(ip("2001:db8::ffff:1")))
+        );
+        let all = [
+            v4,
+            key(&Client::Ip(ip("192.0.2.8"))),
+            key(&Client::Ip(ip("2001:db8::1"))),
+            key(&Client::Ip(ip("2001:db8:0:1::1"))),
+            key(&Client::Bytes(Cow::Borrowed(b"api-key"))),
+            key(&Client::Bytes(Cow::Borrowed(b"api-kez"))),
+            key(&Client::Id(7)),
+            key(&Client::Unknown),
+            shared_key(8, mask, 42, &Client::Ip(ip("192.0.2.7"))),
+            shared_key(7, mask, 43, &Client::Ip(ip("192.0.2.7"))),
+        ];
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j], "{i} and {j}");
+            }
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    const PINNED_V4_KEY: u64 = 4_489_243_268_355_170_118;
 
     fn identity(trusted: &[&str], forwarded: ForwardedHeader) -> Identity {
         Identity::new(

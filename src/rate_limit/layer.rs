@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use super::gcra::{ceil_secs, Decision};
 use super::identity::{Cidr, Client, ClientKey, ForwardedHeader, Identity, Source};
-use super::quota::{Policies, Policy, Quota};
+use super::quota::{Policies, Policy, Quota, Scope};
 use super::service::RateLimit;
 use super::store::{Backend, LocalStore};
 use crate::error::ConfigError;
@@ -108,7 +108,7 @@ impl Shared {
     }
 
     /// The route quota of a request, else the default one.
-    fn route_policy(&self, ext: &Extensions) -> &Policy {
+    fn route_policy(&self, ext: &Extensions) -> &Arc<Policy> {
         if !self.routes.is_empty() {
             if let Some(route) = crate::util::request::matched_path(ext) {
                 if let Some(p) = self.routes.get(route) {
@@ -137,9 +137,10 @@ impl Shared {
     }
 
     /// Decides a request, from its head. `parts` is the whole head when a user function needs
-    /// it (then `headers` and `ext` are its fields).
+    /// it (then `headers` and `ext` are its fields). In process the outcome is final; in the
+    /// shared mode it is [`Outcome::Pending`], a future of the final one.
     pub(crate) fn decide(
-        &self,
+        self: &Arc<Self>,
         headers: &HeaderMap,
         ext: &Extensions,
         parts: Option<&Parts>,
@@ -174,13 +175,44 @@ impl Shared {
                  the peer `SocketAddr` as a request extension"
             );
         }
-        let key = self.identity.key(policy.index, &client);
-        let decision = self.backend.check(key, &policy.gcra, self.now());
+        match &self.backend {
+            Backend::Local(store) => {
+                let key = self.identity.key(policy.index, &client);
+                let decision = store.check(key, &policy.gcra, self.now());
+                self.conclude(policy, &decision)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => self.pending(store, policy, &client),
+        }
+    }
+
+    /// The shared mode's [`Outcome::Pending`]: out of line, so that the in-process path of
+    /// [`decide`](Self::decide) stays as small as it was.
+    #[cfg(feature = "redis")]
+    #[inline(never)]
+    fn pending(
+        self: &Arc<Self>,
+        store: &super::shared::RedisStore,
+        policy: &Arc<Policy>,
+        client: &Client<'_>,
+    ) -> Outcome {
+        let key = self.shared_key(store, policy, client);
+        let shared = self.clone();
+        let policy = policy.clone();
+        Outcome::Pending(Box::pin(
+            async move { shared.decide_shared(key, &policy).await },
+        ))
+    }
+
+    /// The outcome of a decision, counted. Always inlined: out of line, the outcome is built
+    /// and then copied, which cost the in-process path about 30 instructions per request.
+    #[inline(always)]
+    fn conclude(&self, policy: &Policy, decision: &Decision) -> Outcome {
         if decision.allowed {
             self.count(Verdict::Allowed);
             Outcome::Allowed(
                 self.headers_on_allowed
-                    .then(|| Headers::new(policy, &decision)),
+                    .then(|| Headers::new(policy, decision)),
             )
         } else {
             self.count(Verdict::Limited);
@@ -190,7 +222,54 @@ impl Shared {
                 retry_after_secs = ceil_secs(decision.wait),
                 "rate limited"
             );
-            Outcome::Limited(Headers::new(policy, &decision), ceil_secs(decision.wait))
+            Outcome::Limited(Headers::new(policy, decision), ceil_secs(decision.wait))
+        }
+    }
+
+    /// The bucket key of `client` under `policy` in the shared mode (and its local fallback).
+    #[cfg(feature = "redis")]
+    fn shared_key(
+        &self,
+        store: &super::shared::RedisStore,
+        policy: &Policy,
+        client: &Client<'_>,
+    ) -> u64 {
+        super::identity::shared_key(
+            store.seed(),
+            self.identity.ipv6_mask(),
+            policy.shared_id,
+            client,
+        )
+    }
+
+    /// The shared mode's decision: Redis, or the fallback when Redis gives none.
+    #[cfg(feature = "redis")]
+    async fn decide_shared(&self, key: u64, policy: &Policy) -> Outcome {
+        use super::shared::RedisFallback;
+        let store = match &self.backend {
+            Backend::Redis(store) => store,
+            Backend::Local(store) => {
+                let decision = store.check(key, &policy.gcra, self.now());
+                return self.conclude(policy, &decision);
+            }
+        };
+        if let Some(decision) = store.check(key, &policy.gcra).await {
+            return self.conclude(policy, &decision);
+        }
+        store.count_fallback();
+        match store.fallback {
+            RedisFallback::Local => {
+                let decision = store.local.check(key, &policy.gcra, self.now());
+                self.conclude(policy, &decision)
+            }
+            RedisFallback::FailOpen => {
+                self.count(Verdict::Allowed);
+                Outcome::Allowed(None)
+            }
+            RedisFallback::FailClosed => {
+                self.count(Verdict::Limited);
+                Outcome::Unavailable
+            }
         }
     }
 }
@@ -203,7 +282,17 @@ pub(crate) enum Outcome {
     Allowed(Option<Headers>),
     /// Answered `429`, with the headers and the seconds to wait.
     Limited(Headers, u64),
+    /// Answered `503`: Redis could not decide and the fallback is to fail closed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unavailable,
+    /// Decided by Redis: the outcome comes later (never `Pending` again).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Pending(PendingOutcome),
 }
+
+/// The future of a shared-mode decision.
+pub(crate) type PendingOutcome =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'static>>;
 
 /// The `RateLimit-Policy` and `RateLimit` values of one response.
 #[derive(Debug)]
@@ -237,6 +326,12 @@ pub struct RateLimitBuilder {
     ipv6_prefix: u8,
     max_keys: usize,
     headers_on_allowed: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisLink>,
+    #[cfg(feature = "redis")]
+    redis_fallback: super::shared::RedisFallback,
+    #[cfg(feature = "redis")]
+    redis_seed: Option<u64>,
 }
 
 /// The largest [`max_keys`](RateLimitBuilder::max_keys).
@@ -255,6 +350,12 @@ impl RateLimitBuilder {
             ipv6_prefix: 64,
             max_keys: 100_000,
             headers_on_allowed: true,
+            #[cfg(feature = "redis")]
+            redis: None,
+            #[cfg(feature = "redis")]
+            redis_fallback: super::shared::RedisFallback::Local,
+            #[cfg(feature = "redis")]
+            redis_seed: None,
         }
     }
 
@@ -379,6 +480,37 @@ impl RateLimitBuilder {
         self
     }
 
+    /// Shares the quotas of every instance through Redis: each decision is one round trip on
+    /// `link` (a Lua script on the Redis server's clock), so all the instances that use the
+    /// same Redis, key prefix and configuration enforce one budget per client. When Redis does
+    /// not answer within the link's deadline, or the link's breaker is open, the
+    /// [`redis_fallback`](Self::redis_fallback) decides. See the
+    /// [module docs](super#shared-across-instances-redis).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, link: crate::redis::RedisLink) -> Self {
+        self.redis = Some(link);
+        self
+    }
+
+    /// What happens to a request that Redis cannot decide (slow, down, breaker open): decide
+    /// in process (the default), let it through, or answer `503`. See [`RedisFallback`](
+    /// super::RedisFallback).
+    #[cfg(feature = "redis")]
+    pub fn redis_fallback(mut self, fallback: super::shared::RedisFallback) -> Self {
+        self.redis_fallback = fallback;
+        self
+    }
+
+    /// The seed of the client keys in Redis. Every instance must use the same one (they then
+    /// compute the same key for the same client); keeping it secret keeps clients from
+    /// crafting identities (API keys) whose key collides with another client's. Default: a
+    /// hash of the link's key prefix. Needs [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub fn redis_seed(mut self, seed: u64) -> Self {
+        self.redis_seed = Some(seed);
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
         let default = Policy::new(0, self.quota).map_err(|r| ConfigError::new("quota", r))?;
@@ -392,7 +524,7 @@ impl RateLimitBuilder {
                     format!("at most {} route quotas", super::quota::MAX_POLICIES - 1),
                 ));
             }
-            let policy = Policy::new(index, quota)
+            let policy = Policy::scoped(index, quota, Scope::Route(&route))
                 .map_err(|r| ConfigError::new("route_quota", format!("route {route:?}: {r}")))?;
             let policy = Arc::new(policy);
             all.push(policy.clone());
@@ -419,11 +551,36 @@ impl RateLimitBuilder {
         }
         describe_metrics();
         let default = all[0].clone();
+        #[cfg(feature = "redis")]
+        let backend = match self.redis {
+            Some(link) => Backend::Redis({
+                ::metrics::describe_counter!(
+                    names::RATE_LIMIT_SHARED_DECISIONS_TOTAL,
+                    ::metrics::Unit::Count,
+                    "Decisions of the rate limiter's shared mode, by who made them."
+                );
+                super::shared::RedisStore::new(
+                    link,
+                    self.redis_seed,
+                    self.redis_fallback,
+                    self.max_keys,
+                )
+            }),
+            None if self.redis_seed.is_some() => {
+                return Err(ConfigError::new(
+                    "redis_seed",
+                    "only the shared mode (`redis`) uses a seed",
+                ))
+            }
+            None => Backend::Local(LocalStore::new(self.max_keys)),
+        };
+        #[cfg(not(feature = "redis"))]
+        let backend = Backend::Local(LocalStore::new(self.max_keys));
         let needs_parts =
             self.tier.is_some() || self.bypass.is_some() || matches!(self.source, Source::Fn(_));
         let shared = Shared {
             identity: Identity::new(self.source, trusted, self.forwarded, self.ipv6_prefix),
-            backend: Backend::Local(LocalStore::new(self.max_keys)),
+            backend,
             default,
             routes,
             policies: Policies::new(all),
@@ -455,7 +612,7 @@ impl fmt::Debug for RateLimitBuilder {
             .field("ipv6_prefix", &self.ipv6_prefix)
             .field("max_keys", &self.max_keys)
             .field("headers_on_allowed", &self.headers_on_allowed)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -531,6 +688,16 @@ pub struct RateLimitStats {
     /// Buckets still in use that were evicted to make room for new clients; if this grows,
     /// `max_keys` is too small for the number of active clients.
     pub evicted: u64,
+    /// Shared mode: decisions Redis made. Always 0 in process.
+    pub redis_decisions: u64,
+    /// Shared mode: decisions made without Redis, by the builder's `redis_fallback` (Redis
+    /// slow, down, its link's breaker open, or a reply that was not a decision). Always 0 in
+    /// process.
+    pub fallback_decisions: u64,
+    /// Shared mode: Redis calls that failed, timed out or returned something that is not a
+    /// decision (calls skipped while the link's breaker is open are not counted here; the
+    /// link's own `RedisLink::stats` has them). Always 0 in process.
+    pub redis_errors: u64,
 }
 
 /// Reads the counts of a [`RateLimitLayer`] and manages its tracked clients. Cheap to clone,
@@ -545,6 +712,13 @@ impl RateLimitHandle {
     pub fn stats(&self) -> RateLimitStats {
         let c = &self.shared.counters;
         let store = self.shared.backend.local();
+        #[cfg(feature = "redis")]
+        let (redis_decisions, fallback_decisions, redis_errors) = match &self.shared.backend {
+            Backend::Redis(store) => store.counts(),
+            Backend::Local(_) => (0, 0, 0),
+        };
+        #[cfg(not(feature = "redis"))]
+        let (redis_decisions, fallback_decisions, redis_errors) = (0, 0, 0);
         RateLimitStats {
             allowed: c.get(Verdict::Allowed),
             limited: c.get(Verdict::Limited),
@@ -552,6 +726,9 @@ impl RateLimitHandle {
             tracked_keys: store.len() as u64,
             max_keys: store.capacity() as u64,
             evicted: store.evicted(),
+            redis_decisions,
+            fallback_decisions,
+            redis_errors,
         }
     }
 
@@ -563,13 +740,19 @@ impl RateLimitHandle {
     /// Forgets a client under every quota, giving it a full budget again; whether it was
     /// tracked. The key must be made as the layer makes it: `ClientKey::ip` for clients known
     /// by address, `ClientKey::bytes` with the header value for [`key_header`](
-    /// RateLimitBuilder::key_header).
+    /// RateLimitBuilder::key_header). In the shared mode this forgets the client's local
+    /// fallback buckets only; its buckets in Redis expire by themselves when full.
     pub fn reset(&self, key: ClientKey<'_>) -> bool {
         let client = Client::from(key);
-        let store = self.shared.backend.local();
+        let shared = &*self.shared;
+        let store = shared.backend.local();
         let mut found = false;
-        for index in 0..self.shared.policies.len() {
-            let key = self.shared.identity.key(index as u16, &client);
+        for policy in shared.policies.all().iter() {
+            let key = match &shared.backend {
+                Backend::Local(_) => shared.identity.key(policy.index, &client),
+                #[cfg(feature = "redis")]
+                Backend::Redis(redis) => shared.shared_key(redis, policy, &client),
+            };
             found |= store.remove(key);
         }
         found

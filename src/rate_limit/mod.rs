@@ -75,17 +75,70 @@
 //! least) while the heaviest clients keep their state. [`RateLimitStats::evicted`] counts
 //! those; if it grows, raise `max_keys`.
 //!
-//! # Shared across instances (planned)
+//! # Shared across instances (Redis)
 //!
-//! This release decides in process: each instance enforces the quota on its own. The shared
-//! mode (GCRA in one Redis round trip, with a local fallback when Redis is slow or down) plugs
-//! into the store's backend seam without changing this API: the keys and the arithmetic are
-//! already the ones a Redis script will run.
+//! With the `redis` feature, `RateLimitBuilder::redis` shares every budget through Redis, on
+//! the crate's `tower_perf::redis::RedisLink` (one link can serve the response cache's Redis
+//! tier too): all instances that use the same Redis, key prefix and configuration enforce
+//! **one** quota per client. (The items named here exist only with that feature.)
+//!
+//! - **One round trip per decision**: a Lua script, sent once and then called by its SHA, reads
+//!   and updates the client's bucket atomically, on one key (Redis Cluster safe). It takes the
+//!   time from the **Redis server's clock** (`TIME`), so instances whose clocks disagree still
+//!   agree; it works in microseconds (the quota's `T` is rounded up to a whole microsecond),
+//!   which changes nothing for quotas under a million requests per second per client.
+//! - **Same answers**: the script returns the decision, the remaining requests, the wait and
+//!   the reset, so `RateLimit`, `RateLimit-Policy`, `Retry-After` and the `429` body carry
+//!   the values of the in-process mode.
+//! - **Keys** are `<link prefix>:rl:<16 hex digits>`, a seeded xxh3 of the policy (made from the
+//!   configuration: default, route or tier, and the quota's values) and the client. The seed
+//!   comes from the configuration (`redis_seed`, by default the link's key prefix), never
+//!   from a random source, so every instance computes the same key; set a secret seed to keep
+//!   clients from crafting identities that collide with another's. Each key expires when its bucket is full again: nothing lives forever.
+//! - **When Redis is slow or down** (the link's deadline passes, the connection is gone, the
+//!   link's breaker is open, or the reply is not a decision), the `redis_fallback` decides:
+//!   in process with the same quota (`RedisFallback::Local`, the default; each instance then
+//!   enforces the quota on its own), let the request through (`RedisFallback::FailOpen`), or
+//!   answer `503` (`RedisFallback::FailClosed`). The link's breaker makes an outage cost one deadline per
+//!   cool-down, not one per request. A malformed value at a key is treated as a full bucket
+//!   and replaced, never an error.
+//!
+//! Only the shared mode waits: in process the decision is made in `call` and the inner
+//! service is called at once; in the shared mode the response future waits for Redis, then
+//! calls the inner service (so the inner service must be `Clone`, see [`RateLimit`]).
+//! [`RateLimitStats`] counts the decisions made by Redis and by the fallback, and Redis
+//! errors; the handle's [`reset`](RateLimitHandle::reset), [`clear`](RateLimitHandle::clear)
+//! and [`sweep`](RateLimitHandle::sweep) act on the local (fallback) buckets.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tower_perf::rate_limit::{Quota, RateLimitLayer, RedisFallback};
+//! use tower_perf::redis::RedisLink;
+//!
+//! let link = RedisLink::builder()
+//!     .url("redis://127.0.0.1:6379")
+//!     .deadline(Duration::from_millis(20)) // the longest a decision waits for Redis
+//!     .key_prefix("shop")
+//!     .build()?;
+//! let limiter = RateLimitLayer::builder(Quota::per_second(100).burst(200))
+//!     .redis(link)
+//!     .redis_fallback(RedisFallback::Local) // the default
+//!     .redis_seed(0x5eed_cafe)              // the same (secret) seed on every instance
+//!     .build()?;
+//! let stats = limiter.handle();
+//! // ... serve; later: stats.stats().redis_decisions, .fallback_decisions, .redis_errors
+//! # let _ = stats;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Metrics
 //!
 //! `tower_perf_rate_limit_decisions_total{decision="allowed"|"limited"|"bypassed"}`, and
-//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::stats`].
+//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::stats`]. In the
+//! shared mode, also `tower_perf_rate_limit_shared_decisions_total{decided_by="redis"|"fallback"}`.
 //!
 //! # Example
 //!
@@ -173,6 +226,8 @@ mod identity;
 mod layer;
 mod quota;
 mod service;
+#[cfg(feature = "redis")]
+mod shared;
 mod store;
 
 pub use body::RateLimitBody;
@@ -181,3 +236,5 @@ pub use identity::{ClientKey, ForwardedHeader};
 pub use layer::{RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitStats};
 pub use quota::Quota;
 pub use service::RateLimit;
+#[cfg(feature = "redis")]
+pub use shared::RedisFallback;

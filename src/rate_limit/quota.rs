@@ -138,6 +138,11 @@ pub(crate) struct Policy {
     /// Distinguishes this policy's buckets from those of the others in the key store, so one
     /// client has one bucket per policy.
     pub(crate) index: u16,
+    /// Names this policy's buckets in a shared store (Redis): made from the configuration
+    /// only (the kind of quota, the route, the quota's values), so every instance with the same
+    /// configuration computes the same id, whatever order it met tier quotas in.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) shared_id: u64,
     pub(crate) quota: Quota,
     pub(crate) gcra: Gcra,
     /// `"name";q=<count>;w=<seconds>`, made once.
@@ -152,8 +157,64 @@ pub(crate) struct Policy {
 /// The most `RateLimit` values cached per policy (for `r` up to 255).
 const CACHED_LIMIT_VALUES: u32 = 256;
 
+/// What a policy applies to, for its [`Policy::shared_id`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    /// The default quota.
+    Default,
+    /// The quota of one route template.
+    Route(&'a str),
+    /// A quota the tier function returned.
+    Tier,
+}
+
+impl Scope<'_> {
+    /// A stable 64-bit id of this scope and `quota`: FNV-1a over their bytes, the same on
+    /// every platform and run (made at build time, never per request).
+    fn id(&self, quota: &Quota) -> u64 {
+        let mut h = Fnv::new();
+        match self {
+            Scope::Default => h.write(&[0]),
+            Scope::Route(route) => {
+                h.write(&[1]);
+                h.write(&(route.len() as u64).to_le_bytes());
+                h.write(route.as_bytes());
+            }
+            Scope::Tier => h.write(&[2]),
+        }
+        h.write(&quota.count.to_le_bytes());
+        h.write(&quota.period.as_secs().to_le_bytes());
+        h.write(&quota.period.subsec_nanos().to_le_bytes());
+        h.write(&quota.burst_size().to_le_bytes());
+        h.write(&(quota.name.len() as u64).to_le_bytes());
+        h.write(quota.name.as_bytes());
+        h.0
+    }
+}
+
+/// FNV-1a, 64 bits: small and stable, for configuration-time ids.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 impl Policy {
+    /// The default quota's policy, or one for tests.
     pub(crate) fn new(index: u16, quota: Quota) -> Result<Self, String> {
+        Self::scoped(index, quota, Scope::Default)
+    }
+
+    pub(crate) fn scoped(index: u16, quota: Quota, scope: Scope<'_>) -> Result<Self, String> {
         let gcra = quota.validate()?;
         let cached = if gcra.interval() <= 1_000_000_000 {
             quota.burst_size().min(CACHED_LIMIT_VALUES)
@@ -162,6 +223,7 @@ impl Policy {
         };
         Ok(Self {
             index,
+            shared_id: scope.id(&quota),
             quota,
             gcra,
             policy_header: policy_header(&quota),
@@ -237,7 +299,13 @@ impl Policies {
         }
     }
 
+    /// Every policy now, in index order.
+    pub(crate) fn all(&self) -> Arc<Vec<Arc<Policy>>> {
+        self.all.load_full()
+    }
+
     /// How many policies exist (the indices in use are `0..len`).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.all.load().len()
     }
@@ -258,7 +326,7 @@ impl Policies {
                 "more than {MAX_POLICIES} distinct quotas; the tier quota {quota:?} is ignored"
             ));
         }
-        let policy = Arc::new(Policy::new(current.len() as u16, *quota)?);
+        let policy = Arc::new(Policy::scoped(current.len() as u16, *quota, Scope::Tier)?);
         let mut next = Vec::with_capacity(current.len() + 1);
         next.extend(current.iter().cloned());
         next.push(policy.clone());
@@ -311,6 +379,8 @@ impl Buf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PINNED_DEFAULT_ID: u64 = 4_363_357_367_295_549_472;
 
     #[test]
     fn defaults_and_accessors() {
@@ -398,6 +468,36 @@ mod tests {
             "{v:?}"
         );
         assert!(p.policy_header.to_str().unwrap().ends_with(";w=1"));
+    }
+
+    #[test]
+    fn shared_ids_depend_on_the_configuration_only() {
+        let q = Quota::per_second(10).burst(20);
+        let id = |scope| Policy::scoped(7, q, scope).unwrap().shared_id;
+        // Not on the index (which depends on the order tier quotas were met in).
+        assert_eq!(
+            id(Scope::Tier),
+            Policy::scoped(9, q, Scope::Tier).unwrap().shared_id
+        );
+        let all = [
+            id(Scope::Default),
+            id(Scope::Tier),
+            id(Scope::Route("/a")),
+            id(Scope::Route("/b")),
+            Policy::new(0, q.burst(21)).unwrap().shared_id,
+            Policy::new(0, q.named("other")).unwrap().shared_id,
+            Policy::new(0, Quota::new(10, Duration::from_millis(1001)).burst(20))
+                .unwrap()
+                .shared_id,
+        ];
+        for i in 0..all.len() {
+            for j in i + 1..all.len() {
+                assert_ne!(all[i], all[j], "{i} and {j}");
+            }
+        }
+        // Pinned: a change here would split the shared budgets of a rolling deployment.
+        assert_eq!(id(Scope::Default), Policy::new(0, q).unwrap().shared_id);
+        assert_eq!(Policy::new(0, q).unwrap().shared_id, PINNED_DEFAULT_ID);
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// `poll_ready` reserved the inner service; that is harmless for services that are always
 /// ready (axum's routers and handlers), and the reason to put the limiter outside of layers
 /// that hold capacity per `poll_ready` (a concurrency limit, a buffer).
+///
+/// The inner service must be `Clone`. In process it is never cloned: the decision is made in
+/// `call`. In the shared mode the decision is a Redis round trip, so `call` hands the service
+/// that `poll_ready` readied to the response future, which calls it once Redis has answered,
+/// and keeps a clone for the next request (the pattern of tower's `AsyncFilter`).
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
@@ -59,18 +64,19 @@ impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<super::RateLimitBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &*self.shared;
+        let shared = &self.shared;
         let (req, outcome) = if shared.needs_parts {
             // The user's functions see the request head as `Parts`: moved out and back, not
             // copied.
@@ -85,9 +91,30 @@ where
             Outcome::Bypassed => ResponseFuture::inner(self.inner.call(req), None),
             Outcome::Allowed(headers) => ResponseFuture::inner(self.inner.call(req), headers),
             Outcome::Limited(headers, retry_after) => {
-                ResponseFuture::limited(too_many_requests(headers, retry_after))
+                ResponseFuture::answered(too_many_requests(headers, retry_after))
             }
+            Outcome::Unavailable => ResponseFuture::answered(unavailable()),
+            Outcome::Pending(decision) => self.pending(decision, req),
         }
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// The shared mode: the readied service goes with the request to the response future,
+    /// which calls it once Redis has decided; a clone serves the next request. Out of line,
+    /// so that the in-process `call` stays small.
+    #[inline(never)]
+    fn pending<ReqBody>(
+        &mut self,
+        decision: super::layer::PendingOutcome,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::pending(decision, service, req)
     }
 }
 
@@ -100,7 +127,7 @@ pub(crate) fn add_headers(headers: &mut http::HeaderMap, h: Headers) {
 
 /// The `429` answer: `Retry-After`, the rate-limit headers, a small JSON body, and the
 /// [`Rejected`] marker.
-fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
+pub(crate) fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
     let mut res = crate::reject::rejection(
         StatusCode::TOO_MANY_REQUESTS,
         retry_after,
@@ -109,4 +136,14 @@ fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
     );
     add_headers(res.headers_mut(), headers);
     res
+}
+
+/// The `503` of the shared mode when Redis cannot decide and the fallback is to fail closed.
+pub(crate) fn unavailable() -> Response<Bytes> {
+    crate::reject::rejection(
+        StatusCode::SERVICE_UNAVAILABLE,
+        1,
+        "rate limiter unavailable",
+        "rate_limit",
+    )
 }

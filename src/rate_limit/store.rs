@@ -2,15 +2,15 @@
 //!
 //! # The backend seam
 //!
-//! [`Backend`] is what the service asks for a decision: a bucket key, the policy's GCRA
-//! parameters, and the time. Today it has one variant, [`LocalStore`], which answers
-//! synchronously. The shared mode of the design (GCRA in one Redis round trip, through the
-//! crate's Redis plumbing) adds a second variant whose check is asynchronous; the service then
-//! keeps a future for it and falls back to the local store when Redis is slow or down
-//! (configurable: fail open or closed). Nothing else changes: the key (a seeded hash of the
-//! policy and the client, which the shared mode will seed from configuration so that every
-//! instance computes the same key) and the GCRA arithmetic ([`Gcra::step`]) are the same, and a
-//! Lua script runs that arithmetic on the Redis side.
+//! [`Backend`] is where the service asks for a decision. [`Backend::Local`] holds a
+//! [`LocalStore`], which answers synchronously from `call`: the in-process path has no future
+//! of its own. With the `redis` feature, [`Backend::Redis`] holds a
+//! [`RedisStore`](super::shared::RedisStore): the decision is one asynchronous Redis round
+//! trip, which the service's response future waits for before calling the inner service, with
+//! a local store for the fallback when Redis is slow or down. The GCRA arithmetic is the same
+//! ([`Gcra::step`]; a Lua script runs it on the Redis side); only the keys differ: seeded at
+//! random per layer in process, from the configuration in the shared mode so that every
+//! instance computes the same key.
 //!
 //! # The local store
 //!
@@ -37,20 +37,18 @@ use super::gcra::{Decision, Gcra};
 pub(crate) enum Backend {
     /// In process: one state per layer, shared by its clones.
     Local(LocalStore),
+    /// Shared through Redis, with a local store for the fallback.
+    #[cfg(feature = "redis")]
+    Redis(super::shared::RedisStore),
 }
 
 impl Backend {
-    /// The decision for one request of the bucket `key`, at `now` (nanoseconds since the
-    /// layer's start).
-    pub(crate) fn check(&self, key: u64, gcra: &Gcra, now: u64) -> Decision {
-        match self {
-            Backend::Local(store) => store.check(key, gcra, now),
-        }
-    }
-
+    /// The in-process store: the only one, or the fallback of the shared mode.
     pub(crate) fn local(&self) -> &LocalStore {
         match self {
             Backend::Local(store) => store,
+            #[cfg(feature = "redis")]
+            Backend::Redis(store) => &store.local,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The connection to Redis that the Redis-backed parts of the crate share: the response
-//! cache's shared tier ([`ResponseCacheBuilder::redis`](crate::cache::ResponseCacheBuilder::redis)).
+//! cache's shared tier ([`ResponseCacheBuilder::redis`](crate::cache::ResponseCacheBuilder::redis))
+//! and the rate limiter's shared mode ([`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis)).
+//! One link (cloned) can serve both.
 //!
 //! A [`RedisLink`] is a fred connection pool with the rules a cache tier needs: every call has
 //! a deadline (20 ms by default), commands fail fast instead of queueing while Redis is away,
