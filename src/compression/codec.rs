@@ -1,0 +1,360 @@
+//! The encoders: one enum over the codec crates, with reuse across responses.
+//!
+//! zstd and the flate codings (`gzip`, `deflate`) are driven through the resettable raw APIs of
+//! the codec crates that async-compression itself drives (`zstd::stream::raw::Encoder`,
+//! `flate2::Compress`): a finished encoder goes back to a per-thread pool and the next response
+//! resets it instead of allocating its state again (the zstd context is about 1.3 MiB at level 3
+//! with an unknown size, the deflate state about 270 KiB: fresh ones page-fault on every
+//! response). Brotli has no reset, so it comes fresh from async-compression's codec, sized for
+//! the body (`lgwin` and size hint) when its length is known.
+
+use std::cell::RefCell;
+use std::io;
+
+use super::Algorithm;
+
+/// Output is written into spare capacity of the output `Vec`; at least this much is reserved
+/// before each call into a codec.
+const MIN_SPARE: usize = 4 * 1024;
+
+/// Encoders kept per thread and per algorithm for reuse.
+const POOL_PER_THREAD: usize = 2;
+
+/// One content-coding encoder.
+pub(crate) enum Codec {
+    #[cfg(feature = "compression-zstd")]
+    Zstd(Box<zstd::stream::raw::Encoder<'static>>),
+    #[cfg(feature = "compression-gzip")]
+    Gzip {
+        deflate: Box<flate2::Compress>,
+        crc: flate2::Crc,
+        header_written: bool,
+    },
+    #[cfg(feature = "compression-deflate")]
+    Deflate(Box<flate2::Compress>),
+    #[cfg(feature = "compression-br")]
+    Br(Box<async_compression::codecs::BrotliEncoder>),
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.algorithm().as_str())
+    }
+}
+
+thread_local! {
+    // Encoders finished on this thread, by `Algorithm::index`. A thread-local pool needs no
+    // lock; a body finished on another worker feeds that worker's pool.
+    static POOL: RefCell<[Vec<Codec>; 4]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl Codec {
+    /// An encoder for `algorithm` at `level`, reused from this thread's pool when `reuse` and one
+    /// is there. `size` is the body length when known.
+    pub(crate) fn get(
+        algorithm: Algorithm,
+        level: i32,
+        size: Option<u64>,
+        reuse: bool,
+    ) -> io::Result<Codec> {
+        if reuse {
+            let pooled = POOL
+                .try_with(|p| p.borrow_mut()[algorithm.index()].pop())
+                .ok()
+                .flatten();
+            if let Some(mut codec) = pooled {
+                codec.reset(level, size)?;
+                return Ok(codec);
+            }
+        }
+        Codec::new(algorithm, level, size)
+    }
+
+    /// Gives a finished (or abandoned) encoder back to this thread's pool.
+    pub(crate) fn recycle(self) {
+        if matches!(self.algorithm(), Algorithm::Br) {
+            return;
+        }
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            let slot = &mut p[self.algorithm().index()];
+            if slot.len() < POOL_PER_THREAD {
+                slot.push(self);
+            }
+        });
+    }
+
+    fn new(algorithm: Algorithm, level: i32, size: Option<u64>) -> io::Result<Codec> {
+        match algorithm {
+            #[cfg(feature = "compression-zstd")]
+            Algorithm::Zstd => {
+                let mut e = zstd::stream::raw::Encoder::new(level)?;
+                e.set_pledged_src_size(size)?;
+                Ok(Codec::Zstd(Box::new(e)))
+            }
+            #[cfg(feature = "compression-gzip")]
+            Algorithm::Gzip => Ok(Codec::Gzip {
+                deflate: Box::new(flate2::Compress::new(flate_level(level), false)),
+                crc: flate2::Crc::new(),
+                header_written: false,
+            }),
+            #[cfg(feature = "compression-deflate")]
+            Algorithm::Deflate => Ok(Codec::Deflate(Box::new(flate2::Compress::new(
+                flate_level(level),
+                true,
+            )))),
+            #[cfg(feature = "compression-br")]
+            Algorithm::Br => Ok(Codec::Br(Box::new(brotli(level, size)))),
+            #[allow(unreachable_patterns)]
+            _ => Err(io::Error::other("content coding not compiled in")),
+        }
+    }
+
+    /// Prepares a used encoder for a new response.
+    fn reset(&mut self, level: i32, size: Option<u64>) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "compression-zstd")]
+            Codec::Zstd(e) => {
+                zstd::stream::raw::Operation::reinit(&mut **e)?;
+                e.set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))?;
+                e.set_pledged_src_size(size)?;
+            }
+            #[cfg(feature = "compression-gzip")]
+            Codec::Gzip {
+                deflate,
+                crc,
+                header_written,
+            } => {
+                deflate.reset();
+                deflate.set_level(flate_level(level)).map_err(other)?;
+                *crc = flate2::Crc::new();
+                *header_written = false;
+            }
+            #[cfg(feature = "compression-deflate")]
+            Codec::Deflate(c) => {
+                c.reset();
+                c.set_level(flate_level(level)).map_err(other)?;
+            }
+            #[cfg(feature = "compression-br")]
+            Codec::Br(b) => **b = brotli(level, size),
+        }
+        let _ = (level, size);
+        Ok(())
+    }
+
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        match self {
+            #[cfg(feature = "compression-zstd")]
+            Codec::Zstd(_) => Algorithm::Zstd,
+            #[cfg(feature = "compression-gzip")]
+            Codec::Gzip { .. } => Algorithm::Gzip,
+            #[cfg(feature = "compression-deflate")]
+            Codec::Deflate(_) => Algorithm::Deflate,
+            #[cfg(feature = "compression-br")]
+            Codec::Br(_) => Algorithm::Br,
+        }
+    }
+
+    /// Compresses all of `input`, appending to `out`.
+    pub(crate) fn encode(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "compression-zstd")]
+            Codec::Zstd(e) => {
+                use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+                let mut inb = InBuffer::around(input);
+                while inb.pos() < input.len() {
+                    out.reserve(MIN_SPARE);
+                    let pos = out.len();
+                    let mut outb = OutBuffer::around_pos(out, pos);
+                    e.run(&mut inb, &mut outb)?;
+                }
+                Ok(())
+            }
+            #[cfg(feature = "compression-gzip")]
+            Codec::Gzip {
+                deflate,
+                crc,
+                header_written,
+            } => {
+                if !*header_written {
+                    out.extend_from_slice(&GZIP_HEADER);
+                    *header_written = true;
+                }
+                crc.update(input);
+                flate(deflate, input, out, flate2::FlushCompress::None)
+            }
+            #[cfg(feature = "compression-deflate")]
+            Codec::Deflate(c) => flate(c, input, out, flate2::FlushCompress::None),
+            #[cfg(feature = "compression-br")]
+            Codec::Br(b) => brotli_op(b, input, out, BrOp::Encode),
+        }
+    }
+
+    /// Emits everything given so far, so that the client can decode it now.
+    pub(crate) fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "compression-zstd")]
+            Codec::Zstd(e) => {
+                use zstd::stream::raw::{Operation, OutBuffer};
+                loop {
+                    out.reserve(MIN_SPARE);
+                    let pos = out.len();
+                    let mut outb = OutBuffer::around_pos(out, pos);
+                    if e.flush(&mut outb)? == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+            #[cfg(feature = "compression-gzip")]
+            Codec::Gzip {
+                deflate,
+                header_written,
+                ..
+            } => {
+                if !*header_written {
+                    out.extend_from_slice(&GZIP_HEADER);
+                    *header_written = true;
+                }
+                flate(deflate, &[], out, flate2::FlushCompress::Sync)
+            }
+            #[cfg(feature = "compression-deflate")]
+            Codec::Deflate(c) => flate(c, &[], out, flate2::FlushCompress::Sync),
+            #[cfg(feature = "compression-br")]
+            Codec::Br(b) => brotli_op(b, &[], out, BrOp::Flush),
+        }
+    }
+
+    /// Ends the stream: everything left, then the coding's trailer.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            #[cfg(feature = "compression-zstd")]
+            Codec::Zstd(e) => {
+                use zstd::stream::raw::{Operation, OutBuffer};
+                loop {
+                    out.reserve(MIN_SPARE);
+                    let pos = out.len();
+                    let mut outb = OutBuffer::around_pos(out, pos);
+                    if e.finish(&mut outb, true)? == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+            #[cfg(feature = "compression-gzip")]
+            Codec::Gzip {
+                deflate,
+                crc,
+                header_written,
+            } => {
+                if !*header_written {
+                    out.extend_from_slice(&GZIP_HEADER);
+                    *header_written = true;
+                }
+                flate(deflate, &[], out, flate2::FlushCompress::Finish)?;
+                out.extend_from_slice(&crc.sum().to_le_bytes());
+                out.extend_from_slice(&crc.amount().to_le_bytes());
+                Ok(())
+            }
+            #[cfg(feature = "compression-deflate")]
+            Codec::Deflate(c) => flate(c, &[], out, flate2::FlushCompress::Finish),
+            #[cfg(feature = "compression-br")]
+            Codec::Br(b) => brotli_op(b, &[], out, BrOp::Finish),
+        }
+    }
+}
+
+/// gzip member header (RFC 1952): no name, no mtime, unknown OS.
+#[cfg(feature = "compression-gzip")]
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+#[cfg(any(feature = "compression-gzip", feature = "compression-deflate"))]
+fn flate_level(level: i32) -> flate2::Compression {
+    flate2::Compression::new(level.clamp(0, 9) as u32)
+}
+
+/// Runs deflate over all of `input` with `flush`, until it has nothing more to write.
+#[cfg(any(feature = "compression-gzip", feature = "compression-deflate"))]
+fn flate(
+    c: &mut flate2::Compress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    flush: flate2::FlushCompress,
+) -> io::Result<()> {
+    use flate2::{FlushCompress, Status};
+    loop {
+        out.reserve(MIN_SPARE);
+        let before_in = c.total_in();
+        let before_len = out.len();
+        let status = c.compress_vec(input, out, flush).map_err(other)?;
+        let used = usize::try_from(c.total_in() - before_in).unwrap_or(input.len());
+        input = &input[used.min(input.len())..];
+        let spare_left = out.capacity() > out.len();
+        match (flush, status) {
+            (_, Status::StreamEnd) => return Ok(()),
+            (FlushCompress::None, _) if input.is_empty() => return Ok(()),
+            // A flush is complete when deflate stopped short of filling the output.
+            (FlushCompress::Sync, _) if input.is_empty() && spare_left => return Ok(()),
+            (_, Status::BufError) if out.len() == before_len && input.is_empty() => {
+                return Ok(())
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(feature = "compression-br")]
+fn brotli(level: i32, size: Option<u64>) -> async_compression::codecs::BrotliEncoder {
+    use async_compression::codecs::brotli::params::EncoderParams;
+    let mut params = EncoderParams::default().quality(async_compression::Level::Precise(level));
+    if let Some(size) = size {
+        // A window no larger than the body: less state to allocate and clear.
+        let lgwin = (64 - size.max(1).leading_zeros()).clamp(10, 22);
+        params = params
+            .window_size(lgwin as i32)
+            .size_hint(usize::try_from(size).unwrap_or(usize::MAX));
+    }
+    async_compression::codecs::BrotliEncoder::new(params)
+}
+
+#[cfg(feature = "compression-br")]
+#[derive(Clone, Copy, PartialEq)]
+enum BrOp {
+    Encode,
+    Flush,
+    Finish,
+}
+
+/// Brotli writes into initialised memory: the spare part of `out` is zeroed, then cut back.
+#[cfg(feature = "compression-br")]
+fn brotli_op(
+    b: &mut async_compression::codecs::BrotliEncoder,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    op: BrOp,
+) -> io::Result<()> {
+    use async_compression::codecs::Encode;
+    use async_compression::core::util::PartialBuffer;
+    let mut inb = PartialBuffer::new(input);
+    loop {
+        let start = out.len();
+        let spare = (input.len() - inb.written_len()).clamp(MIN_SPARE, 64 * 1024);
+        out.resize(start + spare, 0);
+        let mut outb = PartialBuffer::new(&mut out[start..]);
+        let done = match op {
+            BrOp::Encode => {
+                b.encode(&mut inb, &mut outb)?;
+                inb.unwritten().is_empty()
+            }
+            BrOp::Flush => b.flush(&mut outb)?,
+            BrOp::Finish => b.finish(&mut outb)?,
+        };
+        let written = outb.written_len();
+        out.truncate(start + written);
+        if done && (op == BrOp::Encode || written < spare) {
+            return Ok(());
+        }
+    }
+}
