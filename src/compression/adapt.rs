@@ -126,10 +126,7 @@ impl Decision {
     }
 
     pub(crate) fn index(self) -> usize {
-        Decision::ALL
-            .iter()
-            .position(|d| *d == self)
-            .unwrap_or(0)
+        Decision::ALL.iter().position(|d| *d == self).unwrap_or(0)
     }
 
     /// Whether the representation could differ for another `Accept-Encoding`, so that the
@@ -218,9 +215,8 @@ pub(crate) struct Load {
 impl Load {
     pub(crate) fn new(interval: Duration, budget: f64, max_in_flight: usize) -> Self {
         let cost = Algorithm::ALL.map(|a| {
-            [Rung::Fast, Rung::Normal, Rung::Best].map(|r| {
-                AtomicU64::new((initial_cost(a, r) * COST_SCALE) as u64)
-            })
+            [Rung::Fast, Rung::Normal, Rung::Best]
+                .map(|r| AtomicU64::new((initial_cost(a, r) * COST_SCALE) as u64))
         });
         Self {
             base: Instant::now(),
@@ -253,8 +249,10 @@ impl Load {
             let before = self.busy_at_eval.swap(busy, Ordering::Relaxed);
             let elapsed = (now - last) as f64;
             let used = busy.saturating_sub(before) as f64 / (elapsed * self.budget);
-            self.utilization_milli
-                .store((used * 1000.0).min(u64::MAX as f64) as u64, Ordering::Relaxed);
+            self.utilization_milli.store(
+                (used * 1000.0).min(u64::MAX as f64) as u64,
+                Ordering::Relaxed,
+            );
             let cur = Tier::from_u8(self.tier.load(Ordering::Relaxed));
             let next = next_tier(cur, used);
             self.tier.store(next as u8, Ordering::Relaxed);

@@ -166,7 +166,9 @@ impl<B> CompressionBody<B> {
         }
         // Room for the whole output of a small body (text compresses 3-10x), capped for streams.
         let out_capacity = size.map_or(EMIT, |n| {
-            usize::try_from(n / 3 + 64).unwrap_or(EMIT).clamp(1024, EMIT)
+            usize::try_from(n / 3 + 64)
+                .unwrap_or(EMIT)
+                .clamp(1024, EMIT)
         });
         Self {
             kind: Kind::Compressed {

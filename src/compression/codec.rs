@@ -297,9 +297,7 @@ fn flate(
             (FlushCompress::None, _) if input.is_empty() => return Ok(()),
             // A flush is complete when deflate stopped short of filling the output.
             (FlushCompress::Sync, _) if input.is_empty() && spare_left => return Ok(()),
-            (_, Status::BufError) if out.len() == before_len && input.is_empty() => {
-                return Ok(())
-            }
+            (_, Status::BufError) if out.len() == before_len && input.is_empty() => return Ok(()),
             _ => {}
         }
     }
@@ -355,6 +353,168 @@ fn brotli_op(
         out.truncate(start + written);
         if done && (op == BrOp::Encode || written < spare) {
             return Ok(());
+        }
+    }
+}
+
+#[cfg(all(
+    test,
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Read;
+
+    pub(crate) fn decode(algorithm: Algorithm, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match algorithm {
+            Algorithm::Zstd => out = zstd::stream::decode_all(data).unwrap(),
+            Algorithm::Br => {
+                brotli::Decompressor::new(data, 4096)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Algorithm::Gzip => {
+                flate2::read::GzDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Algorithm::Deflate => {
+                flate2::read::ZlibDecoder::new(data)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        }
+        out
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| b"{\"id\":1,\"name\":\"alpha\"}\n"[i % 24] ^ (i / 97 % 3) as u8)
+            .collect()
+    }
+
+    fn compress(codec: &mut Codec, chunks: &[&[u8]], flush_each: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            codec.encode(c, &mut out).unwrap();
+            if flush_each {
+                codec.flush(&mut out).unwrap();
+            }
+        }
+        codec.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trip_every_algorithm_with_reuse() {
+        let data = sample(300_000);
+        for a in Algorithm::ALL {
+            for (i, level) in [*a.levels().start(), 3, 6].into_iter().enumerate() {
+                // The second and third rounds reuse the first round's encoder.
+                let mut codec = Codec::get(a, level, Some(data.len() as u64), true).unwrap();
+                let out = compress(&mut codec, &[&data[..1000], &data[1000..]], false);
+                assert!(out.len() < data.len() / 3, "{a} {level}: {}", out.len());
+                assert_eq!(decode(a, &out), data, "{a} level {level} round {i}");
+                codec.recycle();
+            }
+        }
+    }
+
+    #[test]
+    fn abandoned_encoder_is_reset_on_reuse() {
+        for a in Algorithm::ALL {
+            let mut codec = Codec::get(a, 3, None, true).unwrap();
+            let mut junk = Vec::new();
+            codec.encode(&sample(5000), &mut junk).unwrap();
+            codec.recycle();
+            let mut codec = Codec::get(a, 3, None, true).unwrap();
+            let out = compress(&mut codec, &[b"hello"], false);
+            assert_eq!(decode(a, &out), b"hello", "{a}");
+        }
+    }
+
+    #[test]
+    fn flush_makes_everything_so_far_decodable() {
+        for a in Algorithm::ALL {
+            let mut codec = Codec::get(a, 3, None, true).unwrap();
+            let mut out = Vec::new();
+            codec.encode(b"data: one\n\n", &mut out).unwrap();
+            codec.flush(&mut out).unwrap();
+            let first = out.len();
+            // A streaming decoder given only the flushed prefix yields the whole first event.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            match a {
+                Algorithm::Gzip => {
+                    let mut d = flate2::read::GzDecoder::new(&out[..first]);
+                    while let Ok(n) = d.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Algorithm::Deflate => {
+                    let mut d = flate2::read::ZlibDecoder::new(&out[..first]);
+                    while let Ok(n) = d.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Algorithm::Br => {
+                    let mut d = brotli::Decompressor::new(&out[..first], 64);
+                    while let Ok(n) = d.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Algorithm::Zstd => {
+                    let mut d = zstd::stream::read::Decoder::new(&out[..first]).unwrap();
+                    while let Ok(n) = d.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+            assert_eq!(got, b"data: one\n\n", "{a}");
+            codec.finish(&mut out).unwrap();
+            assert_eq!(decode(a, &out), b"data: one\n\n", "{a}");
+        }
+    }
+
+    #[test]
+    fn empty_input() {
+        for a in Algorithm::ALL {
+            let mut codec = Codec::get(a, 3, Some(0), false).unwrap();
+            let out = compress(&mut codec, &[], false);
+            assert!(decode(a, &out).is_empty(), "{a}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn arbitrary_chunks_round_trip(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..6),
+            flush in any::<bool>(),
+            a in prop::sample::select(&Algorithm::ALL[..]),
+        ) {
+            let mut codec = Codec::get(a, 2, None, true).unwrap();
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
+            let out = compress(&mut codec, &refs, flush);
+            codec.recycle();
+            prop_assert_eq!(decode(a, &out), chunks.concat());
         }
     }
 }

@@ -75,7 +75,9 @@ fn respond<B: Body>(
         .or_else(|| content_length(&parts.headers));
     let h = &parts.headers;
     let status = parts.status;
-    let sse = h.get(CONTENT_TYPE).is_some_and(|v| is_event_stream(v.as_bytes()));
+    let sse = h
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| is_event_stream(v.as_bytes()));
     let skip = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -125,14 +127,11 @@ fn respond<B: Body>(
                 }
             }
         }
-        (skip, _) => (
-            Encoding::Identity,
-            skip.unwrap_or(Decision::Identity),
-            None,
-        ),
+        (skip, _) => (Encoding::Identity, skip.unwrap_or(Decision::Identity), None),
     };
     shared.count(encoding, decision);
-    if decision.varies() && !list_has_token(&parts.headers, VARY, b"*")
+    if decision.varies()
+        && !list_has_token(&parts.headers, VARY, b"*")
         && !list_has_token(&parts.headers, VARY, b"accept-encoding")
     {
         parts.headers.append(VARY, ACCEPT_ENCODING_VALUE.clone());
@@ -141,7 +140,8 @@ fn respond<B: Body>(
     if decision == Decision::NotAcceptable {
         let mut res = Response::new(CompressionBody::empty());
         *res.status_mut() = StatusCode::NOT_ACCEPTABLE;
-        res.headers_mut().insert(VARY, ACCEPT_ENCODING_VALUE.clone());
+        res.headers_mut()
+            .insert(VARY, ACCEPT_ENCODING_VALUE.clone());
         res.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         return res;
@@ -155,8 +155,14 @@ fn respond<B: Body>(
     h.remove(CONTENT_LENGTH);
     h.remove(ACCEPT_RANGES);
     h.remove(CONTENT_ENCODING);
-    h.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding.as_str()));
-    if let Some(tag) = h.get(ETAG).and_then(|t| suffixed_etag(t.as_bytes(), encoding)) {
+    h.insert(
+        CONTENT_ENCODING,
+        HeaderValue::from_static(encoding.as_str()),
+    );
+    if let Some(tag) = h
+        .get(ETAG)
+        .and_then(|t| suffixed_etag(t.as_bytes(), encoding))
+    {
         h.insert(ETAG, tag);
     }
     let body = CompressionBody::compressed(body, codec, shared.clone(), algorithm, rung, sse, size);
@@ -195,7 +201,9 @@ mod tests {
 
     #[test]
     fn etag_suffix() {
-        let t = |s: &str| suffixed_etag(s.as_bytes(), Encoding::Gzip).map(|v| v.to_str().unwrap().to_owned());
+        let t = |s: &str| {
+            suffixed_etag(s.as_bytes(), Encoding::Gzip).map(|v| v.to_str().unwrap().to_owned())
+        };
         assert_eq!(t("\"abc\"").as_deref(), Some("\"abc-gzip\""));
         assert_eq!(t("\"\"").as_deref(), Some("\"-gzip\""));
         assert_eq!(t("W/\"abc\""), None);

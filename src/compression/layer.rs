@@ -111,7 +111,11 @@ impl Shared {
 
     /// The rung and decision for a compressible response of `size` bytes (when known):
     /// `None` when the load says to send it uncompressed.
-    pub(crate) fn choose(&self, algorithm: Algorithm, size: Option<u64>) -> (Option<Rung>, Decision) {
+    pub(crate) fn choose(
+        &self,
+        algorithm: Algorithm,
+        size: Option<u64>,
+    ) -> (Option<Rung>, Decision) {
         if !self.adaptive {
             return (Some(Rung::Normal), Decision::Normal);
         }
@@ -267,7 +271,10 @@ impl AdaptiveCompressionBuilder {
             self.check_level(algorithm, "levels", l);
         }
         if !(fast <= normal && normal <= best) && self.bad_level.is_none() {
-            self.bad_level = Some(("levels", format!("{algorithm}: need fast <= normal <= best")));
+            self.bad_level = Some((
+                "levels",
+                format!("{algorithm}: need fast <= normal <= best"),
+            ));
         }
         self
     }
@@ -389,9 +396,9 @@ impl AdaptiveCompressionBuilder {
         if self.large_body.is_zero() {
             return Err(ConfigError::new("large_body_cost", "must be above zero"));
         }
-        let cores = self.cores.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        });
+        let cores = self
+            .cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         describe_metrics();
         let shared = Shared {
             prefer: prefer.into_boxed_slice(),
@@ -516,7 +523,10 @@ impl CompressionHandle {
     pub fn snapshot(&self) -> CompressionSnapshot {
         let s = &self.shared;
         let mut encodings = Vec::new();
-        for (i, name) in ["zstd", "br", "gzip", "deflate", "identity"].into_iter().enumerate() {
+        for (i, name) in ["zstd", "br", "gzip", "deflate", "identity"]
+            .into_iter()
+            .enumerate()
+        {
             let c = &s.counters[i];
             let decisions: Vec<DecisionCount> = Decision::ALL
                 .into_iter()
@@ -527,7 +537,8 @@ impl CompressionHandle {
                 .filter(|d| d.responses > 0)
                 .collect();
             let algorithm = Algorithm::ALL.get(i).copied();
-            if decisions.is_empty() && !algorithm.is_some_and(|a| s.prefer.contains(&a.encoding())) {
+            if decisions.is_empty() && !algorithm.is_some_and(|a| s.prefer.contains(&a.encoding()))
+            {
                 continue;
             }
             let input_bytes = c.input_bytes.load(Ordering::Relaxed);
@@ -538,7 +549,10 @@ impl CompressionHandle {
                     let ladder = s.ladders[a.index()];
                     (
                         Some(choice.level.load(Ordering::Relaxed)),
-                        Some(Decision::ALL[usize::from(choice.decision.load(Ordering::Relaxed)) % Decision::COUNT]),
+                        Some(
+                            Decision::ALL[usize::from(choice.decision.load(Ordering::Relaxed))
+                                % Decision::COUNT],
+                        ),
                         Some(NsPerByte {
                             fast: (ladder.fast, s.load.cost(a, Rung::Fast)),
                             normal: (ladder.normal, s.load.cost(a, Rung::Normal)),

@@ -133,13 +133,17 @@ pub(crate) fn is_compressible(content_type: &[u8]) -> bool {
     }
     let eq = |a: &[u8], b: &str| a.eq_ignore_ascii_case(b.as_bytes());
     let ends = |a: &[u8], suffix: &str| {
-        a.len() > suffix.len() && a[a.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+        a.len() > suffix.len()
+            && a[a.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
     };
     if eq(top, "text") {
         return true;
     }
     if eq(top, "image") {
-        return eq(sub, "svg+xml") || eq(sub, "x-icon") || eq(sub, "vnd.microsoft.icon") || eq(sub, "bmp");
+        return eq(sub, "svg+xml")
+            || eq(sub, "x-icon")
+            || eq(sub, "vnd.microsoft.icon")
+            || eq(sub, "bmp");
     }
     if eq(top, "font") {
         return eq(sub, "ttf") || eq(sub, "otf") || eq(sub, "sfnt") || eq(sub, "collection");
@@ -260,7 +264,9 @@ mod tests {
         let tagged = |p: &Parts| p.headers.contains_key("x-tag");
         assert!(!d.and(tagged).should_compress(&parts));
         assert!(d.or(tagged).should_compress(&parts));
-        parts.headers.insert(CONTENT_TYPE, "image/png".parse().unwrap());
+        parts
+            .headers
+            .insert(CONTENT_TYPE, "image/png".parse().unwrap());
         parts.headers.insert("x-tag", "1".parse().unwrap());
         assert!(d.or(tagged).should_compress(&parts));
         assert!(!d.and(tagged).should_compress(&parts));

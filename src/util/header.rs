@@ -75,7 +75,20 @@ impl<'a> Cursor<'a> {
 /// is `token` (ASCII case-insensitive): `no-transform` in `Cache-Control`, `accept-encoding` or
 /// `*` in `Vary`. Parameters and quoted strings after the token are skipped; malformed members
 /// never match and never hide the members after them.
-pub(crate) fn list_has_token(headers: &http::HeaderMap, name: http::HeaderName, token: &[u8]) -> bool {
+#[cfg_attr(
+    not(any(
+        feature = "compression-zstd",
+        feature = "compression-br",
+        feature = "compression-gzip",
+        feature = "compression-deflate"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn list_has_token(
+    headers: &http::HeaderMap,
+    name: http::HeaderName,
+    token: &[u8],
+) -> bool {
     headers.get_all(name).iter().any(|line| {
         let mut c = Cursor::new(line.as_bytes());
         loop {
@@ -135,11 +148,19 @@ mod tests {
         assert!(!list_has_token(&h, VARY, b"*"));
         h.append(VARY, "*".parse().unwrap());
         assert!(list_has_token(&h, VARY, b"*"));
-        h.insert(CACHE_CONTROL, r#"private="no-transform, x", max-age=3"#.parse().unwrap());
+        h.insert(
+            CACHE_CONTROL,
+            r#"private="no-transform, x", max-age=3"#.parse().unwrap(),
+        );
         assert!(!list_has_token(&h, CACHE_CONTROL, b"no-transform"));
         h.append(CACHE_CONTROL, "max-age=3 ,No-Transform".parse().unwrap());
         assert!(list_has_token(&h, CACHE_CONTROL, b"no-transform"));
-        h.insert(CACHE_CONTROL, "no-transformx, @@no-transform, no-transform junk".parse().unwrap());
+        h.insert(
+            CACHE_CONTROL,
+            "no-transformx, @@no-transform, no-transform junk"
+                .parse()
+                .unwrap(),
+        );
         assert!(!list_has_token(&h, CACHE_CONTROL, b"no-transform"));
     }
 }
