@@ -313,6 +313,11 @@ fn brotli(level: i32, size: Option<u64>) -> async_compression::codecs::BrotliEnc
         params = params
             .window_size(lgwin as i32)
             .size_hint(usize::try_from(size).unwrap_or(usize::MAX));
+    } else {
+        // A stream: a 256 KiB window. Brotli holds about two windows of input before it
+        // writes a meta-block (measured: 2 MiB with a 1 MiB window, 8 MiB with the default
+        // 4 MiB one), so this keeps output close behind input and memory small.
+        params = params.window_size(18);
     }
     async_compression::codecs::BrotliEncoder::new(params)
 }
