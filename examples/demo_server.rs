@@ -14,6 +14,9 @@
 //! - the [`RateLimitLayer`], per client on `/api/*` (100 requests/s, burst 200): past the quota,
 //!   `429` with `Retry-After` and the `RateLimit-Policy` / `RateLimit` headers, which also come
 //!   on allowed responses;
+//! - the [`AdaptiveCompressionLayer`], inside the cache (which stores each encoded variant, so
+//!   a hit costs no compression): zstd, br, gzip or deflate by `Accept-Encoding`, levels that
+//!   follow the load, and the CSV export compressed as it streams (`curl --compressed`);
 //! - the [`CircuitBreakerLayer`], one breaker per route: make the payment provider fail
 //!   (`PUT /admin/payments/fault` with `{"failure_rate": 1.0}`) and after 10 calls its route
 //!   answers `503` + `Retry-After` at once, while every other route is unaffected; it probes the
@@ -97,6 +100,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_perf::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
+use tower_perf::compression::{AdaptiveCompressionLayer, CompressionHandle};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
@@ -351,7 +355,7 @@ struct Layers {
     rate_limit: RateLimitLayer, // per client on /api/*: 100 req/s, burst 200
     cache: ResponseCacheLayer,  // memory tier; Redis tier (REDIS_URL) to come
     // queue: PriorityQueueLayer,         // x-priority header, else by route
-    // compression: AdaptiveCompressionLayer,
+    compression: AdaptiveCompressionLayer, // zstd/br/gzip/deflate, levels follow the load
     breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
 }
 
@@ -394,10 +398,14 @@ impl Layers {
         .bypass(|req| !req.uri.path().starts_with("/api/"))
         .build()
         .map_err(|e| format!("rate limiter: {e}"))?;
+        // Defaults: zstd, br, gzip, deflate by preference; levels adapt to the CPU time spent
+        // compressing (budget: half the cores); the export streams compressed.
+        let compression = AdaptiveCompressionLayer::new();
         Ok(Self {
             slow,
             rate_limit,
             cache,
+            compression,
             breaker,
         })
     }
@@ -409,6 +417,7 @@ impl Layers {
             cache: self.cache.handle(),
             breakers: self.breaker.handle(),
             rate_limit: self.rate_limit.handle(),
+            compression: self.compression.handle(),
         }
     }
 }
@@ -420,6 +429,7 @@ struct Handles {
     cache: CacheHandle,
     breakers: CircuitBreakerHandle,
     rate_limit: RateLimitHandle,
+    compression: CompressionHandle,
     // queue: PriorityQueueHandle,
     // rate_limit: RateLimitHandle,
 }
@@ -433,6 +443,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
         slow,
         rate_limit,
         cache,
+        compression,
         breaker,
     } = layers;
     router.layer(
@@ -454,7 +465,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 4. Priority queue: admission control over the work that costs something.
             //    .layer(queue)
             // 5. Adaptive compression: inside admission, inside the cache.
-            //    .layer(compression)
+            .layer(compression)
             // 6. Circuit breaker: guards the handlers and the payment provider; an open breaker's
             //    503 carries `Rejected`, which the cache above turns into a stale hit if it can.
             .layer(breaker)
@@ -1595,6 +1606,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         // "queue": layers.queue.snapshot(),
         // Allowed, limited and bypassed requests; clients tracked.
         "rate_limiter": layers.rate_limit.stats(),
+        // Load tier, level and reason per coding, bytes in/out, measured ns per byte.
+        "compression": layers.compression.snapshot(),
     }))
     .into_response()
 }
