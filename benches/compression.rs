@@ -70,7 +70,13 @@ type Req = Request<Full<Bytes>>;
 type BoxSvc = tower::util::BoxCloneSyncService<Req, Response<BoxBody>, Infallible>;
 type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, tower_perf::BoxError>;
 
-fn origin(body: Bytes, content_type: &'static str) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send> + Clone + Send + Sync {
+fn origin(
+    body: Bytes,
+    content_type: &'static str,
+) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future = impl Send>
+       + Clone
+       + Send
+       + Sync {
     service_fn(move |_req: Req| {
         let body = body.clone();
         async move {
@@ -90,7 +96,9 @@ fn ours(body: &Bytes, ct: &'static str, alg: Algorithm, level: Option<i32>, reus
         b = b.level(alg, l);
     }
     let svc = b.build().unwrap().layer(origin(body.clone(), ct));
-    tower::util::BoxCloneSyncService::new(svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())))
+    tower::util::BoxCloneSyncService::new(
+        svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())),
+    )
 }
 
 fn theirs(body: &Bytes, ct: &'static str, level: Option<i32>) -> BoxSvc {
@@ -99,7 +107,9 @@ fn theirs(body: &Bytes, ct: &'static str, level: Option<i32>) -> BoxSvc {
         None => CompressionLayer::new(),
     };
     let svc = layer.layer(origin(body.clone(), ct));
-    tower::util::BoxCloneSyncService::new(svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())))
+    tower::util::BoxCloneSyncService::new(
+        svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())),
+    )
 }
 
 fn request(alg: Algorithm) -> Req {
@@ -117,7 +127,9 @@ async fn once(svc: &BoxSvc, alg: Algorithm) -> usize {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 /// tower-http's defaults (async-compression's `Level::Default`; tower-http sets br to 4).
@@ -131,9 +143,9 @@ fn their_default(alg: Algorithm) -> i32 {
 
 fn our_default(alg: Algorithm) -> i32 {
     match alg {
-        Algorithm::Zstd => 3,
+        Algorithm::Zstd => 1,
         Algorithm::Br => 4,
-        Algorithm::Gzip | Algorithm::Deflate => 4,
+        Algorithm::Gzip | Algorithm::Deflate => 5,
     }
 }
 
@@ -153,7 +165,11 @@ fn cases() -> Vec<Case> {
     ] {
         for alg in Algorithm::ALL {
             v.push(Case {
-                name: format!("{bname}/{alg}/defaults ({} vs {})", our_default(alg), their_default(alg)),
+                name: format!(
+                    "{bname}/{alg}/defaults ({} vs {})",
+                    our_default(alg),
+                    their_default(alg)
+                ),
                 input: body.len(),
                 ours: ours(&body, ct, alg, None, true),
                 theirs: theirs(&body, ct, None),
@@ -189,10 +205,12 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(case.name.replace(' ', "_"));
         g.throughput(Throughput::Bytes(case.input as u64));
         g.bench_function("tower-perf", |b| {
-            b.to_async(&rt).iter(|| async { black_box(once(&case.ours, case.alg).await) })
+            b.to_async(&rt)
+                .iter(|| async { black_box(once(&case.ours, case.alg).await) })
         });
         g.bench_function("tower-http", |b| {
-            b.to_async(&rt).iter(|| async { black_box(once(&case.theirs, case.alg).await) })
+            b.to_async(&rt)
+                .iter(|| async { black_box(once(&case.theirs, case.alg).await) })
         });
         g.finish();
     }
@@ -200,7 +218,12 @@ fn bench(c: &mut Criterion) {
 
 /// Interleaved timing: `rounds` rounds, each running A then B for about `slice`; the median
 /// per-request time of each side.
-fn interleaved(rt: &tokio::runtime::Runtime, case: &Case, rounds: usize, slice: Duration) -> (f64, f64) {
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    case: &Case,
+    rounds: usize,
+    slice: Duration,
+) -> (f64, f64) {
     let time = |svc: &BoxSvc| -> f64 {
         rt.block_on(async {
             let start = Instant::now();
@@ -224,16 +247,28 @@ fn interleaved(rt: &tokio::runtime::Runtime, case: &Case, rounds: usize, slice: 
 
 fn summary() {
     let rt = rt();
-    println!("\n## tower-perf vs tower-http compression (interleaved, median of 7 rounds, same run)\n");
-    println!("| case | ours MB/s | theirs MB/s | speed ratio | ours bytes | theirs bytes | size ratio |");
+    println!(
+        "\n## tower-perf vs tower-http compression (interleaved, median of 7 rounds, same run)\n"
+    );
+    println!(
+        "| case | ours MB/s | theirs MB/s | speed ratio | ours bytes | theirs bytes | size ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for case in cases() {
         let out_a = rt.block_on(once(&case.ours, case.alg));
         let out_b = rt.block_on(once(&case.theirs, case.alg));
-        let slice = if case.input > 100_000 { Duration::from_millis(300) } else { Duration::from_millis(120) };
+        let slice = if case.input > 100_000 {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_millis(120)
+        };
         let (ta, tb) = interleaved(&rt, &case, 7, slice);
         let mbs = |t: f64| case.input as f64 / t / 1e6;
-        let label = if case.name.contains("no-reuse") { "reuse / fresh" } else { "" };
+        let label = if case.name.contains("no-reuse") {
+            "reuse / fresh"
+        } else {
+            ""
+        };
         println!(
             "| {} {label} | {:.1} | {:.1} | **{:.2}x** | {} | {} | {:.3} |",
             case.name,
@@ -259,7 +294,7 @@ fn level_sweep() {
     ] {
         for alg in Algorithm::ALL {
             let levels: &[i32] = match alg {
-                Algorithm::Zstd => &[1, 2, 3, 4, 6, 9, 12],
+                Algorithm::Zstd => &[-5, -1, 1, 2, 3, 4, 6, 9, 12],
                 Algorithm::Br => &[0, 1, 2, 3, 4, 5, 6, 7, 9],
                 _ => &[1, 2, 3, 4, 5, 6, 9],
             };
@@ -269,7 +304,11 @@ fn level_sweep() {
                 let t = rt.block_on(async {
                     let start = Instant::now();
                     let mut n = 0u32;
-                    let slice = if body.len() > 100_000 { Duration::from_millis(400) } else { Duration::from_millis(150) };
+                    let slice = if body.len() > 100_000 {
+                        Duration::from_millis(400)
+                    } else {
+                        Duration::from_millis(150)
+                    };
                     while start.elapsed() < slice {
                         black_box(once(&svc, alg).await);
                         n += 1;
@@ -297,8 +336,15 @@ fn small_sizes() {
     for size in [128usize, 256, 512, 1024, 2048] {
         let body = full.slice(..size);
         for alg in [Algorithm::Gzip, Algorithm::Zstd] {
-            let svc = AdaptiveCompressionLayer::builder().adaptive(false).min_size(0).build().unwrap().layer(origin(body.clone(), "application/json"));
-            let svc = tower::util::BoxCloneSyncService::new(svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())));
+            let svc = AdaptiveCompressionLayer::builder()
+                .adaptive(false)
+                .min_size(0)
+                .build()
+                .unwrap()
+                .layer(origin(body.clone(), "application/json"));
+            let svc = tower::util::BoxCloneSyncService::new(
+                svc.map_response(|r| r.map(|b| b.map_err(Into::into).boxed_unsync())),
+            );
             let out = rt.block_on(once(&svc, alg));
             let t = rt.block_on(async {
                 let start = Instant::now();
@@ -309,7 +355,11 @@ fn small_sizes() {
                 }
                 start.elapsed().as_secs_f64() / f64::from(n)
             });
-            println!("| {size} | {alg} | {out} | {} | {:.1} |", size as i64 - out as i64 - 40, t * 1e6);
+            println!(
+                "| {size} | {alg} | {out} | {} | {:.1} |",
+                size as i64 - out as i64 - 40,
+                t * 1e6
+            );
         }
     }
 }
@@ -331,9 +381,16 @@ fn offload() {
             }
             start.elapsed().as_secs_f64() / f64::from(n)
         });
-        println!("- one 64 KiB slice, {alg} level {}: {:.0} us", our_default(alg), t * 1e6);
+        println!(
+            "- one 64 KiB slice, {alg} level {}: {:.0} us",
+            our_default(alg),
+            t * 1e6
+        );
     }
-    let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let t = mt.block_on(async {
         let start = Instant::now();
         let n = 2000;
@@ -342,7 +399,52 @@ fn offload() {
         }
         start.elapsed().as_secs_f64() / f64::from(n)
     });
-    println!("- spawn_blocking round trip (empty closure): {:.1} us", t * 1e6);
+    println!(
+        "- spawn_blocking round trip (empty closure): {:.1} us",
+        t * 1e6
+    );
+}
+
+/// Brotli's window: the default (22) against one sized to the body, per quality.
+fn brotli_window() {
+    use async_compression::codecs::brotli::params::EncoderParams;
+    use async_compression::codecs::{BrotliEncoder, Encode};
+    use async_compression::core::util::PartialBuffer;
+    println!("\n## brotli window (lgwin) by quality\n");
+    println!("| body | quality | lgwin | us per body | bytes out |");
+    println!("|---|---:|---:|---:|---:|");
+    for (bname, body) in [("json-10k", json_10k()), ("html-1m", html_1m())] {
+        let sized = (64 - (body.len() as u64).leading_zeros()).clamp(10, 22) as i32;
+        for q in [1, 4, 5, 6, 7] {
+            for w in [22, sized, 18] {
+                let run = || {
+                    let p = EncoderParams::default()
+                        .quality(async_compression::Level::Precise(q))
+                        .window_size(w);
+                    let mut e = BrotliEncoder::new(p);
+                    let mut out = vec![0u8; body.len() + 1024];
+                    let mut o = PartialBuffer::new(&mut out[..]);
+                    let mut i = PartialBuffer::new(&body[..]);
+                    while !i.unwritten().is_empty() {
+                        e.encode(&mut i, &mut o).unwrap();
+                    }
+                    while !e.finish(&mut o).unwrap() {}
+                    o.written_len()
+                };
+                let out = run();
+                let start = Instant::now();
+                let mut n = 0u32;
+                while start.elapsed() < Duration::from_millis(150) || n < 3 {
+                    black_box(run());
+                    n += 1;
+                }
+                println!(
+                    "| {bname} | {q} | {w} | {:.0} | {out} |",
+                    start.elapsed().as_secs_f64() / f64::from(n) * 1e6
+                );
+            }
+        }
+    }
 }
 
 criterion_group! {
@@ -360,6 +462,10 @@ fn main() {
     if !args.iter().any(|a| a == "summary") {
         benches();
         Criterion::default().configure_from_args().final_summary();
+    }
+    if args.iter().any(|a| a == "brotli") {
+        brotli_window();
+        return;
     }
     if args.iter().any(|a| a == "--bench" || a == "summary") {
         summary();

@@ -356,7 +356,7 @@ struct Layers {
     cache: ResponseCacheLayer,  // memory tier; Redis tier (REDIS_URL) to come
     // queue: PriorityQueueLayer,         // x-priority header, else by route
     compression: AdaptiveCompressionLayer, // zstd/br/gzip/deflate, levels follow the load
-    breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
+    breaker: CircuitBreakerLayer,          // keyed per route; guards the payment provider
 }
 
 impl Layers {

@@ -17,7 +17,8 @@
 //!   `Content-Range`, `Cache-Control: no-transform`, `HEAD`, `1xx`, `204`, `304`.
 //! - **Levels**: three per algorithm, `fast`, `normal` and `best`
 //!   ([`levels`](AdaptiveCompressionBuilder::levels)). Defaults (fast / normal / best): zstd
-//!   1 / 3 / 9, br 1 / 4 / 7, gzip and deflate 1 / 4 / 6.
+//!   -1 / 1 / 6, br 1 / 4 / 6, gzip and deflate 1 / 5 / 6, chosen from the level sweep of the
+//!   bench (see *Performance*).
 //! - **Adaptive**: the layer measures the CPU time spent in encoders over each interval
 //!   against a [budget](AdaptiveCompressionBuilder::cpu_budget) (default half of the cores),
 //!   and keeps a moving average of the cost (ns per input byte) of every level. Under a quarter
@@ -58,7 +59,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // Defaults: zstd, br, gzip, deflate; adaptive levels; 1 KiB minimum.
+//! // Defaults: zstd, br, gzip, deflate; adaptive levels; 512-byte minimum.
 //! let compression = AdaptiveCompressionLayer::new();
 //!
 //! // Or configured.
@@ -154,7 +155,7 @@ impl Algorithm {
     /// The valid levels.
     pub fn levels(self) -> std::ops::RangeInclusive<i32> {
         match self {
-            Algorithm::Zstd => 1..=22,
+            Algorithm::Zstd => -7..=22,
             Algorithm::Br => 0..=11,
             Algorithm::Gzip | Algorithm::Deflate => 1..=9,
         }
