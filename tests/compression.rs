@@ -538,16 +538,9 @@ async fn headers_of_compressed_responses() {
 }
 
 /// An SSE route fed by a channel: each message is one event, one body frame.
-fn sse_app(
-    layer: AdaptiveCompressionLayer,
-) -> (
-    Router,
-    Arc<tokio::sync::Mutex<Option<mpsc::Receiver<String>>>>,
-    mpsc::Sender<String>,
-) {
+fn sse_app(layer: AdaptiveCompressionLayer) -> (Router, mpsc::Sender<String>) {
     let (tx, rx) = mpsc::channel::<String>(4);
-    let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
-    let r = rx.clone();
+    let r = Arc::new(tokio::sync::Mutex::new(Some(rx)));
     let app = Router::new()
         .route(
             "/events",
@@ -562,13 +555,13 @@ fn sse_app(
             }),
         )
         .layer(layer);
-    (app, rx, tx)
+    (app, tx)
 }
 
 #[tokio::test]
 async fn server_sent_events_arrive_one_by_one() {
     for c in CODINGS {
-        let (app, _rx, tx) = sse_app(AdaptiveCompressionLayer::new());
+        let (app, tx) = sse_app(AdaptiveCompressionLayer::new());
         let base = format!("http://{}", serve(app).await);
         let res = client()
             .get(format!("{base}/events"))
@@ -616,7 +609,7 @@ async fn server_sent_events_can_be_excluded() {
         .build()
         .unwrap();
     let handle = layer.handle();
-    let (app, _rx, tx) = sse_app(layer);
+    let (app, tx) = sse_app(layer);
     let base = format!("http://{}", serve(app).await);
     let res = client()
         .get(format!("{base}/events"))

@@ -48,6 +48,7 @@ thread_local! {
     static POOL: RefCell<[Vec<Codec>; 4]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]) };
 }
 
+#[cfg(any(feature = "compression-gzip", feature = "compression-deflate"))]
 fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
@@ -89,6 +90,8 @@ impl Codec {
     }
 
     fn new(algorithm: Algorithm, level: i32, size: Option<u64>) -> io::Result<Codec> {
+        // Not every codec compiled in reads every argument.
+        let _ = (level, size);
         match algorithm {
             #[cfg(feature = "compression-zstd")]
             Algorithm::Zstd => {
