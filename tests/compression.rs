@@ -1194,3 +1194,74 @@ async fn a_cache_outside_stores_each_coding_and_a_hit_costs_no_compression() {
     assert_eq!(compressed(&handle), 2);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn conditional_requests_with_a_coded_validator_get_304() {
+    let doc = json(20_000);
+    let d = doc.clone();
+    let app = Router::new()
+        .route(
+            "/doc",
+            get(move |headers: HeaderMap| {
+                let d = d.clone();
+                async move {
+                    // The service knows only its own validator, "v1".
+                    let matches = headers
+                        .get_all("if-none-match")
+                        .iter()
+                        .any(|v| v.to_str().unwrap().split(',').any(|t| t.trim() == "\"v1\""));
+                    if matches {
+                        return (StatusCode::NOT_MODIFIED, [("etag", "\"v1\"")]).into_response();
+                    }
+                    (
+                        [("content-type", "application/json"), ("etag", "\"v1\"")],
+                        d,
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .layer(AdaptiveCompressionLayer::new());
+    let base = format!("http://{}", serve(app).await);
+    let url = format!("{base}/doc");
+    let conditional = |accept: &'static str, tag: &'static str| {
+        let url = url.clone();
+        async move {
+            let res = client()
+                .get(url)
+                .header("accept-encoding", accept)
+                .header("if-none-match", tag)
+                .send()
+                .await
+                .unwrap();
+            let (status, h) = (res.status(), res.headers().clone());
+            (status, h, res.bytes().await.unwrap())
+        }
+    };
+    let (_, h, _) = fetch(&url, Some("gzip")).await;
+    assert_eq!(h["etag"], "\"v1-gzip\"");
+    // The gzip validator, from a gzip client: 304 for the gzip representation.
+    let (status, h, body) = conditional("gzip", "\"v1-gzip\"").await;
+    assert_eq!(status, 304);
+    assert_eq!(h["etag"], "\"v1-gzip\"");
+    assert!(varies(&h));
+    assert!(body.is_empty());
+    // Among other tags, too.
+    let (status, _, _) = conditional("gzip", "\"x\", \"v1-gzip\"").await;
+    assert_eq!(status, 304);
+    // The gzip validator from a br client never matches: the br representation in full.
+    let (status, h, body) = conditional("br", "\"v1-gzip\"").await;
+    assert_eq!(status, 200);
+    assert_eq!(h["etag"], "\"v1-br\"");
+    assert_eq!(decode(Some("br"), &body), doc.as_bytes());
+    // The identity validator is the service's own: it answers for the client's identity copy,
+    // and the layer leaves that 304 as it is.
+    let (status, h, body) = conditional("gzip", "\"v1\"").await;
+    assert_eq!(status, 304);
+    assert_eq!(h["etag"], "\"v1\"");
+    assert!(body.is_empty());
+    // The identity validator from an identity client: 304, untouched.
+    let (status, h, _) = conditional("identity", "\"v1\"").await;
+    assert_eq!(status, 304);
+    assert_eq!(h["etag"], "\"v1\"");
+}

@@ -30,16 +30,25 @@ pin_project! {
         head: bool,
         // The negotiated coding; `None` when nothing is acceptable.
         accept: Option<Encoding>,
+        // The request's `If-None-Match` held a validator this layer had suffixed for `accept`.
+        revalidating: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, shared: Arc<Shared>, head: bool, accept: Option<Encoding>) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        shared: Arc<Shared>,
+        head: bool,
+        accept: Option<Encoding>,
+        revalidating: bool,
+    ) -> Self {
         Self {
             inner,
             shared,
             head,
             accept,
+            revalidating,
         }
     }
 }
@@ -55,7 +64,23 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
-        Poll::Ready(Ok(respond(this.shared, *this.head, *this.accept, res)))
+        let mut res = respond(this.shared, *this.head, *this.accept, res);
+        if *this.revalidating && res.status() == StatusCode::NOT_MODIFIED {
+            // The service matched the validator of the coded representation: the `304` speaks
+            // for that representation, so it carries its validator and `Vary`.
+            let coding = this.accept.unwrap_or(Encoding::Identity);
+            let h = res.headers_mut();
+            if let Some(tag) = h
+                .get(ETAG)
+                .and_then(|t| suffixed_etag(t.as_bytes(), coding))
+            {
+                h.insert(ETAG, tag);
+            }
+            if !list_has_token(h, VARY, b"*") && !list_has_token(h, VARY, b"accept-encoding") {
+                h.append(VARY, ACCEPT_ENCODING_VALUE.clone());
+            }
+        }
+        Poll::Ready(Ok(res))
     }
 }
 

@@ -40,7 +40,10 @@
 //! - **Headers**: `Vary: Accept-Encoding` whenever the representation could vary (also on
 //!   responses sent uncompressed because of the client's header, the load, or `HEAD`);
 //!   `Content-Length` and `Accept-Ranges` removed from compressed responses; a strong `ETag`
-//!   gets the coding as a suffix (`"abc"` becomes `"abc-zstd"`).
+//!   gets the coding as a suffix (`"abc"` becomes `"abc-zstd"`), so validators of different
+//!   codings never match; on the way in, `If-None-Match` tags with the suffix of the coding
+//!   negotiated for the request lose it, so the service (which knows only `"abc"`) can answer
+//!   `304`, which then carries `"abc-zstd"` and `Vary`.
 //! - **Speed**: zstd, gzip and deflate encoders are reset and reused from a per-thread pool
 //!   instead of allocated per response; zstd is told the body length when known (smaller
 //!   tables); brotli gets a window sized to the body. Compression runs on the async workers, in
