@@ -973,6 +973,11 @@ async fn saturation_steps_down_to_fast_levels_then_identity_and_back() {
         .cores(1)
         .cpu_budget(1e-9)
         .load_interval(Duration::from_millis(100))
+        .essential(|req| {
+            req.headers
+                .get("x-priority")
+                .is_some_and(|p| p == "critical")
+        })
         .build()
         .unwrap();
     let handle = layer.handle();
@@ -1023,6 +1028,22 @@ async fn saturation_steps_down_to_fast_levels_then_identity_and_back() {
     let (_, h, _) = fetch(&url, Some("gzip")).await;
     assert_eq!(coding(&h), None);
     assert_eq!(handle.tier(), Tier::Saturated);
+
+    // Essential requests stay compressed while saturated, at the fast level.
+    let res = client()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .header("x-priority", "critical")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(coding(res.headers()), Some("gzip"));
+    assert_eq!(
+        decode(Some("gzip"), &res.bytes().await.unwrap()),
+        doc.as_bytes()
+    );
+    assert_eq!(handle.responses("gzip", Decision::Busy), 2);
+    assert_eq!(handle.responses("identity", Decision::Saturated), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -27,28 +27,28 @@ pin_project! {
         #[pin]
         inner: F,
         shared: Arc<Shared>,
-        head: bool,
-        // The negotiated coding; `None` when nothing is acceptable.
-        accept: Option<Encoding>,
-        // The request's `If-None-Match` held a validator this layer had suffixed for `accept`.
-        revalidating: bool,
+        info: RequestInfo,
     }
 }
 
+/// What the response side needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestInfo {
+    pub(crate) head: bool,
+    /// The negotiated coding; `None` when nothing is acceptable.
+    pub(crate) accept: Option<Encoding>,
+    /// The request's `If-None-Match` held a validator this layer had suffixed for `accept`.
+    pub(crate) revalidating: bool,
+    /// Keeps compression when saturated.
+    pub(crate) essential: bool,
+}
+
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        shared: Arc<Shared>,
-        head: bool,
-        accept: Option<Encoding>,
-        revalidating: bool,
-    ) -> Self {
+    pub(crate) fn new(inner: F, shared: Arc<Shared>, info: RequestInfo) -> Self {
         Self {
             inner,
             shared,
-            head,
-            accept,
-            revalidating,
+            info,
         }
     }
 }
@@ -64,11 +64,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
-        let mut res = respond(this.shared, *this.head, *this.accept, res);
-        if *this.revalidating && res.status() == StatusCode::NOT_MODIFIED {
+        let info = *this.info;
+        let mut res = respond(this.shared, info, res);
+        if info.revalidating && res.status() == StatusCode::NOT_MODIFIED {
             // The service matched the validator of the coded representation: the `304` speaks
             // for that representation, so it carries its validator and `Vary`.
-            let coding = this.accept.unwrap_or(Encoding::Identity);
+            let coding = info.accept.unwrap_or(Encoding::Identity);
             let h = res.headers_mut();
             if let Some(tag) = h
                 .get(ETAG)
@@ -89,10 +90,10 @@ static ACCEPT_ENCODING_VALUE: HeaderValue = HeaderValue::from_static("accept-enc
 /// Applies the rules to one response.
 fn respond<B: Body>(
     shared: &Arc<Shared>,
-    head: bool,
-    accept: Option<Encoding>,
+    info: RequestInfo,
     res: Response<B>,
 ) -> Response<CompressionBody<B>> {
+    let RequestInfo { head, accept, .. } = info;
     let (mut parts, body) = res.into_parts();
     let size = body
         .size_hint()
@@ -136,7 +137,8 @@ fn respond<B: Body>(
 
     let (encoding, decision, codec) = match (skip, accept.and_then(Algorithm::from_encoding)) {
         (None, Some(algorithm)) => {
-            let (rung, decision) = shared.choose(algorithm, if sse { None } else { size });
+            let (rung, decision) =
+                shared.choose(algorithm, if sse { None } else { size }, info.essential);
             match rung {
                 None => (Encoding::Identity, decision, None),
                 Some(rung) => {

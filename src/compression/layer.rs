@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) reuse: bool,
     pub(crate) event_streams: EventStreams,
     pub(crate) predicate: Box<dyn Predicate>,
+    /// Requests that keep compression (at the fast level) when saturated.
+    pub(crate) essential: Option<Box<EssentialFn>>,
     pub(crate) load: Load,
     /// By `Encoding` order: zstd, br, gzip, deflate, identity.
     pub(crate) counters: [EncodingCounters; 5],
@@ -115,11 +117,13 @@ impl Shared {
         &self,
         algorithm: Algorithm,
         size: Option<u64>,
+        essential: bool,
     ) -> (Option<Rung>, Decision) {
         if !self.adaptive {
             return (Some(Rung::Normal), Decision::Normal);
         }
         match self.load.tier() {
+            Tier::Saturated if essential => (Some(Rung::Fast), Decision::Busy),
             Tier::Saturated => (None, Decision::Saturated),
             Tier::Busy => (Some(Rung::Fast), Decision::Busy),
             tier => {
@@ -137,6 +141,9 @@ impl Shared {
         }
     }
 }
+
+/// Says whether a request is essential: see [`AdaptiveCompressionBuilder::essential`].
+pub(crate) type EssentialFn = dyn Fn(&http::request::Parts) -> bool + Send + Sync;
 
 fn encoding_index(e: Encoding) -> usize {
     match e {
@@ -182,6 +189,7 @@ pub struct AdaptiveCompressionBuilder {
     reuse: bool,
     event_streams: EventStreams,
     predicate: Box<dyn Predicate>,
+    essential: Option<Box<EssentialFn>>,
     cpu_budget: f64,
     load_interval: Duration,
     max_in_flight: Option<usize>,
@@ -236,6 +244,7 @@ impl Default for AdaptiveCompressionBuilder {
             reuse: true,
             event_streams: EventStreams::FlushEachEvent,
             predicate: Box::new(DefaultPredicate::new()),
+            essential: None,
             cpu_budget: 0.5,
             load_interval: Duration::from_millis(250),
             max_in_flight: None,
@@ -306,6 +315,17 @@ impl AdaptiveCompressionBuilder {
     /// whatever the predicate says.
     pub fn compress_when<P: Predicate>(mut self, predicate: P) -> Self {
         self.predicate = Box::new(predicate);
+        self
+    }
+
+    /// Requests whose responses stay compressed, at the fast level, when compression is
+    /// saturated; the others (by default all) go uncompressed then. For example the
+    /// high-priority traffic: `.essential(|req| req.headers.get("x-priority").is_some_and(|p| p == "critical"))`.
+    pub fn essential<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.essential = Some(Box::new(f));
         self
     }
 
@@ -410,6 +430,7 @@ impl AdaptiveCompressionBuilder {
             reuse: self.reuse,
             event_streams: self.event_streams,
             predicate: self.predicate,
+            essential: self.essential,
             load: Load::new(
                 self.load_interval,
                 cores as f64 * self.cpu_budget,

@@ -6,7 +6,7 @@ use http::{HeaderValue, Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use super::future::{RequestInfo, ResponseFuture};
 use super::layer::Shared;
 use crate::util::accept_encoding::{negotiate, Encoding};
 use crate::BoxError;
@@ -66,12 +66,24 @@ where
             Some(e) if e != Encoding::Identity => strip_etag_suffix(req.headers_mut(), e),
             _ => false,
         };
+        let essential = match &self.shared.essential {
+            Some(f) => {
+                let (parts, body) = req.into_parts();
+                let essential = f(&parts);
+                req = Request::from_parts(parts, body);
+                essential
+            }
+            None => false,
+        };
         ResponseFuture::new(
             self.inner.call(req),
             self.shared.clone(),
-            head,
-            accept,
-            revalidating,
+            RequestInfo {
+                head,
+                accept,
+                revalidating,
+                essential,
+            },
         )
     }
 }
