@@ -354,6 +354,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decision_indices_follow_all() {
+        for (i, d) in Decision::ALL.into_iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+    }
+
+    #[test]
     fn hysteresis() {
         use Tier::*;
         assert_eq!(next_tier(Normal, 0.3), Normal);
