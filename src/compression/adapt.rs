@@ -200,6 +200,12 @@ pub(crate) struct Load {
     busy_ns: AtomicU64,
     /// `busy_ns` when the current interval started.
     busy_at_eval: AtomicU64,
+    /// Estimated encoder nanoseconds of the responses sent uncompressed because of saturation
+    /// (their length times the fast level's cost): the demand that shedding hides, so that a
+    /// saturated layer does not read its own quiet as a fall in load.
+    shed_ns: AtomicU64,
+    /// `shed_ns` when the current interval started.
+    shed_at_eval: AtomicU64,
     /// When the current interval started, in ns since `base`.
     last_eval: AtomicU64,
     /// The current tier (`Tier as u8`).
@@ -225,6 +231,8 @@ impl Load {
             max_in_flight,
             busy_ns: AtomicU64::new(0),
             busy_at_eval: AtomicU64::new(0),
+            shed_ns: AtomicU64::new(0),
+            shed_at_eval: AtomicU64::new(0),
             last_eval: AtomicU64::new(0),
             tier: AtomicU8::new(Tier::Normal as u8),
             utilization_milli: AtomicU64::new(0),
@@ -247,14 +255,17 @@ impl Load {
         {
             let busy = self.busy_ns.load(Ordering::Relaxed);
             let before = self.busy_at_eval.swap(busy, Ordering::Relaxed);
+            let shed = self.shed_ns.load(Ordering::Relaxed);
+            let shed_before = self.shed_at_eval.swap(shed, Ordering::Relaxed);
             let elapsed = (now - last) as f64;
             let used = busy.saturating_sub(before) as f64 / (elapsed * self.budget);
+            let demand = used + shed.saturating_sub(shed_before) as f64 / (elapsed * self.budget);
             self.utilization_milli.store(
                 (used * 1000.0).min(u64::MAX as f64) as u64,
                 Ordering::Relaxed,
             );
             let cur = Tier::from_u8(self.tier.load(Ordering::Relaxed));
-            let next = next_tier(cur, used);
+            let next = next_tier(cur, demand);
             self.tier.store(next as u8, Ordering::Relaxed);
         }
         let tier = Tier::from_u8(self.tier.load(Ordering::Relaxed));
@@ -283,6 +294,23 @@ impl Load {
 
     pub(crate) fn leave(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the encoder time of the current interval is still under the budget for the time
+    /// elapsed in it: when saturated, compression goes on up to the budget, not beyond.
+    pub(crate) fn within_budget(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = now.saturating_sub(self.last_eval.load(Ordering::Relaxed)) as f64;
+        let used = self
+            .busy_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.busy_at_eval.load(Ordering::Relaxed)) as f64;
+        used < elapsed * self.budget
+    }
+
+    /// Records the estimated encoder time of a response sent uncompressed for saturation.
+    pub(crate) fn add_shed(&self, ns: u64) {
+        self.shed_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Records time spent inside an encoder.
@@ -402,6 +430,34 @@ mod tests {
         assert_eq!(load.tier(), Tier::Busy);
         load.leave();
         assert_eq!(load.tier(), Tier::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shed_demand_keeps_saturation_and_the_budget_still_admits_some() {
+        let load = Load::new(Duration::from_millis(100), 1.0, 100);
+        load.add_busy(150_000_000);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(load.tier(), Tier::Saturated);
+        // Saturated and nothing compressed, but the shed responses would have cost 90 ms:
+        // demand 0.9, over the 0.8 needed to step down.
+        load.add_shed(90_000_000);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(load.tier(), Tier::Saturated);
+        assert_eq!(load.utilization(), 0.0);
+        // Within the interval, compression is admitted while its time stays under the budget.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(load.within_budget());
+        load.add_busy(9_000_000);
+        assert!(load.within_budget());
+        load.add_busy(2_000_000);
+        assert!(!load.within_budget());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(load.within_budget());
+        // Demand gone (11 ms used, nothing shed, over 115 ms): one tier down per interval.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(load.tier(), Tier::Busy);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(load.tier(), Tier::Normal);
     }
 
     #[test]

@@ -123,8 +123,17 @@ impl Shared {
             return (Some(Rung::Normal), Decision::Normal);
         }
         match self.load.tier() {
-            Tier::Saturated if essential => (Some(Rung::Fast), Decision::Busy),
-            Tier::Saturated => (None, Decision::Saturated),
+            Tier::Saturated => {
+                if essential || self.load.within_budget() {
+                    // Up to the budget, compression goes on at the fast level.
+                    (Some(Rung::Fast), Decision::Busy)
+                } else {
+                    let bytes = size.unwrap_or(64 * 1024) as f64;
+                    self.load
+                        .add_shed((bytes * self.load.cost(algorithm, Rung::Fast)) as u64);
+                    (None, Decision::Saturated)
+                }
+            }
             Tier::Busy => (Some(Rung::Fast), Decision::Busy),
             tier => {
                 // Streams of unknown length are costed as one large chunk: they flow through

@@ -26,9 +26,12 @@
 //!   stays under the [cost cap](AdaptiveCompressionBuilder::large_body_cost) get it; under
 //!   normal load the `normal` level, or the `fast` one for a body whose cost would exceed the cap;
 //!   over three quarters of the budget, or with too many compressions in flight, the `fast`
-//!   levels; over the budget, new responses go uncompressed until load falls, except those to
-//!   [`essential`](AdaptiveCompressionBuilder::essential) requests (say, high priority), which
-//!   keep the fast level. Moving up a tier
+//!   levels; over the budget (`saturated`), responses are compressed at the fast level only
+//!   while the encoder time of the current interval stays under the budget, and the rest go
+//!   uncompressed, except those to [`essential`](AdaptiveCompressionBuilder::essential)
+//!   requests (say, high priority). The responses sent uncompressed count as demand (their
+//!   length times the fast level's cost), so a saturated layer does not read its own quiet as
+//!   a fall in load and flap back. Moving up a tier
 //!   is immediate, moving down needs the load under a lower threshold (hysteresis), one tier per
 //!   interval. The algorithm itself is never switched by load: it is what the negotiation
 //!   chose, so a cache outside that keys variants on the negotiated coding stays correct.
