@@ -1290,3 +1290,41 @@ async fn conditional_requests_with_a_coded_validator_get_304() {
     assert_eq!(status, 304);
     assert_eq!(h["etag"], "\"v1\"");
 }
+
+#[tokio::test]
+async fn compression_time_goes_into_the_request_timings() {
+    use http_body_util::BodyExt;
+    let doc = json(20_000);
+    let d = doc.clone();
+    let svc = AdaptiveCompressionLayer::new().layer(service_fn(move |_req: http::Request<()>| {
+        let d = d.clone();
+        async move {
+            let mut res = http::Response::new(http_body_util::Full::new(Bytes::from(d)));
+            res.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok::<_, Infallible>(res)
+        }
+    }));
+    let timings = tower_perf::Timings::new();
+    let mut req = http::Request::get("/")
+        .header("accept-encoding", "br")
+        .body(())
+        .unwrap();
+    req.extensions_mut().insert(timings.clone());
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert!(timings.phases().is_empty(), "recorded when the body ends");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(decode(Some("br"), &body), doc.as_bytes());
+    let phases = timings.phases();
+    assert_eq!(phases.len(), 1);
+    assert_eq!(phases[0].name(), "compression");
+    assert!(phases[0].duration() > Duration::ZERO);
+
+    // Not compressed: no phase.
+    let timings = tower_perf::Timings::new();
+    let mut req = http::Request::get("/").body(()).unwrap();
+    req.extensions_mut().insert(timings.clone());
+    let res = svc.oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert!(timings.phases().is_empty());
+}

@@ -12,6 +12,7 @@ use super::adapt::Rung;
 use super::codec::Codec;
 use super::layer::Shared;
 use super::Algorithm;
+use crate::timings::Timings;
 use crate::BoxError;
 
 /// Input fed to the encoder per step: bounds the CPU time of one poll (about 0.1-0.3 ms at the
@@ -72,6 +73,8 @@ struct Encoder {
     counted: bool,
     /// Stats recorded.
     recorded: bool,
+    /// The request's phase record: gets a `compression` phase with the encoder time.
+    timings: Option<Timings>,
 }
 
 impl Encoder {
@@ -128,6 +131,9 @@ impl Encoder {
                 .load
                 .record_cost(self.algorithm, self.rung, self.busy_ns, self.input);
         }
+        if let Some(t) = self.timings.take() {
+            t.record("compression", std::time::Duration::from_nanos(self.busy_ns));
+        }
     }
 }
 
@@ -156,10 +162,10 @@ impl<B> CompressionBody<B> {
         inner: B,
         codec: Codec,
         shared: Arc<Shared>,
-        algorithm: Algorithm,
-        rung: Rung,
+        (algorithm, rung): (Algorithm, Rung),
         sse: bool,
         size: Option<u64>,
+        timings: Option<Timings>,
     ) -> Self {
         if !sse {
             shared.load.enter();
@@ -190,6 +196,7 @@ impl<B> CompressionBody<B> {
                     busy_ns: 0,
                     counted: !sse,
                     recorded: false,
+                    timings,
                 }),
             },
         }

@@ -17,6 +17,7 @@ use super::codec::Codec;
 use super::layer::{EventStreams, Shared};
 use super::policy::is_event_stream;
 use super::Algorithm;
+use crate::timings::Timings;
 use crate::util::accept_encoding::Encoding;
 use crate::util::header::list_has_token;
 
@@ -32,7 +33,7 @@ pin_project! {
 }
 
 /// What the response side needs to know about the request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct RequestInfo {
     pub(crate) head: bool,
     /// The negotiated coding; `None` when nothing is acceptable.
@@ -41,6 +42,8 @@ pub(crate) struct RequestInfo {
     pub(crate) revalidating: bool,
     /// Keeps compression when saturated.
     pub(crate) essential: bool,
+    /// The request's phase record, if an outer layer made one: compression time goes there.
+    pub(crate) timings: Option<Timings>,
 }
 
 impl<F> ResponseFuture<F> {
@@ -64,12 +67,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx))?;
-        let info = *this.info;
+        let info = this.info;
+        let revalidating = info.revalidating;
+        let accept = info.accept;
         let mut res = respond(this.shared, info, res);
-        if info.revalidating && res.status() == StatusCode::NOT_MODIFIED {
+        if revalidating && res.status() == StatusCode::NOT_MODIFIED {
             // The service matched the validator of the coded representation: the `304` speaks
             // for that representation, so it carries its validator and `Vary`.
-            let coding = info.accept.unwrap_or(Encoding::Identity);
+            let coding = accept.unwrap_or(Encoding::Identity);
             let h = res.headers_mut();
             if let Some(tag) = h
                 .get(ETAG)
@@ -90,10 +95,10 @@ static ACCEPT_ENCODING_VALUE: HeaderValue = HeaderValue::from_static("accept-enc
 /// Applies the rules to one response.
 fn respond<B: Body>(
     shared: &Arc<Shared>,
-    info: RequestInfo,
+    info: &mut RequestInfo,
     res: Response<B>,
 ) -> Response<CompressionBody<B>> {
-    let RequestInfo { head, accept, .. } = info;
+    let (head, accept) = (info.head, info.accept);
     let (mut parts, body) = res.into_parts();
     let size = body
         .size_hint()
@@ -192,7 +197,15 @@ fn respond<B: Body>(
     {
         h.insert(ETAG, tag);
     }
-    let body = CompressionBody::compressed(body, codec, shared.clone(), algorithm, rung, sse, size);
+    let body = CompressionBody::compressed(
+        body,
+        codec,
+        shared.clone(),
+        (algorithm, rung),
+        sse,
+        size,
+        info.timings.take(),
+    );
     Response::from_parts(parts, body)
 }
 

@@ -49,6 +49,9 @@
 //!   codings never match; on the way in, `If-None-Match` tags with the suffix of the coding
 //!   negotiated for the request lose it, so the service (which knows only `"abc"`) can answer
 //!   `304`, which then carries `"abc-zstd"` and `Vary`.
+//! - **Timings**: when an outer layer put a [`Timings`](crate::Timings) record in the request
+//!   (the slow-request tracker does), the encoder time of the body is appended to it as a
+//!   `compression` phase when the body ends.
 //! - **Speed**: zstd, gzip and deflate encoders are reset and reused from a per-thread pool
 //!   instead of allocated per response; zstd is told the body length when known (smaller
 //!   tables); brotli gets a window sized to the body. Compression runs on the async workers, in

@@ -66,6 +66,7 @@ where
             Some(e) if e != Encoding::Identity => strip_etag_suffix(req.headers_mut(), e),
             _ => false,
         };
+        let timings = crate::Timings::from_request(&req).cloned();
         let essential = match &self.shared.essential {
             Some(f) => {
                 let (parts, body) = req.into_parts();
@@ -83,6 +84,7 @@ where
                 accept,
                 revalidating,
                 essential,
+                timings,
             },
         )
     }
