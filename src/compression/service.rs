@@ -177,7 +177,7 @@ mod tests {
             strip(&["\"v1-gzip\""], Encoding::Br),
             (false, vec!["\"v1-gzip\"".into()])
         );
-        assert_eq!(strip(&["\"v1-gzipx\"", "*"], Encoding::Gzip).0, false);
+        assert!(!strip(&["\"v1-gzipx\"", "*"], Encoding::Gzip).0);
         assert_eq!(strip(&[], Encoding::Zstd), (false, vec![]));
     }
 
