@@ -111,8 +111,13 @@ impl Encoder {
     }
 
     fn take_out(&mut self) -> Bytes {
-        let out = std::mem::replace(&mut self.out, Vec::with_capacity(self.out_capacity));
-        Bytes::from(out)
+        // After the last frame nothing more is written: no fresh buffer.
+        let next = if self.finished {
+            Vec::new()
+        } else {
+            Vec::with_capacity(self.out_capacity)
+        };
+        Bytes::from(std::mem::replace(&mut self.out, next))
     }
 
     /// Stats, once: at the end, or when the body is dropped early.

@@ -13,9 +13,19 @@ use std::io;
 
 use super::Algorithm;
 
-/// Output is written into spare capacity of the output `Vec`; at least this much is reserved
-/// before each call into a codec.
+/// Output is written into spare capacity of the output `Vec`; when less than [`LOW_SPARE`] is
+/// left before a call into a codec, this much more is reserved (codecs write what fits and are
+/// called again, so a small spare is never an error, only more calls).
 const MIN_SPARE: usize = 4 * 1024;
+const LOW_SPARE: usize = 512;
+
+/// Makes room in `out` for the next codec call, growing it only when little is left: the
+/// body sizes `out` for the whole output of a small body, and this keeps that one allocation.
+fn ensure_spare(out: &mut Vec<u8>) {
+    if out.capacity() - out.len() < LOW_SPARE {
+        out.reserve(MIN_SPARE);
+    }
+}
 
 /// Encoders kept per thread and per algorithm for reuse.
 const POOL_PER_THREAD: usize = 2;
@@ -170,7 +180,7 @@ impl Codec {
                 use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
                 let mut inb = InBuffer::around(input);
                 while inb.pos() < input.len() {
-                    out.reserve(MIN_SPARE);
+                    ensure_spare(out);
                     let pos = out.len();
                     let mut outb = OutBuffer::around_pos(out, pos);
                     e.run(&mut inb, &mut outb)?;
@@ -204,7 +214,7 @@ impl Codec {
             Codec::Zstd(e) => {
                 use zstd::stream::raw::{Operation, OutBuffer};
                 loop {
-                    out.reserve(MIN_SPARE);
+                    ensure_spare(out);
                     let pos = out.len();
                     let mut outb = OutBuffer::around_pos(out, pos);
                     if e.flush(&mut outb)? == 0 {
@@ -238,7 +248,7 @@ impl Codec {
             Codec::Zstd(e) => {
                 use zstd::stream::raw::{Operation, OutBuffer};
                 loop {
-                    out.reserve(MIN_SPARE);
+                    ensure_spare(out);
                     let pos = out.len();
                     let mut outb = OutBuffer::around_pos(out, pos);
                     if e.finish(&mut outb, true)? == 0 {
@@ -288,7 +298,7 @@ fn flate(
 ) -> io::Result<()> {
     use flate2::{FlushCompress, Status};
     loop {
-        out.reserve(MIN_SPARE);
+        ensure_spare(out);
         let before_in = c.total_in();
         let before_len = out.len();
         let status = c.compress_vec(input, out, flush).map_err(other)?;
