@@ -14,6 +14,9 @@
 //! - the [`RateLimitLayer`], per client on `/api/*` (100 requests/s, burst 200): past the quota,
 //!   `429` with `Retry-After` and the `RateLimit-Policy` / `RateLimit` headers, which also come
 //!   on allowed responses;
+//! - the [`AdaptiveCompressionLayer`], inside the cache (which stores each encoded variant, so
+//!   a hit costs no compression): zstd, br, gzip or deflate by `Accept-Encoding`, levels that
+//!   follow the load, and the CSV export compressed as it streams (`curl --compressed`);
 //! - the [`CircuitBreakerLayer`], one breaker per route: make the payment provider fail
 //!   (`PUT /admin/payments/fault` with `{"failure_rate": 1.0}`) and after 10 calls its route
 //!   answers `503` + `Retry-After` at once, while every other route is unaffected; it probes the
@@ -98,6 +101,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_perf::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
+use tower_perf::compression::{AdaptiveCompressionLayer, CompressionHandle};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
@@ -408,8 +412,8 @@ struct Layers {
     rate_limit: RateLimitLayer, // per client on /api/*: 100 req/s, burst 200
     cache: ResponseCacheLayer,  // memory tier, and the Redis tier when REDIS_URL is set
     // queue: PriorityQueueLayer,         // x-priority header, else by route
-    // compression: AdaptiveCompressionLayer,
-    breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
+    compression: AdaptiveCompressionLayer, // zstd/br/gzip/deflate, levels follow the load
+    breaker: CircuitBreakerLayer,          // keyed per route; guards the payment provider
 }
 
 impl Layers {
@@ -465,10 +469,14 @@ impl Layers {
         let rate_limit = rate_limit
             .build()
             .map_err(|e| format!("rate limiter: {e}"))?;
+        // Defaults: zstd, br, gzip, deflate by preference; levels adapt to the CPU time spent
+        // compressing (budget: half the cores); the export streams compressed.
+        let compression = AdaptiveCompressionLayer::new();
         Ok(Self {
             slow,
             rate_limit,
             cache,
+            compression,
             breaker,
         })
     }
@@ -480,6 +488,7 @@ impl Layers {
             cache: self.cache.handle(),
             breakers: self.breaker.handle(),
             rate_limit: self.rate_limit.handle(),
+            compression: self.compression.handle(),
         }
     }
 }
@@ -491,6 +500,7 @@ struct Handles {
     cache: CacheHandle,
     breakers: CircuitBreakerHandle,
     rate_limit: RateLimitHandle,
+    compression: CompressionHandle,
     // queue: PriorityQueueHandle,
     // rate_limit: RateLimitHandle,
 }
@@ -504,6 +514,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
         slow,
         rate_limit,
         cache,
+        compression,
         breaker,
     } = layers;
     router.layer(
@@ -525,7 +536,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 4. Priority queue: admission control over the work that costs something.
             //    .layer(queue)
             // 5. Adaptive compression: inside admission, inside the cache.
-            //    .layer(compression)
+            .layer(compression)
             // 6. Circuit breaker: guards the handlers and the payment provider; an open breaker's
             //    503 carries `Rejected`, which the cache above turns into a stale hit if it can.
             .layer(breaker)
@@ -1666,6 +1677,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         // "queue": layers.queue.snapshot(),
         // Allowed, limited and bypassed requests; clients tracked.
         "rate_limiter": layers.rate_limit.stats(),
+        // Load tier, level and reason per coding, bytes in/out, measured ns per byte.
+        "compression": layers.compression.snapshot(),
     }))
     .into_response()
 }

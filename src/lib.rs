@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`slow`] | [`SlowRequestLayer`](slow::SlowRequestLayer) | per-route latency percentiles, a log of slow requests with their phase breakdown, `Server-Timing`, metrics |
 //! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics, in memory (the shared Redis tier is planned) |
-//! | `compression` | `AdaptiveCompressionLayer` | *(planned)* zstd / br / gzip / deflate, with the level chosen per response from its size and the load |
+//! | [`compression`] | [`AdaptiveCompressionLayer`](compression::AdaptiveCompressionLayer) | zstd / br / gzip / deflate, with the level chosen per response from its size and the load; streaming, SSE flushed per event, encoders reused |
 //! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
 //! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process, `429` + `Retry-After` + `RateLimit-*` (the Redis-shared mode is planned) |
@@ -72,6 +72,8 @@
 //!
 //! - `axum` (default): read the route from axum's `MatchedPath`.
 //! - `tower-http` (default): read tower-http's `RequestId` extension.
+//! - `compression-zstd`, `compression-br`, `compression-gzip`, `compression-deflate` (all
+//!   default): the content codings of [`compression`]; the module exists when any is on.
 //! - `full`: everything.
 //!
 //! # Minimum supported Rust version
@@ -87,6 +89,13 @@
 
 pub mod breaker;
 pub mod cache;
+#[cfg(any(
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+))]
+pub mod compression;
 mod error;
 pub mod metrics;
 pub mod rate_limit;

@@ -61,6 +61,16 @@ pub mod names {
     /// Counter: entries removed from the memory tier. Label: `cause` (`expired`, `size`,
     /// `explicit`, `replaced`).
     pub const CACHE_EVICTIONS_TOTAL: &str = "tower_perf_cache_evictions_total";
+    /// Counter: responses seen by the compression layer. Labels: `encoding` (`zstd`, `br`,
+    /// `gzip`, `deflate`, `identity`: the coding sent), `decision` (why: `idle`, `normal`,
+    /// `busy`, `large_body` for compressed ones; `saturated`, `identity`, `too_small`,
+    /// `content_type`, `already_encoded`, `partial`, `no_transform`, `head`, `status`,
+    /// `event_stream`, `not_acceptable` for the others).
+    pub const COMPRESSION_RESPONSES_TOTAL: &str = "tower_perf_compression_responses_total";
+    /// Counter: body bytes given to an encoder. Label: `encoding`.
+    pub const COMPRESSION_INPUT_BYTES_TOTAL: &str = "tower_perf_compression_input_bytes_total";
+    /// Counter: compressed body bytes produced. Label: `encoding`.
+    pub const COMPRESSION_OUTPUT_BYTES_TOTAL: &str = "tower_perf_compression_output_bytes_total";
     /// Gauge: 1 for the state a circuit breaker is in, 0 for the others. Labels: `breaker`,
     /// `state` (`closed`, `open`, `half_open`).
     pub const CIRCUIT_BREAKER_STATE: &str = "tower_perf_circuit_breaker_state";
@@ -102,8 +112,12 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// What became of a call through a circuit breaker: `success`, `failure`, `slow`, `rejected`.
     pub const RESULT: &str = "result";
-    /// What the rate limiter decided: `allowed`, `limited`, `bypassed`.
+    /// What the rate limiter decided: `allowed`, `limited`, `bypassed`; what the compression
+    /// layer decided for a response (see
+    /// [`COMPRESSION_RESPONSES_TOTAL`](super::names::COMPRESSION_RESPONSES_TOTAL)).
     pub const DECISION: &str = "decision";
     /// Who made a decision of the rate limiter's shared mode: `redis`, or the `fallback`.
     pub const DECIDED_BY: &str = "decided_by";
+    /// The content coding of a compressed response, or `identity`.
+    pub const ENCODING: &str = "encoding";
 }

@@ -18,6 +18,7 @@ use common::{client, serve, settle};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower_perf::breaker::CircuitBreakerLayer;
 use tower_perf::cache::ResponseCacheLayer;
+use tower_perf::compression::AdaptiveCompressionLayer;
 use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::rate_limit::{Quota, RateLimitLayer};
 use tower_perf::slow::SlowRequestLayer;
@@ -54,7 +55,23 @@ async fn prometheus_text_is_stable() {
             "/cached",
             get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
         )
+        .route(
+            "/doc",
+            get(|| async {
+                (
+                    [("content-type", "application/json")],
+                    format!("[{}]", "{\"id\":1,\"city\":\"Lisbon\"},".repeat(100)),
+                )
+            }),
+        )
         .layer(CircuitBreakerLayer::new())
+        // Fixed levels: the byte counters must not depend on the machine's load.
+        .layer(
+            AdaptiveCompressionLayer::builder()
+                .adaptive(false)
+                .build()
+                .unwrap(),
+        )
         .layer(cache)
         .layer(RateLimitLayer::new(Quota::per_second(1000)).unwrap())
         .layer(tracker);
@@ -79,6 +96,17 @@ async fn prometheus_text_is_stable() {
             .await
             .unwrap()
             .text()
+            .await
+            .unwrap();
+    }
+    for accept in ["gzip", "br, zstd", ""] {
+        client
+            .get(format!("http://{addr}/doc"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
             .await
             .unwrap();
     }

@@ -71,6 +71,50 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Whether any line of the comma-separated list field `name` has a member whose leading token
+/// is `token` (ASCII case-insensitive): `no-transform` in `Cache-Control`, `accept-encoding` or
+/// `*` in `Vary`. Parameters and quoted strings after the token are skipped; malformed members
+/// never match and never hide the members after them.
+#[cfg_attr(
+    not(any(
+        feature = "compression-zstd",
+        feature = "compression-br",
+        feature = "compression-gzip",
+        feature = "compression-deflate"
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn list_has_token(
+    headers: &http::HeaderMap,
+    name: http::HeaderName,
+    token: &[u8],
+) -> bool {
+    headers.get_all(name).iter().any(|line| {
+        let mut c = Cursor::new(line.as_bytes());
+        loop {
+            while matches!(c.peek(), Some(b' ' | b'\t' | b',')) {
+                c.pos += 1;
+            }
+            if c.peek().is_none() {
+                return false;
+            }
+            let start = c.pos;
+            let t = if c.peek() == Some(b'*') {
+                c.pos += 1;
+                &c.bytes[start..c.pos]
+            } else {
+                c.token()
+            };
+            c.skip_ows();
+            let ends = matches!(c.peek(), None | Some(b',' | b'=' | b';'));
+            if ends && t.eq_ignore_ascii_case(token) {
+                return true;
+            }
+            c.skip_member();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +136,31 @@ mod tests {
         let mut c = Cursor::new(br#"x="a,\"b", y"#);
         c.skip_member();
         assert_eq!(&c.bytes[c.pos..], b", y");
+    }
+
+    #[test]
+    fn list_tokens() {
+        use http::header::{CACHE_CONTROL, VARY};
+        let mut h = http::HeaderMap::new();
+        assert!(!list_has_token(&h, VARY, b"accept-encoding"));
+        h.append(VARY, "Origin,  Accept-Encoding ".parse().unwrap());
+        assert!(list_has_token(&h, VARY, b"accept-encoding"));
+        assert!(!list_has_token(&h, VARY, b"*"));
+        h.append(VARY, "*".parse().unwrap());
+        assert!(list_has_token(&h, VARY, b"*"));
+        h.insert(
+            CACHE_CONTROL,
+            r#"private="no-transform, x", max-age=3"#.parse().unwrap(),
+        );
+        assert!(!list_has_token(&h, CACHE_CONTROL, b"no-transform"));
+        h.append(CACHE_CONTROL, "max-age=3 ,No-Transform".parse().unwrap());
+        assert!(list_has_token(&h, CACHE_CONTROL, b"no-transform"));
+        h.insert(
+            CACHE_CONTROL,
+            "no-transformx, @@no-transform, no-transform junk"
+                .parse()
+                .unwrap(),
+        );
+        assert!(!list_has_token(&h, CACHE_CONTROL, b"no-transform"));
     }
 }
