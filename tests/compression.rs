@@ -1328,3 +1328,79 @@ async fn compression_time_goes_into_the_request_timings() {
     res.into_body().collect().await.unwrap();
     assert!(timings.phases().is_empty());
 }
+
+/// With `recompress_hot`, an entry stored at the compression layer's fast level is encoded
+/// again at the best level after enough hits; later hits carry fewer bytes that decode to the
+/// same document, with a weak validator. Real time: the work runs on the blocking pool.
+#[tokio::test]
+async fn hot_cache_entries_are_recompressed_at_the_best_level() {
+    let doc = json(60_000);
+    let cache = ResponseCacheLayer::builder()
+        .recompress_hot(3)
+        .build()
+        .unwrap();
+    let handle = cache.handle();
+    let doc2 = doc.clone();
+    let app = Router::new()
+        .route(
+            "/hot",
+            get(move || {
+                let body = doc2.clone();
+                async move {
+                    (
+                        [
+                            ("content-type", "application/json"),
+                            ("cache-control", "public, max-age=600"),
+                            ("etag", "\"v1\""),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        )
+        .layer(AdaptiveCompressionLayer::new())
+        .layer(cache);
+    let base = format!("http://{}", serve(app).await);
+    let url = format!("{base}/hot");
+
+    let (_, first_headers, first) = fetch(&url, Some("br")).await;
+    assert_eq!(coding(&first_headers), Some("br"));
+    for _ in 0..3 {
+        let (_, h, b) = fetch(&url, Some("br")).await;
+        assert_eq!(
+            b, first,
+            "hits before the recompression are the stored bytes"
+        );
+        assert_eq!(h.get("etag").unwrap(), first_headers.get("etag").unwrap());
+    }
+    let start = std::time::Instant::now();
+    while handle.stats().recompressed == 0 && start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.recompressed, 1, "{stats:?}");
+
+    let (status, headers, better) = fetch(&url, Some("br")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(coding(&headers), Some("br"));
+    assert!(
+        better.len() < first.len(),
+        "best level: {} bytes, fast level: {}",
+        better.len(),
+        first.len()
+    );
+    assert_eq!(decode(Some("br"), &better), doc.as_bytes());
+    assert_eq!(
+        stats.recompress_saved_bytes,
+        (first.len() - better.len()) as u64
+    );
+    assert_eq!(
+        headers.get("content-length").unwrap().to_str().unwrap(),
+        better.len().to_string()
+    );
+    let etag = headers.get("etag").unwrap().to_str().unwrap();
+    assert!(
+        etag.starts_with("W/"),
+        "weak validator on other bytes: {etag}"
+    );
+}

@@ -207,6 +207,7 @@ pub(crate) fn decode(value: Bytes, generation: u64) -> Option<Decoded> {
             tags: tags.into_boxed_slice(),
             generation,
             fleet_generation,
+            hits: Default::default(),
         },
         stored_at,
     })
@@ -239,6 +240,7 @@ mod tests {
             tags: vec![Arc::from("items"), Arc::from("page-2")].into_boxed_slice(),
             generation: 0,
             fleet_generation: 42,
+            hits: Default::default(),
         }
     }
 

@@ -63,6 +63,11 @@ pub struct CacheStats {
     pub evicted_explicit: u64,
     /// Entries replaced by a newer response for the same URL and variant.
     pub evicted_replaced: u64,
+    /// Hot entries recompressed at the highest level ([`ResponseCacheBuilder::recompress_hot`]
+    /// with a compression feature).
+    pub recompressed: u64,
+    /// Bytes the recompressions saved per hit, summed over the recompressed entries.
+    pub recompress_saved_bytes: u64,
     /// The Redis tier's counters, when there is one.
     #[cfg(feature = "redis")]
     pub redis: Option<RedisTierStats>,
@@ -208,6 +213,9 @@ pub(crate) struct Shared {
     pub(crate) coalesce: bool,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) counters: Counters,
+    /// Recompression of hot entries, when configured.
+    #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+    pub(crate) recompress: Option<super::recompress::Recompress>,
     /// The shared tier, when configured.
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<Arc<super::redis_tier::RedisTier>>,
@@ -336,6 +344,8 @@ pub struct ResponseCacheBuilder {
     key_fn: Option<Arc<KeyFn>>,
     #[cfg(feature = "redis")]
     redis: Option<(crate::redis::RedisLink, u64)>,
+    #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+    recompress_hot: Option<u32>,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -360,6 +370,8 @@ impl Default for ResponseCacheBuilder {
             key_fn: None,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+            recompress_hot: None,
         }
     }
 }
@@ -513,6 +525,28 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Recompresses hot entries in the background: a stored `br` or `zstd` response (from the
+    /// [compression layer](crate::compression) inside the cache, at a level chosen for speed)
+    /// that has served `after_hits` fresh hits is decoded and encoded again at the highest level
+    /// (Brotli 11, zstd 19) on the blocking pool, at most two at a time, and replaces the
+    /// stored copy when smaller. Later hits send fewer bytes at no request-time cost. A strong
+    /// `ETag` becomes weak on the new copy (other bytes, same content). Off by default.
+    ///
+    /// ```
+    /// use tower_perf::cache::ResponseCacheLayer;
+    ///
+    /// let cache = ResponseCacheLayer::builder()
+    ///     .recompress_hot(100)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = cache;
+    /// ```
+    #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+    pub fn recompress_hot(mut self, after_hits: u32) -> Self {
+        self.recompress_hot = Some(after_hits);
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<ResponseCacheLayer, ConfigError> {
         if self.max_bytes < 1024 {
@@ -575,6 +609,13 @@ impl ResponseCacheBuilder {
                 "timeout must be greater than zero",
             ));
         }
+        #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+        if self.recompress_hot == Some(0) {
+            return Err(ConfigError::new(
+                "recompress_hot",
+                "the number of hits must be at least 1",
+            ));
+        }
         describe_metrics();
         let name = self.name;
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
@@ -601,6 +642,8 @@ impl ResponseCacheBuilder {
             coalesce: self.coalesce,
             coalesce_timeout: self.coalesce_timeout,
             counters: Counters::default(),
+            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+            recompress: self.recompress_hot.map(super::recompress::Recompress::new),
             #[cfg(feature = "redis")]
             redis: self.redis.map(|(link, seed)| {
                 Arc::new(super::redis_tier::RedisTier::new(
@@ -876,6 +919,20 @@ impl CacheHandle {
             evicted_size: ev.size.load(Ordering::Relaxed),
             evicted_explicit: ev.explicit.load(Ordering::Relaxed),
             evicted_replaced: ev.replaced.load(Ordering::Relaxed),
+            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+            recompressed: s
+                .recompress
+                .as_ref()
+                .map_or(0, |r| r.done.load(Ordering::Relaxed)),
+            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+            recompress_saved_bytes: s
+                .recompress
+                .as_ref()
+                .map_or(0, |r| r.saved_bytes.load(Ordering::Relaxed)),
+            #[cfg(not(any(feature = "compression-br", feature = "compression-zstd")))]
+            recompressed: 0,
+            #[cfg(not(any(feature = "compression-br", feature = "compression-zstd")))]
+            recompress_saved_bytes: 0,
             #[cfg(feature = "redis")]
             redis: s.redis.as_ref().map(|t| t.stats()),
         }

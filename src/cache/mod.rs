@@ -108,6 +108,8 @@ mod key;
 mod layer;
 mod policy;
 mod purge;
+#[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+mod recompress;
 #[cfg(feature = "redis")]
 mod redis_tier;
 mod service;

@@ -177,6 +177,10 @@ where
         let (parts, _) = clone_request_head(req).into_parts();
         refresh_in_background(shared, svc, entry.clone(), primary, &parts);
     }
+    #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+    if served.outcome == CacheOutcome::Hit {
+        super::recompress::on_hit(shared, primary, &entry, req.headers());
+    }
     let head_only = req.method() == Method::HEAD;
     Some(serve(
         shared,
@@ -1017,6 +1021,7 @@ where
         tags,
         generation: stamp.local,
         fleet_generation: stamp.fleet,
+        hits: Default::default(),
     };
     let job = StoreJob::new(shared.clone(), key, entry, waiters, shared.max_entry_bytes);
     res.map(|b| CacheBody::storing(b, job))
@@ -1070,6 +1075,7 @@ fn refreshed_entry(
         tags: entry.tags.clone(),
         generation: stamp.local,
         fleet_generation: stamp.fleet,
+        hits: Default::default(),
     })
 }
 

@@ -56,6 +56,12 @@ pub(crate) struct Entry {
     /// without a Redis tier.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fleet_generation: u64,
+    /// Fresh hits served from it, counted only when hot entries are recompressed.
+    #[cfg_attr(
+        not(any(feature = "compression-br", feature = "compression-zstd")),
+        allow(dead_code)
+    )]
+    pub(crate) hits: std::sync::atomic::AtomicU32,
 }
 
 impl Entry {

@@ -17,10 +17,26 @@ use super::Algorithm;
 /// left before a call into a codec, this much more is reserved (codecs write what fits and are
 /// called again, so a small spare is never an error, only more calls).
 const MIN_SPARE: usize = 4 * 1024;
+#[cfg_attr(
+    not(any(
+        feature = "compression-zstd",
+        feature = "compression-gzip",
+        feature = "compression-deflate"
+    )),
+    allow(dead_code)
+)]
 const LOW_SPARE: usize = 512;
 
 /// Makes room in `out` for the next codec call, growing it only when little is left: the
 /// body sizes `out` for the whole output of a small body, and this keeps that one allocation.
+#[cfg_attr(
+    not(any(
+        feature = "compression-zstd",
+        feature = "compression-gzip",
+        feature = "compression-deflate"
+    )),
+    allow(dead_code)
+)]
 fn ensure_spare(out: &mut Vec<u8>) {
     if out.capacity() - out.len() < LOW_SPARE {
         out.reserve(MIN_SPARE);
