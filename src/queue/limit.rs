@@ -156,8 +156,9 @@ impl AdaptiveLimit {
     }
 }
 
-/// Samples per no-load window of the gradient algorithm: the no-load latency is the lowest of
-/// this window and the one before, so it can rise again when the service gets slower for good.
+/// Light-load samples per no-load window of the gradient algorithm: the no-load latency is the
+/// lowest of this window and the one before, so it can rise again when the service gets slower
+/// for good (the limit then shrinks until requests stop queueing, and those samples teach it).
 const NOLOAD_WINDOW: u32 = 500;
 
 /// The limit in force, and what the adaptive algorithms remember. Lives under the queue's lock.
@@ -165,9 +166,13 @@ const NOLOAD_WINDOW: u32 = 500;
 pub(crate) struct Limiter {
     adaptive: Option<AdaptiveLimit>,
     limit: f64,
-    // Gradient: smoothed latency (seconds), and the lowest latency of this and the previous
-    // window of samples.
-    short: f64,
+    // Gradient: the current batch of samples (sum of latencies in seconds, count, highest
+    // in-flight count), the lowest latency ever, and the lowest light-load latency of this and
+    // the previous window of samples.
+    batch_sum: f64,
+    batch_n: u32,
+    batch_in_flight: usize,
+    floor: f64,
     win_min: f64,
     prev_min: f64,
     win_samples: u32,
@@ -180,7 +185,10 @@ impl Limiter {
         Self {
             adaptive: None,
             limit: limit as f64,
-            short: 0.0,
+            batch_sum: 0.0,
+            batch_n: 0,
+            batch_in_flight: 0,
+            floor: f64::INFINITY,
             win_min: f64::INFINITY,
             prev_min: f64::INFINITY,
             win_samples: 0,
@@ -210,23 +218,38 @@ impl Limiter {
         let rtt_s = rtt.as_secs_f64().max(1e-6);
         match cfg.algo {
             Algo::Gradient { tolerance } => {
-                self.short = if self.short == 0.0 {
-                    rtt_s
-                } else {
-                    self.short * 0.9 + rtt_s * 0.1
-                };
-                self.win_min = self.win_min.min(rtt_s);
-                self.win_samples += 1;
-                if self.win_samples >= NOLOAD_WINDOW {
-                    self.prev_min = self.win_min;
-                    self.win_min = f64::INFINITY;
-                    self.win_samples = 0;
+                // The no-load latency is learned from requests that did not queue inside the
+                // service (at most half the limit in flight): under saturation every sample is
+                // inflated, and learning from them would ratchet the limit up for ever.
+                self.floor = self.floor.min(rtt_s);
+                if in_flight <= 1 || (in_flight as f64) * 2.0 <= self.limit {
+                    self.win_min = self.win_min.min(rtt_s);
+                    self.win_samples += 1;
+                    if self.win_samples >= NOLOAD_WINDOW {
+                        self.prev_min = self.win_min;
+                        self.win_min = f64::INFINITY;
+                        self.win_samples = 0;
+                    }
                 }
-                let no_load = self.win_min.min(self.prev_min);
-                let gradient = (tolerance * no_load / self.short).clamp(0.5, 1.0);
+                let light = self.win_min.min(self.prev_min);
+                let no_load = if light.is_finite() { light } else { self.floor };
+                // One step per batch of about `limit` samples (one round trip's worth at
+                // saturation): stepping on every sample would overreact to noise.
+                self.batch_sum += rtt_s;
+                self.batch_n += 1;
+                self.batch_in_flight = self.batch_in_flight.max(in_flight);
+                if f64::from(self.batch_n) < self.limit.max(1.0) {
+                    return false;
+                }
+                let rtt_avg = self.batch_sum / f64::from(self.batch_n);
+                let peak = self.batch_in_flight;
+                self.batch_sum = 0.0;
+                self.batch_n = 0;
+                self.batch_in_flight = 0;
+                let gradient = (tolerance * no_load / rtt_avg).clamp(0.5, 1.0);
                 // A limit the traffic does not use says nothing about the service: do not
                 // grow it on requests that never queued.
-                if gradient >= 1.0 && (in_flight as f64) < self.limit / 2.0 {
+                if gradient >= 1.0 && (peak as f64) < self.limit / 2.0 {
                     return false;
                 }
                 let target = self.limit * gradient + self.limit.sqrt();
@@ -266,6 +289,11 @@ mod tests {
     fn run(limiter: &mut Limiter, capacity: usize, rounds: usize) -> (usize, usize) {
         let base = Duration::from_millis(5);
         let mut now = Instant::now();
+        // Traffic starts light: one request at a time, as when a server comes up.
+        for _ in 0..100 {
+            now += base;
+            limiter.update(base, 1, now);
+        }
         let (mut lo, mut hi) = (usize::MAX, 0);
         for i in 0..rounds {
             let in_flight = limiter.current();

@@ -397,7 +397,7 @@ impl Shared {
         let first = (0..CLASSES).find(|&c| !inner.queues[c].is_empty())?;
         let every = self.settings.share_every;
         let starved = (first + 1..CLASSES)
-            .filter(|&c| every > 0 && !inner.queues[c].is_empty() && inner.skipped[c] >= every)
+            .filter(|&c| every > 0 && !inner.queues[c].is_empty() && inner.skipped[c] + 1 >= every)
             .max_by_key(|&c| inner.skipped[c]);
         let chosen = starved.unwrap_or(first);
         for c in 0..CLASSES {
@@ -429,6 +429,11 @@ impl Shared {
             } else {
                 self.count(inner, c, QueueResult::Canceled, waited, now);
             }
+        }
+        if inner.queued == 0 {
+            // An empty queue has no standing delay.
+            inner.above_since = None;
+            inner.overloaded = false;
         }
     }
 
