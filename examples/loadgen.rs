@@ -75,7 +75,9 @@ fn parse_args() -> Result<(load::Config, bool), String> {
             "--timeout" => cfg.timeout = parse_duration(&value()?)?,
             "--mix" => cfg.mix = parse_mix(&value()?)?,
             "--max-in-flight" => {
-                cfg.max_in_flight = value()?.parse().map_err(|_| "bad max-in-flight".to_string())?
+                cfg.max_in_flight = value()?
+                    .parse()
+                    .map_err(|_| "bad max-in-flight".to_string())?
             }
             "--json" => json = true,
             "-h" | "--help" => {

@@ -81,9 +81,35 @@ fn queue_builder() -> tower_perf::queue::PriorityQueueBuilder {
 
 fn app(setup: Setup, b: Backend, pool: usize) -> Router {
     let r = Router::new().route("/work", get(work)).with_state(b);
+    let queue = |layer: PriorityQueueLayer| {
+        let h = layer.handle();
+        // The layer's own view: queue waits per class and the limit, once a second.
+        if std::env::var_os("QX_VERBOSE").is_some() {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let s = h.snapshot();
+                    let w: Vec<String> = s
+                        .classes
+                        .iter()
+                        .map(|c| format!("{} p99 {:?}", c.priority, c.wait_p99))
+                        .collect();
+                    eprintln!(
+                        "limit {} in flight {} queued {} overloaded {} | {}",
+                        s.limit,
+                        s.in_flight,
+                        s.queued,
+                        s.overloaded,
+                        w.join(", ")
+                    );
+                }
+            });
+        }
+        r.clone().layer(layer)
+    };
     match setup {
-        Setup::QueueFixed => r.layer(queue_builder().limit(pool).build().unwrap()),
-        Setup::QueueAdaptive => r.layer(
+        Setup::QueueFixed => queue(queue_builder().limit(pool).build().unwrap()),
+        Setup::QueueAdaptive => queue(
             queue_builder()
                 .adaptive_limit(AdaptiveLimit::gradient().min(1).max(256).initial(pool * 4))
                 .build()
@@ -148,6 +174,35 @@ async fn drive(addr: std::net::SocketAddr, rate: f64, secs: u64) -> load::Report
     load::run(&cfg).await.expect("load run")
 }
 
+/// Completions per second with `clients` clients each sending one request after the other.
+async fn closed_loop(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    d: Duration,
+    done: &AtomicU64,
+) -> f64 {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let url: http::Uri = format!("http://{addr}/work").parse().unwrap();
+    let end = tokio::time::Instant::now() + d;
+    let before = done.load(Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, url) = (client.clone(), url.clone());
+        set.spawn(async move {
+            while tokio::time::Instant::now() < end {
+                let res = client.get(url.clone()).await.unwrap();
+                res.into_body().collect().await.unwrap();
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (done.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64()
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut secs = 5u64;
@@ -162,14 +217,12 @@ async fn main() {
     }
     assert!((1..=60).contains(&secs) && (1..=64).contains(&pool));
 
-    // Capacity: completions per second of a saturated backend (no limit, 2x nominal load).
+    // Capacity: completions per second of the backend kept just saturated by a closed loop of
+    // twice as many clients as connections (no timeouts, no pile-up).
     let nominal = pool as f64 / 0.005;
     let (addr, done) = start(Setup::NoLimit, pool);
     drive(addr, nominal / 4.0, 1).await; // warm-up
-    let before = done.load(Ordering::Relaxed);
-    let t = std::time::Instant::now();
-    drive(addr, nominal * 2.0, 3).await;
-    let capacity = (done.load(Ordering::Relaxed) - before) as f64 / t.elapsed().as_secs_f64();
+    let capacity = closed_loop(addr, pool * 2, Duration::from_secs(3), &done).await;
     // Unloaded: a fifth of the capacity, no limit.
     let unloaded = drive(addr, capacity / 5.0, secs).await;
     let crit_unloaded = unloaded.classes[0].p99_ms;
@@ -187,18 +240,17 @@ async fn main() {
         Setup::TowerLimitShed,
         Setup::NoLimit,
     ] {
+        if let Ok(only) = std::env::var("QX_ONLY") {
+            if !setup.name().contains(&only) {
+                continue;
+            }
+        }
         let (addr, _) = start(setup, pool);
         drive(addr, capacity / 5.0, 1).await; // warm-up (and the adaptive limit's no-load latency)
         for factor in [1.0, 2.0, 4.0] {
             let r = drive(addr, capacity * factor, secs).await;
             let c = &r.classes;
-            let cell = |i: usize| {
-                format!(
-                    "{:.1}% | {:.1} ms",
-                    c[i].success() * 100.0,
-                    c[i].p99_ms
-                )
-            };
+            let cell = |i: usize| format!("{:.1}% | {:.1} ms", c[i].success() * 100.0, c[i].p99_ms);
             println!(
                 "| {} | {factor:.0}x | {:.0} ({:.0}%) | {} | {} | {} | {:.1} |",
                 setup.name(),

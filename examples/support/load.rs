@@ -115,10 +115,16 @@ pub fn check_loopback(url: &Uri) -> Result<(), String> {
             .map_err(|e| format!("{host}: {e}"))?
             .map(|a| a.ip())
             .collect(),
-        Err(_) => return Err(format!("{host}: only loopback targets (127.0.0.0/8, ::1, localhost)")),
+        Err(_) => {
+            return Err(format!(
+                "{host}: only loopback targets (127.0.0.0/8, ::1, localhost)"
+            ))
+        }
     };
     if addrs.is_empty() || !addrs.iter().all(|a| a.is_loopback()) {
-        return Err(format!("{host}: only loopback targets (127.0.0.0/8, ::1, localhost)"));
+        return Err(format!(
+            "{host}: only loopback targets (127.0.0.0/8, ::1, localhost)"
+        ));
     }
     Ok(())
 }
@@ -321,7 +327,16 @@ pub fn table(r: &Report) -> String {
     for c in r.classes.iter().filter(|c| c.sent > 0) {
         out += &format!(
             "{:<9} {:>7} {:>7} {:>8} {:>9} {:>6} {:>7} {:>8.1} {:>8.1} {:>8.1}\n",
-            c.class, c.sent, c.ok, c.rejected, c.timed_out, c.errors, c.dropped, c.p50_ms, c.p90_ms, c.p99_ms
+            c.class,
+            c.sent,
+            c.ok,
+            c.rejected,
+            c.timed_out,
+            c.errors,
+            c.dropped,
+            c.p50_ms,
+            c.p90_ms,
+            c.p99_ms
         );
     }
     out
