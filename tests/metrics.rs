@@ -19,8 +19,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower_perf::breaker::CircuitBreakerLayer;
 use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::queue::PriorityQueueLayer;
 use tower_perf::rate_limit::{Quota, RateLimitLayer};
 use tower_perf::slow::SlowRequestLayer;
+use tower_perf::Priority;
 
 async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -32,6 +34,11 @@ async fn prometheus_text_is_stable() {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(names::HTTP_SERVER_REQUEST_DURATION_SECONDS.to_owned()),
+            &DURATION_BUCKETS,
+        )
+        .unwrap()
+        .set_buckets_for_metric(
+            Matcher::Full(names::QUEUE_WAIT_DURATION_SECONDS.to_owned()),
             &DURATION_BUCKETS,
         )
         .unwrap()
@@ -55,6 +62,13 @@ async fn prometheus_text_is_stable() {
             get(|| async { ([("cache-control", "public, max-age=60")], "cached body") }),
         )
         .layer(CircuitBreakerLayer::new())
+        .layer(
+            PriorityQueueLayer::builder()
+                .limit(8)
+                .route("/fail", Priority::Low)
+                .build()
+                .unwrap(),
+        )
         .layer(cache)
         .layer(RateLimitLayer::new(Quota::per_second(1000)).unwrap())
         .layer(tracker);

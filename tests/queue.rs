@@ -302,6 +302,12 @@ async fn waiters_are_answered_at_their_class_max_wait() {
     let snap = h.snapshot();
     assert_eq!(snap.class(Priority::Low).timed_out, 1);
     assert_eq!(snap.queued, 0);
+    // The high request waited 101 ms in the queue; the first one none.
+    let high = snap.class(Priority::High);
+    assert_eq!(high.wait_samples, 1);
+    assert!(high.wait_max >= Duration::from_millis(101), "{high:?}");
+    assert!(high.wait_max < Duration::from_millis(103), "{high:?}");
+    assert_eq!(snap.class(Priority::Normal).wait_max, Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]

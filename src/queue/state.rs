@@ -125,7 +125,7 @@ impl WaitWindow {
     fn record(&mut self, wait: Duration, now: Instant, half: Duration) {
         self.rotate(now, half);
         let micros = u64::try_from(wait.as_micros()).unwrap_or(MAX_MICROS);
-        self.current.saturating_record(micros.clamp(1, MAX_MICROS));
+        self.current.saturating_record(micros.min(MAX_MICROS));
     }
 }
 
