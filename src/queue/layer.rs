@@ -172,6 +172,7 @@ impl<C> PriorityQueueBuilder<C> {
 
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<PriorityQueueLayer<C>, ConfigError> {
+        let adaptive = self.adaptive.is_some();
         let limiter = match self.adaptive {
             Some(a) => {
                 a.validate()?;
@@ -252,6 +253,7 @@ impl<C> PriorityQueueBuilder<C> {
             share_every,
             trust_header: self.trust_header,
             wait_window: self.wait_window,
+            adaptive,
         };
         Ok(PriorityQueueLayer {
             shared: Arc::new(Shared::new(settings, limiter, Metrics::new())),

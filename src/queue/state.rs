@@ -88,6 +88,8 @@ pub(crate) struct Settings {
     pub(crate) share_every: u32,
     pub(crate) trust_header: bool,
     pub(crate) wait_window: Duration,
+    // Whether the limit learns from latency: only then does a release read the clock.
+    pub(crate) adaptive: bool,
 }
 
 /// Wait times of one class over a sliding window: the current half and the one before.
@@ -137,8 +139,9 @@ struct Drain {
 }
 
 impl Drain {
-    fn record(&mut self, now: Instant) {
-        self.completed += 1;
+    /// Folds the completions counted since the last update into the rate, at most every
+    /// 100 ms. Called on arrivals, which read the clock anyway; releases only count.
+    fn tick(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.since);
         if elapsed >= Duration::from_millis(100) {
             let rate = f64::from(self.completed) / elapsed.as_secs_f64();
@@ -258,6 +261,7 @@ impl Shared {
         let c = p.index();
         let mut g = self.lock();
         let inner = &mut *g;
+        inner.drain.tick(now);
         if inner.queued == 0 && inner.in_flight < inner.limiter.current() {
             inner.in_flight += 1;
             self.count(inner, c, QueueResult::Admitted, Duration::ZERO, now);
@@ -437,20 +441,21 @@ impl Shared {
         }
     }
 
-    /// A permit comes back; `rtt` is how long it was held, when the request ran to its end.
-    fn release(&self, rtt: Option<Duration>) {
-        let now = Instant::now();
+    /// A permit comes back; `sample` is (latency, end) when the request ran to its end under
+    /// an adaptive limit. Reads the clock only when it has to (adaptive limit, or waiters).
+    fn release(&self, sample: Option<(Duration, Instant)>) {
         let mut g = self.lock();
         let inner = &mut *g;
         let in_flight = inner.in_flight;
         inner.in_flight = in_flight.saturating_sub(1);
-        if let Some(rtt) = rtt {
-            inner.drain.record(now);
-            if inner.limiter.update(rtt, in_flight, now) {
+        inner.drain.completed = inner.drain.completed.saturating_add(1);
+        if let Some((rtt, end)) = sample {
+            if inner.limiter.update(rtt, in_flight, end) {
                 self.metrics.limit.set(inner.limiter.current() as f64);
             }
         }
         if inner.queued > 0 {
+            let now = sample.map_or_else(Instant::now, |(_, end)| end);
             self.expire(inner, now);
             self.dispatch(inner, now);
         }
@@ -544,8 +549,11 @@ impl Permit {
     /// The request ran to its end: give the permit back, with its latency for the limiter.
     pub(crate) fn finish(mut self) {
         self.done = true;
-        let rtt = Instant::now().saturating_duration_since(self.start);
-        self.shared.release(Some(rtt));
+        let sample = self.shared.settings.adaptive.then(|| {
+            let end = Instant::now();
+            (end.saturating_duration_since(self.start), end)
+        });
+        self.shared.release(sample);
     }
 }
 
