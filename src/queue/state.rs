@@ -393,6 +393,8 @@ impl Shared {
                 self.metrics.size[c].set(inner.queues[c].len() as f64);
             }
         }
+        // No reset when these drops empty the queue: the request being admitted or enqueued
+        // right after them still meets the standing delay they stood for.
     }
 
     /// The class to serve next: the most important class with waiters, unless a class with
@@ -434,11 +436,7 @@ impl Shared {
                 self.count(inner, c, QueueResult::Canceled, waited, now);
             }
         }
-        if inner.queued == 0 {
-            // An empty queue has no standing delay.
-            inner.above_since = None;
-            inner.overloaded = false;
-        }
+        reset_if_empty(inner);
     }
 
     /// A permit comes back; `sample` is (latency, end) when the request ran to its end under
@@ -472,6 +470,7 @@ impl Shared {
         };
         q.remove(pos);
         inner.queued -= 1;
+        reset_if_empty(inner);
         self.metrics.size[t.class].set(inner.queues[t.class].len() as f64);
         let waited = now.saturating_duration_since(t.enqueued);
         self.count(inner, t.class, result, waited, now);
@@ -512,10 +511,18 @@ impl Shared {
             limit: inner.limiter.current(),
             in_flight: inner.in_flight,
             queued: inner.queued,
-            overloaded: inner.overloaded,
+            overloaded: inner.overloaded && inner.queued > 0,
             drain_rate: inner.drain.rate,
             classes,
         }
+    }
+}
+
+/// An empty queue has no standing delay: CoDel's overloaded mode ends with it.
+fn reset_if_empty(inner: &mut Inner) {
+    if inner.queued == 0 {
+        inner.above_since = None;
+        inner.overloaded = false;
     }
 }
 
