@@ -14,7 +14,9 @@
 //!
 //! Prints a Markdown table: per setup and load, goodput (successful responses per second, and
 //! as a share of the capacity), then per class the share of requests that succeeded and their
-//! p99 latency, and the process's resident memory after the step.
+//! p99 latency, and the process's resident memory (server and generator together) at the start
+//! and the end of the step. `QX_ONLY=<part of a setup name>` runs only matching setups;
+//! `QX_VERBOSE=1` prints the queue's own view (limit, queue length, waits) every second.
 
 #[path = "support/load.rs"]
 mod load;
@@ -232,7 +234,7 @@ async fn main() {
          client timeout 1 s; RSS at start {:.1} MiB\n",
         rss_mib()
     );
-    println!("| setup | load | goodput/s (of capacity) | critical ok | critical p99 | high ok | high p99 | low ok | low p99 | RSS MiB |");
+    println!("| setup | load | goodput/s (of capacity) | critical ok | critical p99 | high ok | high p99 | low ok | low p99 | RSS MiB, step start → end |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for setup in [
         Setup::QueueFixed,
@@ -248,17 +250,19 @@ async fn main() {
         let (addr, _) = start(setup, pool);
         drive(addr, capacity / 5.0, 1).await; // warm-up (and the adaptive limit's no-load latency)
         for factor in [1.0, 2.0, 4.0] {
+            let rss_before = rss_mib();
             let r = drive(addr, capacity * factor, secs).await;
             let c = &r.classes;
             let cell = |i: usize| format!("{:.1}% | {:.1} ms", c[i].success() * 100.0, c[i].p99_ms);
             println!(
-                "| {} | {factor:.0}x | {:.0} ({:.0}%) | {} | {} | {} | {:.1} |",
+                "| {} | {factor:.0}x | {:.0} ({:.0}%) | {} | {} | {} | {:.1} → {:.1} |",
                 setup.name(),
                 r.goodput,
                 r.goodput / capacity * 100.0,
                 cell(0),
                 cell(1),
                 cell(3),
+                rss_before,
                 rss_mib()
             );
             if factor == 4.0 && setup == Setup::QueueFixed {
