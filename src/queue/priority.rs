@@ -151,7 +151,7 @@ impl DefaultClassifier {
     pub(crate) fn add_route(&mut self, prefix: &str, priority: Priority) {
         self.routes.retain(|(p, _)| &**p != prefix);
         self.routes.push((prefix.into(), priority));
-        self.routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     }
 
     pub(crate) fn set_default(&mut self, priority: Priority) {
