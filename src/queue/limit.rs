@@ -247,13 +247,15 @@ impl Limiter {
                 self.batch_n = 0;
                 self.batch_in_flight = 0;
                 let gradient = (tolerance * no_load / rtt_avg).clamp(0.5, 1.0);
-                // A limit the traffic does not use says nothing about the service: do not
-                // grow it on requests that never queued.
-                if gradient >= 1.0 && (peak as f64) < self.limit / 2.0 {
-                    return false;
-                }
                 let target = self.limit * gradient + self.limit.sqrt();
                 let next = self.limit * (1.0 - cfg.smoothing) + target * cfg.smoothing;
+                // A limit the traffic does not use says nothing about the service: it may
+                // shrink, never grow, while at most half of it is in use. (Without this the
+                // `sqrt` allowance grew an idle limit to 70 on a pool of 4 at 1x load, and the
+                // next burst queued 50 deep inside the service.)
+                if next > self.limit && (peak as f64) * 2.0 < self.limit {
+                    return false;
+                }
                 self.limit = next.clamp(min, max);
             }
             Algo::Aimd { threshold, backoff } => {
@@ -349,6 +351,21 @@ mod tests {
             l.update(Duration::from_millis(5), 1, now);
         }
         assert_eq!(l.current(), 10);
+    }
+
+    #[test]
+    fn an_unused_limit_does_not_grow_on_noisy_latency() {
+        let mut l = Limiter::adaptive(AdaptiveLimit::gradient().initial(16));
+        let now = Instant::now();
+        for _ in 0..100 {
+            l.update(Duration::from_millis(5), 1, now);
+        }
+        // A quarter of the limit in use, latency 10-30% above no-load (noise, no queueing).
+        for i in 0..20_000u64 {
+            let rtt = Duration::from_micros(5_500 + (i % 5) * 250);
+            l.update(rtt, 4, now);
+        }
+        assert!(l.current() <= 16, "grew to {}", l.current());
     }
 
     #[test]
