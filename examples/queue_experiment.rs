@@ -16,6 +16,7 @@
 //! as a share of the capacity), then per class the share of requests that succeeded and their
 //! p99 latency, and the process's resident memory (server and generator together) at the start
 //! and the end of the step. `QX_ONLY=<part of a setup name>` runs only matching setups;
+//! `QX_LOADS=4,4,4` picks the load factors (a long flat run: `QX_LOADS=4,4,4,4`);
 //! `QX_VERBOSE=1` prints the queue's own view (limit, queue length, waits) every second.
 
 #[path = "support/load.rs"]
@@ -249,7 +250,11 @@ async fn main() {
         }
         let (addr, _) = start(setup, pool);
         drive(addr, capacity / 5.0, 1).await; // warm-up (and the adaptive limit's no-load latency)
-        for factor in [1.0, 2.0, 4.0] {
+        let factors: Vec<f64> = std::env::var("QX_LOADS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|f| f.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1.0, 2.0, 4.0]);
+        for &factor in &factors {
             let rss_before = rss_mib();
             let r = drive(addr, capacity * factor, secs).await;
             let c = &r.classes;
