@@ -20,7 +20,11 @@
 //! - the [`CircuitBreakerLayer`], one breaker per route: make the payment provider fail
 //!   (`PUT /admin/payments/fault` with `{"failure_rate": 1.0}`) and after 10 calls its route
 //!   answers `503` + `Retry-After` at once, while every other route is unaffected; it probes the
-//!   provider again after 5 s (growing on repeated trips).
+//!   provider again after 5 s (growing on repeated trips);
+//! - the [`PriorityQueueLayer`], inside the cache: at most 64 requests at once, the class from
+//!   `x-priority` (`critical|high|normal|low`), else by route (payments critical, the export
+//!   low, reads normal); when full, the lowest class is shed first with `503` + `Retry-After`,
+//!   and the cache serves a stale copy instead when it has one.
 //!
 //! # Run it
 //!
@@ -103,9 +107,10 @@ use tower_perf::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
 use tower_perf::compression::{AdaptiveCompressionLayer, CompressionHandle};
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::queue::{PriorityQueueHandle, PriorityQueueLayer};
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
-use tower_perf::{PhaseGuard, Timings};
+use tower_perf::{PhaseGuard, Priority, Timings};
 use tracing::{Level, Span};
 use tracing_subscriber::EnvFilter;
 
@@ -411,9 +416,9 @@ struct Layers {
     slow: SlowRequestLayer,
     rate_limit: RateLimitLayer, // per client on /api/*: 100 req/s, burst 200
     cache: ResponseCacheLayer,  // memory tier, and the Redis tier when REDIS_URL is set
-    // queue: PriorityQueueLayer,         // x-priority header, else by route
+    queue: PriorityQueueLayer,  // x-priority header, else by route
     compression: AdaptiveCompressionLayer, // zstd/br/gzip/deflate, levels follow the load
-    breaker: CircuitBreakerLayer,          // keyed per route; guards the payment provider
+    breaker: CircuitBreakerLayer, // keyed per route; guards the payment provider
 }
 
 impl Layers {
@@ -433,7 +438,10 @@ impl Layers {
             .max_bytes(config.cache_max_bytes)
             .grace(CACHE_GRACE)
             // One origin, reached as localhost, 127.0.0.1 or a LAN address: one set of entries.
-            .ignore_host(true);
+            .ignore_host(true)
+            // A br / zstd entry hit 50 times is encoded again at the best level in the
+            // background: the hottest responses leave at the best ratio.
+            .recompress_hot(50);
         #[cfg(feature = "redis")]
         let cache = match &redis {
             Some(link) => cache.redis(link.clone()),
@@ -454,6 +462,18 @@ impl Layers {
             .map_err(|e| format!("circuit breaker: {e}"))?;
         // Per client (the peer address; `X-Forwarded-For` only from trusted proxies, none here)
         // on the API; health, metrics and admin routes are never limited.
+        // Admission control: at most 64 requests at once (a permit lasts until the response
+        // body ends, so the streamed export holds one while it streams). `x-priority` first,
+        // else by route: payments critical, exports low, everything else (reads) normal.
+        let queue = PriorityQueueLayer::builder()
+            .limit(64)
+            .trust_priority_header(true)
+            .route("/api/v1/payments", Priority::Critical)
+            .route(EXPORT_ROUTE, Priority::Low)
+            .queue_capacity(512)
+            .max_wait(Priority::Low, Duration::from_millis(500))
+            .build()
+            .map_err(|e| format!("priority queue: {e}"))?;
         let rate_limit = RateLimitLayer::builder(
             Quota::per_second(config.rate_limit_rps)
                 .burst(config.rate_limit_burst)
@@ -476,6 +496,7 @@ impl Layers {
             slow,
             rate_limit,
             cache,
+            queue,
             compression,
             breaker,
         })
@@ -488,6 +509,7 @@ impl Layers {
             cache: self.cache.handle(),
             breakers: self.breaker.handle(),
             rate_limit: self.rate_limit.handle(),
+            queue: self.queue.handle(),
             compression: self.compression.handle(),
         }
     }
@@ -501,8 +523,7 @@ struct Handles {
     breakers: CircuitBreakerHandle,
     rate_limit: RateLimitHandle,
     compression: CompressionHandle,
-    // queue: PriorityQueueHandle,
-    // rate_limit: RateLimitHandle,
+    queue: PriorityQueueHandle,
 }
 
 /// Wraps every route in the stack, outermost first.
@@ -514,6 +535,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
         slow,
         rate_limit,
         cache,
+        queue,
         compression,
         breaker,
     } = layers;
@@ -534,7 +556,7 @@ fn build_stack(router: Router, layers: Layers) -> Router {
             // 3. Response cache: a hit skips the queue, compression and the handler.
             .layer(cache)
             // 4. Priority queue: admission control over the work that costs something.
-            //    .layer(queue)
+            .layer(queue)
             // 5. Adaptive compression: inside admission, inside the cache.
             .layer(compression)
             // 6. Circuit breaker: guards the handlers and the payment provider; an open breaker's
@@ -1674,7 +1696,8 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         "cache": layers.cache.stats(),
         // Every circuit breaker (one per route) with its state and window figures.
         "breakers": layers.breakers.snapshot(),
-        // "queue": layers.queue.snapshot(),
+        // Concurrency limit, in flight, queue lengths, waits and outcomes per priority class.
+        "queue": layers.queue.snapshot(),
         // Allowed, limited and bypassed requests; clients tracked.
         "rate_limiter": layers.rate_limit.stats(),
         // Load tier, level and reason per coding, bytes in/out, measured ns per byte.

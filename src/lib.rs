@@ -10,7 +10,7 @@
 //! | [`slow`] | [`SlowRequestLayer`](slow::SlowRequestLayer) | per-route latency percentiles, a log of slow requests with their phase breakdown, `Server-Timing`, metrics |
 //! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics, in memory (the shared Redis tier is planned) |
 //! | [`compression`] | [`AdaptiveCompressionLayer`](compression::AdaptiveCompressionLayer) | zstd / br / gzip / deflate, with the level chosen per response from its size and the load; streaming, SSE flushed per event, encoders reused |
-//! | `queue` | `PriorityQueueLayer` | *(planned)* admission control: priority classes, bounded queues, adaptive concurrency, lowest priority shed first |
+//! | [`queue`] | [`PriorityQueueLayer`](queue::PriorityQueueLayer) | admission control: priority classes, bounded queues, fixed or adaptive concurrency, lowest priority shed first, `503` + `Retry-After` |
 //! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process, `429` + `Retry-After` + `RateLimit-*` (the Redis-shared mode is planned) |
 //!
@@ -25,7 +25,7 @@
 //! 1. `SlowRequestLayer`: sees the whole life of a request, queue wait included.
 //! 2. [`RateLimitLayer`](rate_limit::RateLimitLayer): the cheapest rejection comes first.
 //! 3. `ResponseCacheLayer`: a hit skips the queue, compression and the handler.
-//! 4. `PriorityQueueLayer`: admission control over the work that costs something.
+//! 4. [`PriorityQueueLayer`](queue::PriorityQueueLayer): admission control over the work that costs something.
 //! 5. `AdaptiveCompressionLayer`: CPU work, so inside admission; inside the cache, so the cache
 //!    stores encoded variants and a hit costs no compression.
 //! 6. [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer): guards the handler or upstream; an open breaker answers `503`, which
@@ -98,6 +98,7 @@ pub mod cache;
 pub mod compression;
 mod error;
 pub mod metrics;
+pub mod queue;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -107,5 +108,6 @@ mod timings;
 mod util;
 
 pub use error::{BoxError, ConfigError};
+pub use queue::Priority;
 pub use reject::Rejected;
 pub use timings::{Phase, PhaseGuard, Timings, MAX_PHASES};

@@ -81,6 +81,17 @@ pub mod names {
     /// Counter: calls seen by a circuit breaker. Labels: `breaker`, `result` (`success`,
     /// `failure`, `slow`, `rejected`).
     pub const CIRCUIT_BREAKER_CALLS_TOTAL: &str = "tower_perf_circuit_breaker_calls_total";
+    /// Gauge: requests waiting in the priority queue. Label: `priority`.
+    pub const QUEUE_SIZE: &str = "tower_perf_queue_size";
+    /// Histogram: time a request waited in the priority queue, in seconds (0 when admitted at
+    /// once). Labels: `priority`, `queue_result`.
+    pub const QUEUE_WAIT_DURATION_SECONDS: &str = "tower_perf_queue_wait_duration_seconds";
+    /// Counter: requests seen by the priority queue. Labels: `priority`, `queue_result`
+    /// (`admitted`, `rejected`, `timeout`, `canceled`).
+    pub const QUEUE_REQUESTS_TOTAL: &str = "tower_perf_queue_requests_total";
+    /// Gauge: the priority queue's concurrency limit (fixed, or where the adaptive limit
+    /// stands).
+    pub const CONCURRENCY_LIMIT: &str = "tower_perf_concurrency_limit";
     /// Counter: decisions of the rate limiter. Label: `decision` (`allowed`, `limited`,
     /// `bypassed`).
     pub const RATE_LIMIT_DECISIONS_TOTAL: &str = "tower_perf_rate_limit_decisions_total";
@@ -112,6 +123,11 @@ pub mod labels {
     pub const STATE: &str = "state";
     /// What became of a call through a circuit breaker: `success`, `failure`, `slow`, `rejected`.
     pub const RESULT: &str = "result";
+    /// A request's priority class: `critical`, `high`, `normal`, `low`.
+    pub const PRIORITY: &str = "priority";
+    /// What the priority queue did with a request: `admitted`, `rejected`, `timeout`,
+    /// `canceled`.
+    pub const QUEUE_RESULT: &str = "queue_result";
     /// What the rate limiter decided: `allowed`, `limited`, `bypassed`; what the compression
     /// layer decided for a response (see
     /// [`COMPRESSION_RESPONSES_TOTAL`](super::names::COMPRESSION_RESPONSES_TOTAL)).

@@ -20,8 +20,10 @@ use tower_perf::breaker::CircuitBreakerLayer;
 use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::compression::AdaptiveCompressionLayer;
 use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::queue::PriorityQueueLayer;
 use tower_perf::rate_limit::{Quota, RateLimitLayer};
 use tower_perf::slow::SlowRequestLayer;
+use tower_perf::Priority;
 
 async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -33,6 +35,11 @@ async fn prometheus_text_is_stable() {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(names::HTTP_SERVER_REQUEST_DURATION_SECONDS.to_owned()),
+            &DURATION_BUCKETS,
+        )
+        .unwrap()
+        .set_buckets_for_metric(
+            Matcher::Full(names::QUEUE_WAIT_DURATION_SECONDS.to_owned()),
             &DURATION_BUCKETS,
         )
         .unwrap()
@@ -69,6 +76,13 @@ async fn prometheus_text_is_stable() {
         .layer(
             AdaptiveCompressionLayer::builder()
                 .adaptive(false)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            PriorityQueueLayer::builder()
+                .limit(8)
+                .route("/fail", Priority::Low)
                 .build()
                 .unwrap(),
         )

@@ -32,6 +32,20 @@ pin_project! {
     }
 }
 
+/// A body the layers outside make themselves (a queue's or a limiter's rejection) passes
+/// through uncompressed.
+impl<B: From<bytes::Bytes>> From<bytes::Bytes> for CompressionBody<B> {
+    fn from(bytes: bytes::Bytes) -> Self {
+        Self::identity(B::from(bytes))
+    }
+}
+
+impl<B: Default> Default for CompressionBody<B> {
+    fn default() -> Self {
+        Self::identity(B::default())
+    }
+}
+
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
