@@ -8,11 +8,11 @@
 //! | module | layer | what it is for |
 //! |---|---|---|
 //! | [`slow`] | [`SlowRequestLayer`](slow::SlowRequestLayer) | per-route latency percentiles, a log of slow requests with their phase breakdown, `Server-Timing`, metrics |
-//! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics, in memory (the shared Redis tier is planned) |
+//! | [`cache`] | [`ResponseCacheLayer`](cache::ResponseCacheLayer) | HTTP response cache with RFC 9111 semantics: in memory, and a Redis tier shared by every instance (feature `redis`); hot entries recompressed at the best level |
 //! | [`compression`] | [`AdaptiveCompressionLayer`](compression::AdaptiveCompressionLayer) | zstd / br / gzip / deflate, with the level chosen per response from its size and the load; streaming, SSE flushed per event, encoders reused |
 //! | [`queue`] | [`PriorityQueueLayer`](queue::PriorityQueueLayer) | admission control: priority classes, bounded queues, fixed or adaptive concurrency, lowest priority shed first, `503` + `Retry-After` |
 //! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
-//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process, `429` + `Retry-After` + `RateLimit-*` (the Redis-shared mode is planned) |
+//! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process or shared through Redis (feature `redis`), `429` + `Retry-After` + `RateLimit-*` |
 //!
 //! Shared by all of them: [`Timings`], a per-request record that every layer and the handler
 //! append phase durations to (queue wait, cache lookup, handler...); the [`metrics`] names and
