@@ -13,6 +13,7 @@
 //! | [`queue`] | [`PriorityQueueLayer`](queue::PriorityQueueLayer) | admission control: priority classes, bounded queues, fixed or adaptive concurrency, lowest priority shed first, `503` + `Retry-After` |
 //! | [`breaker`] | [`CircuitBreakerLayer`](breaker::CircuitBreakerLayer) | keyed circuit breakers with failure-rate and slow-call thresholds, half-open probes, `503` + `Retry-After` |
 //! | [`rate_limit`] | [`RateLimitLayer`](rate_limit::RateLimitLayer) | per-client GCRA in process or shared through Redis (feature `redis`), `429` + `Retry-After` + `RateLimit-*` |
+//! | [`stack`] | [`PerfStack`](stack::PerfStack) | all of the above in the order below, from one builder or one serde configuration |
 //!
 //! Shared by all of them: [`Timings`], a per-request record that every layer and the handler
 //! append phase durations to (queue wait, cache lookup, handler...); the [`metrics`] names and
@@ -104,6 +105,13 @@ pub mod rate_limit;
 pub mod redis;
 mod reject;
 pub mod slow;
+#[cfg(any(
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+))]
+pub mod stack;
 mod timings;
 mod util;
 

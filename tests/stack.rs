@@ -299,3 +299,105 @@ async fn the_queue_wait_shows_in_server_timing() {
     );
     assert_eq!(first.await.unwrap().status, 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PerfStack: the same stack from one configuration
+// ---------------------------------------------------------------------------------------------
+
+use tower_perf::stack::{PerfConfig, PerfStack};
+
+fn data_router() -> Router {
+    let doc = document();
+    Router::new().route(
+        "/data",
+        get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [
+                        ("content-type", "application/json"),
+                        ("cache-control", "public, max-age=10"),
+                    ],
+                    doc,
+                )
+            }
+        }),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_from_configuration_serves_compressed_hits() {
+    let config: PerfConfig = serde_json::from_str(
+        r#"{
+            "slow": { "threshold_ms": 250 },
+            "rate_limit": { "per_second": 100 },
+            "cache": { "max_mb": 16, "grace_secs": 30 },
+            "queue": { "limit": 8 },
+            "breaker": { "minimum_calls": 5 }
+        }"#,
+    )
+    .expect("valid JSON");
+    let stack = PerfStack::from_config(&config).expect("valid configuration");
+    let handles = stack.handles();
+    let base = format!("http://{}", serve(data_router().layer(stack)).await);
+
+    let first = get_gzip(format!("{base}/data")).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-encoding"), "gzip");
+    assert_eq!(gunzip(&first.body), document());
+    assert!(
+        first.header("ratelimit-policy").contains("q=100"),
+        "{:?}",
+        first.headers
+    );
+    assert!(first.header("server-timing").contains("total;dur="));
+    let second = get_gzip(format!("{base}/data")).await;
+    assert!(second.header("cache-status").contains("hit"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(handles.cache.stats().hits, 1);
+    assert_eq!(compressions(&handles.compression), 1);
+    assert_eq!(handles.queue.snapshot().limit, 8);
+    assert_eq!(handles.rate_limit.stats().allowed, 2);
+    assert_eq!(handles.slow.snapshot().routes.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_rate_limit_section_nothing_is_limited() {
+    let stack = PerfStack::builder().build().expect("defaults");
+    let base = format!("http://{}", serve(data_router().layer(stack)).await);
+    for _ in 0..50 {
+        let r = get_gzip(format!("{base}/data")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("ratelimit").is_empty(), "no quota, no headers");
+    }
+}
+
+#[test]
+fn bad_configuration_names_the_section_and_the_field() {
+    let section = |json: &str| {
+        let config: PerfConfig = serde_json::from_str(json).expect("valid JSON");
+        let err = PerfStack::from_config(&config).expect_err("refused");
+        (err.field(), err.reason().to_owned())
+    };
+    assert_eq!(section(r#"{"slow": {"threshold_ms": 0}}"#).0, "slow");
+    assert_eq!(
+        section(r#"{"rate_limit": {"per_second": 0}}"#).0,
+        "rate_limit"
+    );
+    let (field, reason) = section(r#"{"cache": {"max_mb": 0}}"#);
+    assert_eq!(field, "cache");
+    assert!(reason.contains("max_bytes"), "{reason}");
+    assert_eq!(section(r#"{"queue": {"limit": 0}}"#).0, "queue");
+    assert_eq!(
+        section(r#"{"compression": {"cpu_budget": 7.0}}"#).0,
+        "compression"
+    );
+    assert_eq!(
+        section(r#"{"breaker": {"failure_rate": 2.0}}"#).0,
+        "breaker"
+    );
+    // Unknown fields are refused by serde, with their name.
+    let err = serde_json::from_str::<PerfConfig>(r#"{"cache": {"max_megabytes": 1}}"#)
+        .expect_err("unknown field");
+    assert!(err.to_string().contains("max_megabytes"), "{err}");
+}
