@@ -102,15 +102,10 @@ fn link(url: &str) -> RedisLink {
 }
 
 fn bench(c: &mut Criterion) {
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let Some(server) = redis_server::RedisServer::try_start() else {
         eprintln!("cache_redis bench skipped: redis-server is not installed (scripts/test.sh installs it)");
         return;
-    }
-    let server = redis_server::RedisServer::start();
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

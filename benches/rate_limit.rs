@@ -214,15 +214,10 @@ fn shared_mode(c: &mut Criterion) {
     use futures_util::future::join_all;
     use tower_perf::redis::RedisLink;
 
-    if std::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let Some(server) = redis_server::RedisServer::try_start() else {
         eprintln!("rate_limit_shared: skipped, redis-server is not installed");
         return;
-    }
-    let server = redis_server::RedisServer::start();
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -27,13 +27,15 @@ use tower_perf::redis::RedisLink;
 #[derive(Clone, Default)]
 struct Origin {
     calls: Arc<AtomicUsize>,
-    delay_ms: u64,
+    /// When set, the handler answers only once the test adds a permit: an explicit signal
+    /// instead of a delay that hopes to be long enough.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 async fn item(State(o): State<Origin>, Path(id): Path<String>) -> impl IntoResponse {
     let n = o.calls.fetch_add(1, SeqCst) + 1;
-    if o.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(o.delay_ms)).await;
+    if let Some(gate) = &o.gate {
+        gate.acquire().await.expect("gate open").forget();
     }
     (
         [
@@ -318,17 +320,26 @@ async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced() {
 #[tokio::test]
 async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_once() {
     let redis = RedisServer::start();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let origin = Origin {
-        delay_ms: 300,
+        gate: Some(gate.clone()),
         ..Origin::default()
     };
-    let (a, _ha) = instance(&redis, origin.clone()).await;
+    let (a, ha) = instance(&redis, origin.clone()).await;
     let (b, hb) = instance(&redis, origin.clone()).await;
 
-    let (ra, rb) = tokio::join!(
-        get_url(format!("{a}/items/cold")),
-        get_url(format!("{b}/items/cold"))
-    );
+    let ra = tokio::spawn(get_url(format!("{a}/items/cold")));
+    let rb = tokio::spawn(get_url(format!("{b}/items/cold")));
+    // The origin answers only once one instance holds the lease (inside the origin) and the
+    // other waits on it.
+    until(Duration::from_secs(10), || {
+        origin.calls.load(SeqCst) == 1
+            && ha.stats().redis.unwrap().lease_waits + hb.stats().redis.unwrap().lease_waits == 1
+    })
+    .await
+    .expect("one instance at the origin, the other waiting on its lease");
+    gate.add_permits(1);
+    let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
     assert_eq!((ra.status, rb.status), (200, 200));
     assert_eq!(ra.body, "item cold version 1");
     assert_eq!(rb.body, "item cold version 1");
@@ -337,7 +348,7 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
         1,
         "one origin request for the fleet"
     );
-    let waited = hb.stats().redis.unwrap().lease_waits + _ha.stats().redis.unwrap().lease_waits;
+    let waited = hb.stats().redis.unwrap().lease_waits + ha.stats().redis.unwrap().lease_waits;
     assert_eq!(waited, 1, "one instance waited on the other's lease");
 }
 
@@ -345,33 +356,47 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
 async fn an_uncacheable_response_releases_the_lease_at_once() {
     let redis = RedisServer::start();
     let calls = Arc::new(AtomicUsize::new(0));
-    let make = |calls: Arc<AtomicUsize>| {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // Built lazily (the link connects on first use): the lease-free path of a fresh link.
+    let make = |calls: Arc<AtomicUsize>, gate: Arc<tokio::sync::Semaphore>| {
         let layer = ResponseCacheLayer::builder()
             .ignore_host(true)
             .redis(link(&redis))
             .build()
             .expect("cache");
-        Router::new()
+        let handle = layer.handle();
+        let app = Router::new()
             .route(
                 "/private",
                 get(move || {
-                    let calls = calls.clone();
+                    let (calls, gate) = (calls.clone(), gate.clone());
                     async move {
                         calls.fetch_add(1, SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        gate.acquire().await.expect("gate open").forget();
                         ([(header::CACHE_CONTROL, "private")], "mine")
                     }
                 }),
             )
-            .layer(layer)
+            .layer(layer);
+        (app, handle)
     };
-    let a = serve(make(calls.clone())).await;
-    let b = serve(make(calls.clone())).await;
-    let start = Instant::now();
-    let (ra, rb) = tokio::join!(
-        get_url(format!("http://{a}/private")),
-        get_url(format!("http://{b}/private"))
-    );
+    let (app_a, ha) = make(calls.clone(), gate.clone());
+    let (app_b, hb) = make(calls.clone(), gate.clone());
+    let a = serve(app_a).await;
+    let b = serve(app_b).await;
+    let ra = tokio::spawn(get_url(format!("http://{a}/private")));
+    let rb = tokio::spawn(get_url(format!("http://{b}/private")));
+    // One instance at the origin holding the lease, the other waiting on it; then the origin
+    // answers with a response that is not stored.
+    until(Duration::from_secs(10), || {
+        calls.load(SeqCst) == 1
+            && ha.stats().redis.unwrap().lease_waits + hb.stats().redis.unwrap().lease_waits == 1
+    })
+    .await
+    .expect("one instance waits on the other's lease");
+    let released = Instant::now();
+    gate.add_permits(2);
+    let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
     assert_eq!((ra.status, rb.status), (200, 200));
     assert_eq!(
         calls.load(SeqCst),
@@ -380,9 +405,9 @@ async fn an_uncacheable_response_releases_the_lease_at_once() {
     );
     // The waiting instance did not sit out the lease's 5 s expiry.
     assert!(
-        start.elapsed() < Duration::from_secs(4),
+        released.elapsed() < Duration::from_secs(4),
         "the lease was released when nothing was stored ({:?})",
-        start.elapsed()
+        released.elapsed()
     );
 }
 

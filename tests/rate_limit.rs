@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::client;
+use common::{client, serve_with_peer as serve};
 use http::StatusCode;
-use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_perf::rate_limit::{ClientKey, ForwardedHeader, Quota, RateLimitLayer};
 use tower_perf::Rejected;
@@ -53,21 +52,6 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
-}
-
-/// Serves `app` on a free loopback port with the peer address in `ConnectInfo`.
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("server");
-    });
-    addr
 }
 
 fn app(layer: RateLimitLayer) -> Router {

@@ -19,7 +19,6 @@ use axum::Router;
 use common::client;
 use common::redis::RedisServer;
 use http::{HeaderName, StatusCode};
-use tokio::net::TcpListener;
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer, RedisFallback};
 use tower_perf::redis::RedisLink;
 
@@ -28,17 +27,7 @@ async fn serve(layer: RateLimitLayer) -> SocketAddr {
     let app = Router::new()
         .route("/items", routing::get(|| async { "items" }))
         .layer(layer);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("server");
-    });
-    addr
+    common::serve_with_peer(app).await
 }
 
 /// A link to `server` with a generous deadline, a breaker that opens after 2 failures and

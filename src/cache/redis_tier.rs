@@ -121,14 +121,17 @@ const VARY_HINTS: u64 = 65_536;
 /// Where one response lives in Redis.
 #[derive(Clone)]
 pub(crate) struct RedisKey {
-    /// `N:e:{U}:v`
-    vary: String,
-    /// `N:e:{U}:`, the variant and lease keys follow.
+    /// `N:e:{U}:`; the `Vary`, variant and lease keys follow it.
     base: String,
     url: u128,
 }
 
 impl RedisKey {
+    /// `N:e:{U}:v`: the URL's `Vary` names.
+    fn vary(&self) -> String {
+        format!("{}v", self.base)
+    }
+
     fn entry(&self, variant: u64) -> String {
         format!("{}{variant:016x}", self.base)
     }
@@ -364,7 +367,6 @@ impl RedisTier {
             .keyer
             .shared_primary(parts, shared.key_fn.as_deref(), self.seed);
         RedisKey {
-            vary: format!("{}:e:{{{url:032x}}}:v", self.ns),
             base: format!("{}:e:{{{url:032x}}}:", self.ns),
             url,
         }
@@ -440,7 +442,7 @@ impl RedisTier {
             .or_else(|| self.vary_hints.get(&key.url))
             .unwrap_or_else(|| Arc::from(Vec::new()));
         let guess_variant = self.variant(shared, &guess, parts);
-        let keys = vec![key.vary.clone(), key.entry(guess_variant)];
+        let keys = vec![key.vary(), key.entry(guess_variant)];
         let got = self
             .link
             .call("cache-get", |c| async move {
@@ -459,7 +461,7 @@ impl RedisTier {
             return RedisFound::Miss;
         };
         let Some(names) = parse_vary_names(&vary) else {
-            self.delete(key.vary.clone());
+            self.delete(key.vary());
             return RedisFound::Miss;
         };
         let (variant, value) = if *names == *guess {
@@ -555,7 +557,7 @@ impl RedisTier {
             let value = codec::encode(&entry, stored_at);
             let vary = join_vary_names(&entry.vary);
             let keys: Vec<fred::types::Key> = vec![
-                key.vary.clone().into(),
+                key.vary().into(),
                 key.entry(variant).into(),
                 key.lease().into(),
             ];

@@ -475,6 +475,20 @@ mod tests {
         }
     }
 
+    /// What a streaming decoder yields before its input runs out (a truncated stream ends in
+    /// an error, which is where this stops).
+    fn read_available(mut d: impl Read) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = d.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
     #[test]
     fn flush_makes_everything_so_far_decodable() {
         for a in Algorithm::ALL {
@@ -484,46 +498,15 @@ mod tests {
             codec.flush(&mut out).unwrap();
             let first = out.len();
             // A streaming decoder given only the flushed prefix yields the whole first event.
-            let mut got = Vec::new();
-            let mut buf = [0u8; 64];
-            match a {
-                Algorithm::Gzip => {
-                    let mut d = flate2::read::GzDecoder::new(&out[..first]);
-                    while let Ok(n) = d.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
-                }
-                Algorithm::Deflate => {
-                    let mut d = flate2::read::ZlibDecoder::new(&out[..first]);
-                    while let Ok(n) = d.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
-                }
-                Algorithm::Br => {
-                    let mut d = brotli::Decompressor::new(&out[..first], 64);
-                    while let Ok(n) = d.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
-                }
+            let prefix = &out[..first];
+            let got = match a {
+                Algorithm::Gzip => read_available(flate2::read::GzDecoder::new(prefix)),
+                Algorithm::Deflate => read_available(flate2::read::ZlibDecoder::new(prefix)),
+                Algorithm::Br => read_available(brotli::Decompressor::new(prefix, 64)),
                 Algorithm::Zstd => {
-                    let mut d = zstd::stream::read::Decoder::new(&out[..first]).unwrap();
-                    while let Ok(n) = d.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
+                    read_available(zstd::stream::read::Decoder::new(prefix).unwrap())
                 }
-            }
+            };
             assert_eq!(got, b"data: one\n\n", "{a}");
             codec.finish(&mut out).unwrap();
             assert_eq!(decode(a, &out), b"data: one\n\n", "{a}");

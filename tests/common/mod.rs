@@ -19,6 +19,24 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// Like [`serve`], with the peer address of each connection in axum's `ConnectInfo` (what
+/// per-client layers such as the rate limiter read).
+pub async fn serve_with_peer(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("server");
+    });
+    addr
+}
+
 /// A client that talks straight to loopback, never through a proxy from the environment.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -24,6 +24,18 @@ impl RedisServer {
         server
     }
 
+    /// [`start`](Self::start), or `None` when `redis-server` is not installed (benches skip
+    /// their Redis part then; tests install it through `scripts/test.sh` and use `start`).
+    pub fn try_start() -> Option<Self> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        installed.then(Self::start)
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args([
