@@ -223,9 +223,16 @@ pub(crate) struct RedisTier {
     fleet: Purges,
     /// The highest fleet generation seen: entries are stamped with the next one.
     known: AtomicU64,
-    /// Local generations of purges not yet recorded in Redis (oldest first): entries read from
-    /// Redis meanwhile are stamped no newer than the oldest, so the local record covers them.
+    /// Local generations of purges in the outbox, not yet recorded in Redis (oldest first):
+    /// entries read from Redis meanwhile are stamped no newer than the oldest, so the local
+    /// record covers them. Changed only when a purge is sent or confirmed.
     pending: Mutex<VecDeque<u64>>,
+    /// The oldest of `pending` and of the purges that overflowed the outbox (`u64::MAX`: none),
+    /// read on every Redis lookup without the lock.
+    oldest_pending: AtomicU64,
+    /// The oldest local generation of purges that did not fit in the outbox; cleared when the
+    /// purge of everything that replaces them is recorded.
+    overflowed: AtomicU64,
     vary_hints: moka::sync::Cache<u128, Arc<[HeaderName]>>,
     outbox: mpsc::Sender<(String, bool, u64)>,
     outbox_rx: Mutex<Option<mpsc::Receiver<(String, bool, u64)>>>,
@@ -304,6 +311,8 @@ impl RedisTier {
             fleet: Purges::new(cfg.record_ttl, 100_000),
             known: AtomicU64::new(0),
             pending: Mutex::new(VecDeque::new()),
+            oldest_pending: AtomicU64::new(u64::MAX),
+            overflowed: AtomicU64::new(u64::MAX),
             vary_hints: moka::sync::Cache::builder()
                 .max_capacity(VARY_HINTS)
                 .time_to_live(Duration::from_secs(3600))
@@ -352,9 +361,17 @@ impl RedisTier {
     /// The local generation to stamp on an entry read from Redis now: no newer than the oldest
     /// purge still on its way to Redis.
     fn local_stamp(&self, shared: &Shared) -> u64 {
-        let current = shared.purges.current();
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.front().map_or(current, |&g| g.min(current))
+        shared
+            .purges
+            .current()
+            .min(self.oldest_pending.load(Ordering::Acquire))
+    }
+
+    /// Publishes the oldest unrecorded purge for [`local_stamp`](Self::local_stamp).
+    fn update_oldest(&self, pending: &VecDeque<u64>) {
+        let queued = pending.front().copied().unwrap_or(u64::MAX);
+        let oldest = queued.min(self.overflowed.load(Ordering::Acquire));
+        self.oldest_pending.store(oldest, Ordering::Release);
     }
 
     /// Checks an entry (memory or Redis) against the fleet's purges.
@@ -645,17 +662,20 @@ impl RedisTier {
     /// Sends a purge to Redis and the fleet, in the background and in order; retried while
     /// Redis is away.
     pub(crate) fn publish_purge(&self, target: Target<'_>, hard: bool, shared_generation: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(shared_generation);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if self
             .outbox
             .try_send((field_of(target), hard, shared_generation))
-            .is_err()
+            .is_ok()
         {
+            pending.push_back(shared_generation);
+        } else {
+            // Covered by the purge of everything the outbox sends next.
+            self.overflowed
+                .fetch_min(shared_generation, Ordering::AcqRel);
             self.overflow.store(true, Ordering::Release);
         }
+        self.update_oldest(&pending);
     }
 
     fn confirm(&self, generation: u64) {
@@ -663,6 +683,17 @@ impl RedisTier {
         if let Some(i) = pending.iter().position(|&g| g == generation) {
             pending.remove(i);
         }
+        self.update_oldest(&pending);
+    }
+
+    /// The purge of everything that replaces the overflowed purges is recorded in Redis. A
+    /// purge that overflowed since sets the flag again, and keeps its generation for the next.
+    fn confirm_overflow(&self) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.overflow.load(Ordering::Acquire) {
+            self.overflowed.store(u64::MAX, Ordering::Release);
+        }
+        self.update_oldest(&pending);
     }
 
     async fn send_purge(&self, field: &str, hard: bool) -> Result<u64, LinkError> {
@@ -801,8 +832,9 @@ async fn outbox_task(tier: Weak<RedisTier>, mut rx: mpsc::Receiver<(String, bool
             let Some(t) = tier.upgrade() else { return };
             if t.overflow.swap(false, Ordering::AcqRel) {
                 // Purges were lost: everything is stale instead.
-                if t.send_purge("!all", false).await.is_err() {
-                    t.overflow.store(true, Ordering::Release);
+                match t.send_purge("!all", false).await {
+                    Ok(_) => t.confirm_overflow(),
+                    Err(_) => t.overflow.store(true, Ordering::Release),
                 }
             }
             match t.send_purge(&field, hard).await {
@@ -909,4 +941,55 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
         }
     }
     let _ = sub.quit().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier() -> RedisTier {
+        let link = RedisLink::builder()
+            .url("redis://127.0.0.1:1")
+            .build()
+            .expect("link");
+        RedisTier::new(TierConfig {
+            link,
+            name: "test".into(),
+            seed: 1,
+            lease_ttl: Duration::from_secs(1),
+            lease_wait: Duration::from_secs(1),
+            record_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn oldest(t: &RedisTier) -> u64 {
+        t.oldest_pending.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn entries_from_redis_are_stamped_no_newer_than_the_oldest_unsent_purge() {
+        let t = tier();
+        assert_eq!(oldest(&t), u64::MAX, "nothing pending");
+        t.publish_purge(Target::Tag("a"), false, 10);
+        t.publish_purge(Target::Tag("b"), false, 11);
+        assert_eq!(oldest(&t), 10);
+        t.confirm(10);
+        assert_eq!(oldest(&t), 11);
+        // The outbox holds OUTBOX purges (no task drains it here): the rest overflow.
+        for g in 12..(10 + OUTBOX as u64) {
+            t.publish_purge(Target::Tag("c"), false, g);
+        }
+        assert!(!t.overflow.load(Ordering::Acquire));
+        t.publish_purge(Target::Tag("d"), true, 5_000);
+        t.publish_purge(Target::Tag("e"), true, 5_001);
+        assert!(t.overflow.load(Ordering::Acquire));
+        for g in 11..(10 + OUTBOX as u64) {
+            t.confirm(g);
+        }
+        assert_eq!(oldest(&t), 5_000, "the overflowed purges still count");
+        // The outbox task sends the purge of everything (taking the flag), then confirms it.
+        t.overflow.store(false, Ordering::Release);
+        t.confirm_overflow();
+        assert_eq!(oldest(&t), u64::MAX);
+    }
 }
