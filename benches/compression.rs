@@ -11,8 +11,11 @@
 //! ratios as a markdown table. Also measured: the level sweep that chose the defaults, the
 //! minimum size, and what one 64 KiB slice costs against a `spawn_blocking` round trip.
 //!
-//! Note: Cargo unifies features, so tower-http's gzip and deflate run on the same flate2 backend
-//! (zlib-rs) as ours: the comparison is of the layers, not of the deflate implementations.
+//! Backends: Cargo unifies features, so tower-http's gzip and deflate run on the same flate2
+//! backend (zlib-rs) as our streams; with `compression-native` (default) our whole bodies of
+//! 4-256 KiB go to libdeflate and our `br` to Google's C brotli, while tower-http's `br` is the
+//! Rust port (async-compression). `-- profile <case> <ours|theirs>` loops one side of one
+//! case for 5 s, for `perf record`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -456,8 +459,41 @@ criterion_group! {
     targets = bench
 }
 
+/// `cargo bench --bench compression -- profile <case> <ours|theirs>`: one side of the first case
+/// whose name contains `<case>`, in a loop for 5 s, for `perf record`.
+fn profile(case: &str, side: &str) {
+    let rt = rt();
+    let Some(case) = cases().into_iter().find(|c| c.name.contains(case)) else {
+        eprintln!("no case matches {case:?}");
+        return;
+    };
+    let svc = if side == "theirs" {
+        &case.theirs
+    } else {
+        &case.ours
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    rt.block_on(async {
+        while start.elapsed() < Duration::from_secs(5) {
+            black_box(once(svc, case.alg).await);
+            n += 1;
+        }
+    });
+    println!(
+        "{} ({side}): {:.1} us per request",
+        case.name,
+        start.elapsed().as_secs_f64() / n as f64 * 1e6
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "profile") {
+        let arg = |k: usize| args.get(i + k).map_or("", String::as_str);
+        profile(arg(1), arg(2));
+        return;
+    }
     // `cargo bench --bench compression -- summary`: only the tables.
     if !args.iter().any(|a| a == "summary") {
         benches();

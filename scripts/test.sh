@@ -39,6 +39,11 @@ cargo check --no-default-features --lib
 step "cargo test --all-features"
 cargo test --all-features
 
+step "unit and compression tests on the pure-Rust codecs (without compression-native)"
+cargo test --no-default-features \
+    --features axum,tower-http,compression-zstd,compression-br,compression-gzip,compression-deflate \
+    --lib --test compression
+
 step "cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 

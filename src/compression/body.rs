@@ -116,12 +116,17 @@ impl Encoder {
 
     fn finish(&mut self) -> Result<(), BoxError> {
         self.run(|c, out| c.finish(out))?;
+        self.finished();
+        Ok(())
+    }
+
+    /// The trailer is written: the codec goes back to the pool, stats are recorded.
+    fn finished(&mut self) {
         self.finished = true;
         if let Some(codec) = self.codec.take() {
             codec.recycle();
         }
         self.record();
-        Ok(())
     }
 
     fn take_out(&mut self) -> Bytes {
@@ -290,7 +295,22 @@ where
                         Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                         Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                             Ok(mut data) => {
-                                s.pending = data.copy_to_bytes(data.remaining());
+                                let data = data.copy_to_bytes(data.remaining());
+                                // The whole body in one frame: the codec's one-shot path, if
+                                // it has one (libdeflate), is faster than streaming.
+                                if s.input == 0 && !s.flush_each && inner.is_end_stream() {
+                                    let mut whole = false;
+                                    s.run(|c, out| {
+                                        whole = c.encode_whole(&data, out)?;
+                                        Ok(())
+                                    })?;
+                                    if whole {
+                                        s.input = data.len() as u64;
+                                        s.finished();
+                                        continue;
+                                    }
+                                }
+                                s.pending = data;
                                 s.flush_due = s.flush_each;
                             }
                             Err(frame) => {

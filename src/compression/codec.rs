@@ -5,8 +5,10 @@
 //! `flate2::Compress`): a finished encoder goes back to a per-thread pool and the next response
 //! resets it instead of allocating its state again (the zstd context is about 1.3 MiB at level 3
 //! with an unknown size, the deflate state about 270 KiB: fresh ones page-fault on every
-//! response). Brotli has no reset, so it comes fresh from async-compression's codec, sized for
-//! the body (`lgwin` and size hint) when its length is known.
+//! response). Brotli has no reset, so it comes fresh, sized for the body (`lgwin` and size
+//! hint) when its length is known: from Google's C brotli with `compression-native`, else from
+//! async-compression's codec (the Rust port). With `compression-native`, whole `gzip` and
+//! `deflate` bodies of 4-256 KiB go to libdeflate in one call ([`Codec::encode_whole`]).
 
 use std::cell::RefCell;
 use std::io;
@@ -55,11 +57,17 @@ pub(crate) enum Codec {
         deflate: Box<flate2::Compress>,
         crc: flate2::Crc,
         header_written: bool,
+        level: i32,
     },
     #[cfg(feature = "compression-deflate")]
-    Deflate(Box<flate2::Compress>),
-    #[cfg(feature = "compression-br")]
+    Deflate {
+        deflate: Box<flate2::Compress>,
+        level: i32,
+    },
+    #[cfg(all(feature = "compression-br", not(feature = "compression-native")))]
     Br(Box<async_compression::codecs::BrotliEncoder>),
+    #[cfg(all(feature = "compression-br", feature = "compression-native"))]
+    Br(brotlic::BrotliEncoder),
 }
 
 impl std::fmt::Debug for Codec {
@@ -130,14 +138,15 @@ impl Codec {
                 deflate: Box::new(flate2::Compress::new(flate_level(level), false)),
                 crc: flate2::Crc::new(),
                 header_written: false,
+                level,
             }),
             #[cfg(feature = "compression-deflate")]
-            Algorithm::Deflate => Ok(Codec::Deflate(Box::new(flate2::Compress::new(
-                flate_level(level),
-                true,
-            )))),
+            Algorithm::Deflate => Ok(Codec::Deflate {
+                deflate: Box::new(flate2::Compress::new(flate_level(level), true)),
+                level,
+            }),
             #[cfg(feature = "compression-br")]
-            Algorithm::Br => Ok(Codec::Br(Box::new(brotli(level, size)))),
+            Algorithm::Br => Ok(Codec::Br(brotli(level, size)?)),
             #[allow(unreachable_patterns)]
             _ => Err(io::Error::other("content coding not compiled in")),
         }
@@ -157,19 +166,22 @@ impl Codec {
                 deflate,
                 crc,
                 header_written,
+                level: l,
             } => {
                 deflate.reset();
                 deflate.set_level(flate_level(level)).map_err(other)?;
                 *crc = flate2::Crc::new();
                 *header_written = false;
+                *l = level;
             }
             #[cfg(feature = "compression-deflate")]
-            Codec::Deflate(c) => {
-                c.reset();
-                c.set_level(flate_level(level)).map_err(other)?;
+            Codec::Deflate { deflate, level: l } => {
+                deflate.reset();
+                deflate.set_level(flate_level(level)).map_err(other)?;
+                *l = level;
             }
             #[cfg(feature = "compression-br")]
-            Codec::Br(b) => **b = brotli(level, size),
+            Codec::Br(b) => *b = brotli(level, size)?,
         }
         let _ = (level, size);
         Ok(())
@@ -182,9 +194,34 @@ impl Codec {
             #[cfg(feature = "compression-gzip")]
             Codec::Gzip { .. } => Algorithm::Gzip,
             #[cfg(feature = "compression-deflate")]
-            Codec::Deflate(_) => Algorithm::Deflate,
+            Codec::Deflate { .. } => Algorithm::Deflate,
             #[cfg(feature = "compression-br")]
             Codec::Br(_) => Algorithm::Br,
+        }
+    }
+
+    /// Compresses `input` as the whole body, header to trailer, in one call, when this codec
+    /// has a faster one-shot path for it (libdeflate for `gzip` and `deflate`, bodies in
+    /// [`WHOLE`]): `Ok(false)`, having done nothing, otherwise. The codec itself is left
+    /// untouched (the body is finished without it).
+    pub(crate) fn encode_whole(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<bool> {
+        let _ = (input, &out);
+        match self {
+            #[cfg(all(feature = "compression-gzip", feature = "compression-native"))]
+            Codec::Gzip {
+                level,
+                header_written: false,
+                ..
+            } if WHOLE.contains(&input.len()) => {
+                whole::compress(whole::Wrapper::Gzip, *level, input, out)
+            }
+            #[cfg(all(feature = "compression-deflate", feature = "compression-native"))]
+            Codec::Deflate { deflate, level }
+                if WHOLE.contains(&input.len()) && deflate.total_in() == 0 =>
+            {
+                whole::compress(whole::Wrapper::Zlib, *level, input, out)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -208,6 +245,7 @@ impl Codec {
                 deflate,
                 crc,
                 header_written,
+                ..
             } => {
                 if !*header_written {
                     out.extend_from_slice(&GZIP_HEADER);
@@ -217,7 +255,9 @@ impl Codec {
                 flate(deflate, input, out, flate2::FlushCompress::None)
             }
             #[cfg(feature = "compression-deflate")]
-            Codec::Deflate(c) => flate(c, input, out, flate2::FlushCompress::None),
+            Codec::Deflate { deflate, .. } => {
+                flate(deflate, input, out, flate2::FlushCompress::None)
+            }
             #[cfg(feature = "compression-br")]
             Codec::Br(b) => brotli_op(b, input, out, BrOp::Encode),
         }
@@ -251,7 +291,7 @@ impl Codec {
                 flate(deflate, &[], out, flate2::FlushCompress::Sync)
             }
             #[cfg(feature = "compression-deflate")]
-            Codec::Deflate(c) => flate(c, &[], out, flate2::FlushCompress::Sync),
+            Codec::Deflate { deflate, .. } => flate(deflate, &[], out, flate2::FlushCompress::Sync),
             #[cfg(feature = "compression-br")]
             Codec::Br(b) => brotli_op(b, &[], out, BrOp::Flush),
         }
@@ -277,6 +317,7 @@ impl Codec {
                 deflate,
                 crc,
                 header_written,
+                ..
             } => {
                 if !*header_written {
                     out.extend_from_slice(&GZIP_HEADER);
@@ -288,10 +329,121 @@ impl Codec {
                 Ok(())
             }
             #[cfg(feature = "compression-deflate")]
-            Codec::Deflate(c) => flate(c, &[], out, flate2::FlushCompress::Finish),
+            Codec::Deflate { deflate, .. } => {
+                flate(deflate, &[], out, flate2::FlushCompress::Finish)
+            }
             #[cfg(feature = "compression-br")]
             Codec::Br(b) => brotli_op(b, &[], out, BrOp::Finish),
         }
+    }
+}
+
+/// Sizes of the bodies that, complete in one frame, are compressed in one call by
+/// [`Codec::encode_whole`]. Up to 256 KiB: the input one poll of the body may encode, so a
+/// one-shot call holds a worker no longer than streaming does; beyond it libdeflate's lead over
+/// zlib-rs shrinks to about 5% (1 MB page, level 5), not worth a blocking-pool hop. From 4 KiB:
+/// below it zlib-rs makes the smaller output (200 against 217 bytes for 512 bytes of JSON, 271
+/// against 289 for 1 KiB) and libdeflate is only about 10% faster.
+///
+/// libdeflate against zlib-rs (`compression` bench and by hand): on the bench's 10 KB JSON,
+/// level 5 in 62 us and 1302 bytes against zlib-rs level 6 in 83 us and 1381 bytes (zlib-rs
+/// level 5: 71 us, 1384 bytes); on real files (rustdoc's 90 KB search script, 70 KB
+/// stylesheet, 17 and 59 KB pages, a 37 KB README) 1.2-1.4x zlib-rs level 5 at -1% to +3%
+/// bytes. libdeflate has no streaming API, so streams and larger bodies stay on zlib-rs.
+#[cfg_attr(
+    not(all(
+        feature = "compression-native",
+        any(feature = "compression-gzip", feature = "compression-deflate")
+    )),
+    allow(dead_code)
+)]
+pub(crate) const WHOLE: std::ops::RangeInclusive<usize> = 4 * 1024..=256 * 1024;
+
+#[cfg(all(
+    feature = "compression-native",
+    any(feature = "compression-gzip", feature = "compression-deflate")
+))]
+mod whole {
+    use std::cell::RefCell;
+    use std::io;
+
+    /// Compressors kept per thread: one per level (a compressor is built for one level), the
+    /// least recently used dropped beyond this.
+    const KEPT: usize = 3;
+
+    thread_local! {
+        static COMPRESSORS: RefCell<Vec<(i32, libdeflater::Compressor)>> = const { RefCell::new(Vec::new()) };
+        /// Output scratch of the bound's size: the body gets an exact copy, so a cached
+        /// entry never holds the bound's spare capacity.
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) enum Wrapper {
+        #[cfg(feature = "compression-gzip")]
+        Gzip,
+        #[cfg(feature = "compression-deflate")]
+        Zlib,
+    }
+
+    pub(super) fn compress(
+        wrapper: Wrapper,
+        level: i32,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let level = level.clamp(0, 12);
+        let run = |c: &mut libdeflater::Compressor, out: &mut Vec<u8>| -> io::Result<()> {
+            SCRATCH
+                .try_with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let bound = match wrapper {
+                        #[cfg(feature = "compression-gzip")]
+                        Wrapper::Gzip => c.gzip_compress_bound(input.len()),
+                        #[cfg(feature = "compression-deflate")]
+                        Wrapper::Zlib => c.zlib_compress_bound(input.len()),
+                    };
+                    if scratch.len() < bound {
+                        scratch.resize(bound, 0);
+                    }
+                    let n = match wrapper {
+                        #[cfg(feature = "compression-gzip")]
+                        Wrapper::Gzip => c.gzip_compress(input, &mut scratch[..]),
+                        #[cfg(feature = "compression-deflate")]
+                        Wrapper::Zlib => c.zlib_compress(input, &mut scratch[..]),
+                    }
+                    .map_err(|e| io::Error::other(format!("libdeflate: {e:?}")))?;
+                    out.extend_from_slice(&scratch[..n]);
+                    Ok(())
+                })
+                .map_err(io::Error::other)?
+        };
+        let pooled = COMPRESSORS
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                let i = p.iter().position(|(l, _)| *l == level)?;
+                // Most recently used last.
+                let entry = p.remove(i);
+                Some(entry)
+            })
+            .ok()
+            .flatten();
+        let mut compressor = match pooled {
+            Some((_, c)) => c,
+            None => libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(level)
+                    .map_err(|e| io::Error::other(format!("libdeflate level {level}: {e:?}")))?,
+            ),
+        };
+        let r = run(&mut compressor, out);
+        let _ = COMPRESSORS.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() >= KEPT {
+                p.remove(0);
+            }
+            p.push((level, compressor));
+        });
+        r.map(|()| true)
     }
 }
 
@@ -332,26 +484,53 @@ fn flate(
     }
 }
 
+/// Brotli's window (lgwin) for a body of `size` bytes.
+///
+/// The window (lgwin), measured (bench `-- brotli`): 18 (256 KiB) beats the default 22 on
+// time at quality 1 (84 vs 138 us for 10 KB of JSON: less state to allocate and clear) and
+// on time and size at qualities 4-7 for a 1 MB page; below 17 brotli switches hashers and
+// qualities 5+ get 15-20x slower on small bodies, so smaller bodies keep 18 too. For
+// streams, brotli holds about two windows of input before it writes a meta-block (2 MiB
+// with a 1 MiB window, 8 MiB and more with the default), so 18 also keeps output close
+// behind input and memory small. Bodies known to be over 1 MiB get 20. The C brotli
+// measured the same way (18 slightly ahead of 22 at 10 KB, 20 at 1 MB).
 #[cfg(feature = "compression-br")]
-fn brotli(level: i32, size: Option<u64>) -> async_compression::codecs::BrotliEncoder {
-    use async_compression::codecs::brotli::params::EncoderParams;
-    let mut params = EncoderParams::default().quality(async_compression::Level::Precise(level));
-    // The window (lgwin), measured (bench `-- brotli`): 18 (256 KiB) beats the default 22 on
-    // time at quality 1 (84 vs 138 us for 10 KB of JSON: less state to allocate and clear) and
-    // on time and size at qualities 4-7 for a 1 MB page; below 17 brotli switches hashers and
-    // qualities 5+ get 15-20x slower on small bodies, so smaller bodies keep 18 too. For
-    // streams, brotli holds about two windows of input before it writes a meta-block (2 MiB
-    // with a 1 MiB window, 8 MiB and more with the default), so 18 also keeps output close
-    // behind input and memory small. Bodies known to be over 1 MiB get 20.
-    let lgwin = match size {
+fn brotli_window(size: Option<u64>) -> u8 {
+    match size {
         Some(n) if n > 1 << 20 => 20,
         _ => 18,
-    };
-    params = params.window_size(lgwin);
+    }
+}
+
+#[cfg(all(feature = "compression-br", not(feature = "compression-native")))]
+fn brotli(
+    level: i32,
+    size: Option<u64>,
+) -> io::Result<Box<async_compression::codecs::BrotliEncoder>> {
+    use async_compression::codecs::brotli::params::EncoderParams;
+    let mut params = EncoderParams::default()
+        .quality(async_compression::Level::Precise(level))
+        .window_size(i32::from(brotli_window(size)));
     if let Some(size) = size {
         params = params.size_hint(usize::try_from(size).unwrap_or(usize::MAX));
     }
-    async_compression::codecs::BrotliEncoder::new(params)
+    Ok(Box::new(async_compression::codecs::BrotliEncoder::new(
+        params,
+    )))
+}
+
+/// A C brotli encoder (its state is allocated by the first input, sized by the hint).
+#[cfg(all(feature = "compression-br", feature = "compression-native"))]
+fn brotli(level: i32, size: Option<u64>) -> io::Result<brotlic::BrotliEncoder> {
+    use brotlic::{encode::BrotliEncoderOptions, Quality, WindowSize};
+    let quality = Quality::new(level.clamp(0, 11) as u8).map_err(io::Error::other)?;
+    let window = WindowSize::new(brotli_window(size)).map_err(io::Error::other)?;
+    let mut options = BrotliEncoderOptions::new();
+    options.quality(quality).window_size(window);
+    if let Some(size) = size {
+        options.size_hint(u32::try_from(size).unwrap_or(u32::MAX));
+    }
+    options.build().map_err(io::Error::other)
 }
 
 #[cfg(feature = "compression-br")]
@@ -363,7 +542,7 @@ enum BrOp {
 }
 
 /// Brotli writes into initialised memory: the spare part of `out` is zeroed, then cut back.
-#[cfg(feature = "compression-br")]
+#[cfg(all(feature = "compression-br", not(feature = "compression-native")))]
 fn brotli_op(
     b: &mut async_compression::codecs::BrotliEncoder,
     input: &[u8],
@@ -390,6 +569,48 @@ fn brotli_op(
         out.truncate(start + written);
         if done && (op == BrOp::Encode || written < spare) {
             return Ok(());
+        }
+    }
+}
+
+/// The same over the C encoder: input until all of it is taken, then (flush, finish) until the
+/// encoder has nothing more to write.
+#[cfg(all(feature = "compression-br", feature = "compression-native"))]
+fn brotli_op(
+    b: &mut brotlic::BrotliEncoder,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    op: BrOp,
+) -> io::Result<()> {
+    use brotlic::encode::BrotliOperation;
+    let operation = match op {
+        BrOp::Encode => BrotliOperation::Process,
+        BrOp::Flush => BrotliOperation::Flush,
+        BrOp::Finish => BrotliOperation::Finish,
+    };
+    loop {
+        let start = out.len();
+        let spare = input.len().clamp(MIN_SPARE, 64 * 1024);
+        out.resize(start + spare, 0);
+        let r = b
+            .compress(input, &mut out[start..], operation)
+            .map_err(io::Error::other);
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
+        out.truncate(start + r.bytes_written);
+        input = &input[r.bytes_read..];
+        if !input.is_empty() || b.has_output() {
+            continue;
+        }
+        match op {
+            BrOp::Encode | BrOp::Flush => return Ok(()),
+            BrOp::Finish if b.is_finished() => return Ok(()),
+            BrOp::Finish => {}
         }
     }
 }
@@ -459,6 +680,41 @@ mod tests {
                 assert_eq!(decode(a, &out), data, "{a} level {level} round {i}");
                 codec.recycle();
             }
+        }
+    }
+
+    #[test]
+    fn whole_bodies_take_the_one_shot_path_where_there_is_one() {
+        let data = sample(*WHOLE.end());
+        for a in Algorithm::ALL {
+            // Under the minimum: streamed.
+            let mut codec = Codec::get(a, 5, Some(100), true).unwrap();
+            assert!(!codec
+                .encode_whole(&data[..WHOLE.start() - 1], &mut Vec::new())
+                .unwrap());
+            for level in [1, 5, 9] {
+                let mut codec = Codec::get(a, level, Some(data.len() as u64), true).unwrap();
+                let mut out = Vec::new();
+                let whole = codec.encode_whole(&data, &mut out).unwrap();
+                let flate = matches!(a, Algorithm::Gzip | Algorithm::Deflate);
+                assert_eq!(whole, flate && cfg!(feature = "compression-native"), "{a}");
+                if whole {
+                    assert!(out.len() < data.len() / 3, "{a} {level}: {}", out.len());
+                    assert_eq!(decode(a, &out), data, "{a} level {level}");
+                    // The codec is untouched: it still streams a body of its own.
+                    let streamed = compress(&mut codec, &[b"after"], false);
+                    assert_eq!(decode(a, &streamed), b"after", "{a}");
+                } else {
+                    assert!(out.is_empty(), "{a}");
+                }
+                codec.recycle();
+            }
+            // One byte over the bound streams.
+            let big = sample(WHOLE.end() + 1);
+            let mut codec = Codec::get(a, 5, Some(big.len() as u64), true).unwrap();
+            let mut out = Vec::new();
+            assert!(!codec.encode_whole(&big, &mut out).unwrap(), "{a}");
+            assert!(out.is_empty());
         }
     }
 
