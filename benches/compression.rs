@@ -1,9 +1,11 @@
 //! `AdaptiveCompressionLayer` against tower-http's `CompressionLayer` on the same service, the
 //! same bodies and the same requests, in one run:
 //!
-//! - a 10 KB JSON document and a 1 MB HTML page,
+//! - a 10 KB JSON document and a 1 MB HTML page (generated), rustdoc's 91 KB search script and
+//!   70 KB stylesheet (real, minified; `benches/data/`),
 //! - per algorithm (zstd, br, gzip, deflate),
-//! - at each side's default level, and at matched levels (tower-http set to ours),
+//! - at each side's default level, and at matched levels (tower-http set to ours, and ours set
+//!   to tower-http's),
 //! - ours also without encoder reuse, to show what reuse saves.
 //!
 //! Criterion measures every case; then a summary interleaves the two sides (A, B, A, B...) so
@@ -12,8 +14,8 @@
 //! minimum size, and what one 64 KiB slice costs against a `spawn_blocking` round trip.
 //!
 //! Backends: Cargo unifies features, so tower-http's gzip and deflate run on the same flate2
-//! backend (zlib-rs) as our streams; with `compression-native` (default) our whole bodies of
-//! 4-256 KiB go to libdeflate and our `br` to Google's C brotli, while tower-http's `br` is the
+//! backend (zlib-rs) as our streams; with `compression-native` (default) our whole bodies of up to
+//! 256 KiB go to libdeflate and our `br` to Google's C brotli, while tower-http's `br` is the
 //! Rust port (async-compression). `-- profile <case> <ours|theirs>` loops one side of one
 //! case for 5 s, for `perf record`.
 
@@ -67,6 +69,25 @@ fn html_1m() -> Bytes {
     }
     s.push_str("</table></body></html>");
     Bytes::from(s)
+}
+
+/// The bodies of every table: two generated (a JSON document of the kind the demo serves and a
+/// large, repetitive HTML table) and two real, minified web assets (`benches/data/`).
+fn bodies() -> [(&'static str, Bytes, &'static str); 4] {
+    [
+        ("json-10k", json_10k(), "application/json"),
+        ("html-1m", html_1m(), "text/html; charset=utf-8"),
+        (
+            "js-91k",
+            Bytes::from_static(include_bytes!("data/rustdoc-search.js")),
+            "text/javascript",
+        ),
+        (
+            "css-70k",
+            Bytes::from_static(include_bytes!("data/rustdoc.css")),
+            "text/css",
+        ),
+    ]
 }
 
 type Req = Request<Full<Bytes>>;
@@ -162,10 +183,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for (bname, body, ct) in [
-        ("json-10k", json_10k(), "application/json"),
-        ("html-1m", html_1m(), "text/html; charset=utf-8"),
-    ] {
+    for (bname, body, ct) in bodies() {
         for alg in Algorithm::ALL {
             v.push(Case {
                 name: format!(
@@ -185,6 +203,16 @@ fn cases() -> Vec<Case> {
                 theirs: theirs(&body, ct, Some(our_default(alg))),
                 alg,
             });
+            // And at theirs, where the defaults differ.
+            if their_default(alg) != our_default(alg) {
+                v.push(Case {
+                    name: format!("{bname}/{alg}/matched {}", their_default(alg)),
+                    input: body.len(),
+                    ours: ours(&body, ct, alg, Some(their_default(alg)), true),
+                    theirs: theirs(&body, ct, None),
+                    alg,
+                });
+            }
             if alg != Algorithm::Br {
                 v.push(Case {
                     name: format!("{bname}/{alg}/no-reuse vs reuse {}", our_default(alg)),
@@ -291,10 +319,7 @@ fn level_sweep() {
     println!("\n## level sweep (ours, no adaptation)\n");
     println!("| body | algorithm | level | MB/s | bytes out | ratio |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (bname, body, ct) in [
-        ("json-10k", json_10k(), "application/json"),
-        ("html-1m", html_1m(), "text/html"),
-    ] {
+    for (bname, body, ct) in bodies() {
         for alg in Algorithm::ALL {
             let levels: &[i32] = match alg {
                 Algorithm::Zstd => &[-5, -1, 1, 2, 3, 4, 6, 9, 12],

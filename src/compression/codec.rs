@@ -8,7 +8,7 @@
 //! response). Brotli has no reset, so it comes fresh, sized for the body (`lgwin` and size
 //! hint) when its length is known: from Google's C brotli with `compression-native`, else from
 //! async-compression's codec (the Rust port). With `compression-native`, whole `gzip` and
-//! `deflate` bodies of 4-256 KiB go to libdeflate in one call ([`Codec::encode_whole`]).
+//! `deflate` bodies of up to 256 KiB go to libdeflate in one call ([`Codec::encode_whole`]).
 
 use std::cell::RefCell;
 use std::io;
@@ -201,8 +201,8 @@ impl Codec {
     }
 
     /// Compresses `input` as the whole body, header to trailer, in one call, when this codec
-    /// has a faster one-shot path for it (libdeflate for `gzip` and `deflate`, bodies in
-    /// [`WHOLE`]): `Ok(false)`, having done nothing, otherwise. The codec itself is left
+    /// has a faster one-shot path for it (libdeflate for `gzip` and `deflate`, bodies up to
+    /// [`WHOLE_MAX`]): `Ok(false)`, having done nothing, otherwise. The codec itself is left
     /// untouched (the body is finished without it).
     pub(crate) fn encode_whole(&mut self, input: &[u8], out: &mut Vec<u8>) -> io::Result<bool> {
         let _ = (input, &out);
@@ -212,12 +212,12 @@ impl Codec {
                 level,
                 header_written: false,
                 ..
-            } if WHOLE.contains(&input.len()) => {
+            } if input.len() <= WHOLE_MAX => {
                 whole::compress(whole::Wrapper::Gzip, *level, input, out)
             }
             #[cfg(all(feature = "compression-deflate", feature = "compression-native"))]
             Codec::Deflate { deflate, level }
-                if WHOLE.contains(&input.len()) && deflate.total_in() == 0 =>
+                if input.len() <= WHOLE_MAX && deflate.total_in() == 0 =>
             {
                 whole::compress(whole::Wrapper::Zlib, *level, input, out)
             }
@@ -338,26 +338,19 @@ impl Codec {
     }
 }
 
-/// Sizes of the bodies that, complete in one frame, are compressed in one call by
-/// [`Codec::encode_whole`]. Up to 256 KiB: the input one poll of the body may encode, so a
-/// one-shot call holds a worker no longer than streaming does; beyond it libdeflate's lead over
-/// zlib-rs shrinks to about 5% (1 MB page, level 5), not worth a blocking-pool hop. From 4 KiB:
-/// below it zlib-rs makes the smaller output (200 against 217 bytes for 512 bytes of JSON, 271
-/// against 289 for 1 KiB) and libdeflate is only about 10% faster.
+/// Bodies up to this size, complete in one frame, are compressed in one call by
+/// [`Codec::encode_whole`]: the input one poll of the body may encode, so a one-shot call holds
+/// a worker no longer than streaming does. Beyond it libdeflate's lead over zlib-rs shrinks to
+/// about 5% (1 MB page, level 5), not worth a blocking-pool hop.
 ///
-/// libdeflate against zlib-rs (`compression` bench and by hand): on the bench's 10 KB JSON,
-/// level 5 in 62 us and 1302 bytes against zlib-rs level 6 in 83 us and 1381 bytes (zlib-rs
-/// level 5: 71 us, 1384 bytes); on real files (rustdoc's 90 KB search script, 70 KB
-/// stylesheet, 17 and 59 KB pages, a 37 KB README) 1.2-1.4x zlib-rs level 5 at -1% to +3%
-/// bytes. libdeflate has no streaming API, so streams and larger bodies stay on zlib-rs.
-#[cfg_attr(
-    not(all(
-        feature = "compression-native",
-        any(feature = "compression-gzip", feature = "compression-deflate")
-    )),
-    allow(dead_code)
-)]
-pub(crate) const WHOLE: std::ops::RangeInclusive<usize> = 4 * 1024..=256 * 1024;
+/// libdeflate against zlib-rs, same wrapper (`compression` bench, level sweep and by hand): on
+/// the bench's 10 KB JSON, level 5 makes 1302 bytes against zlib-rs's 1399 at level 6 and 1402
+/// at 5, 1.1-1.2x faster; on rustdoc's minified 91 KB script and 70 KB stylesheet 1.2x
+/// zlib-rs at the same level, 0.3-0.5% larger; on small bodies it is about 1.1x faster at
+/// the same size (218 against 217 bytes for 512 bytes of JSON, 289 for 1 KiB either way), so
+/// there is no lower bound. libdeflate has no streaming API: streams and larger bodies stay on
+/// zlib-rs.
+pub(crate) const WHOLE_MAX: usize = 256 * 1024;
 
 #[cfg(all(
     feature = "compression-native",
@@ -685,13 +678,8 @@ mod tests {
 
     #[test]
     fn whole_bodies_take_the_one_shot_path_where_there_is_one() {
-        let data = sample(*WHOLE.end());
+        let data = sample(WHOLE_MAX);
         for a in Algorithm::ALL {
-            // Under the minimum: streamed.
-            let mut codec = Codec::get(a, 5, Some(100), true).unwrap();
-            assert!(!codec
-                .encode_whole(&data[..WHOLE.start() - 1], &mut Vec::new())
-                .unwrap());
             for level in [1, 5, 9] {
                 let mut codec = Codec::get(a, level, Some(data.len() as u64), true).unwrap();
                 let mut out = Vec::new();
@@ -710,7 +698,7 @@ mod tests {
                 codec.recycle();
             }
             // One byte over the bound streams.
-            let big = sample(WHOLE.end() + 1);
+            let big = sample(WHOLE_MAX + 1);
             let mut codec = Codec::get(a, 5, Some(big.len() as u64), true).unwrap();
             let mut out = Vec::new();
             assert!(!codec.encode_whole(&big, &mut out).unwrap(), "{a}");
