@@ -350,6 +350,13 @@ impl Codec {
 /// the same size (218 against 217 bytes for 512 bytes of JSON, 289 for 1 KiB either way), so
 /// there is no lower bound. libdeflate has no streaming API: streams and larger bodies stay on
 /// zlib-rs.
+#[cfg_attr(
+    not(all(
+        feature = "compression-native",
+        any(feature = "compression-gzip", feature = "compression-deflate")
+    )),
+    allow(dead_code)
+)]
 pub(crate) const WHOLE_MAX: usize = 256 * 1024;
 
 #[cfg(all(
