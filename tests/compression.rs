@@ -1404,3 +1404,66 @@ async fn hot_cache_entries_are_recompressed_at_the_best_level() {
         "weak validator on other bytes: {etag}"
     );
 }
+
+/// A body that arrives whole (one frame) may take the codec's one-shot path (libdeflate, with
+/// `compression-native`), whose cost is not the streaming encoder's: it must not move the cost
+/// average that sizes levels for large streamed bodies. A streamed body does move it.
+#[tokio::test]
+async fn one_shot_bodies_leave_the_streaming_cost_alone() {
+    let layer = AdaptiveCompressionLayer::builder()
+        .adaptive(false)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let doc = json(20_000);
+    let app = Router::new()
+        .route(
+            "/whole",
+            get({
+                let d = doc.clone();
+                move || async move { typed("application/json", d) }
+            }),
+        )
+        .route(
+            "/chunks",
+            get({
+                let d = doc.clone();
+                move || async move {
+                    let halves = [
+                        Bytes::copy_from_slice(&d.as_bytes()[..10_000]),
+                        Bytes::copy_from_slice(&d.as_bytes()[10_000..]),
+                    ];
+                    let stream = futures_util::stream::iter(halves.map(Ok::<_, Infallible>));
+                    typed("application/json", Body::from_stream(stream))
+                }
+            }),
+        )
+        .layer(layer);
+    let base = format!("http://{}", serve(app).await);
+    let normal_cost = |coding: &str| {
+        handle
+            .snapshot()
+            .encodings
+            .iter()
+            .find(|e| e.encoding == coding)
+            .and_then(|e| e.ns_per_byte.as_ref().map(|n| n.normal.1))
+    };
+    for c in ["gzip", "deflate"] {
+        let before = normal_cost(c);
+        for _ in 0..3 {
+            let (_, h, body) = fetch(&format!("{base}/whole"), Some(c)).await;
+            assert_eq!(coding(&h), Some(c));
+            assert_eq!(decode(Some(c), &body), doc.as_bytes());
+        }
+        let after_whole = normal_cost(c);
+        assert_eq!(
+            after_whole == before,
+            cfg!(feature = "compression-native"),
+            "{c}: {before:?} -> {after_whole:?}"
+        );
+        let (_, h, body) = fetch(&format!("{base}/chunks"), Some(c)).await;
+        assert_eq!(coding(&h), Some(c));
+        assert_eq!(decode(Some(c), &body), doc.as_bytes());
+        assert_ne!(normal_cost(c), after_whole, "{c}: streamed");
+    }
+}

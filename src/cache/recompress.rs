@@ -163,6 +163,9 @@ fn recompressed(entry: &Entry, coding: Coding) -> Option<Entry> {
                 .take(MAX_DECODED)
                 .read_to_end(&mut decoded)
                 .ok()?;
+            if decoded.len() as u64 >= MAX_DECODED {
+                return None;
+            }
             brotli_best(&decoded)?
         }
         #[cfg(feature = "compression-zstd")]
@@ -172,10 +175,13 @@ fn recompressed(entry: &Entry, coding: Coding) -> Option<Entry> {
                 .take(MAX_DECODED)
                 .read_to_end(&mut decoded)
                 .ok()?;
+            if decoded.len() as u64 >= MAX_DECODED {
+                return None;
+            }
             zstd::bulk::compress(&decoded, 19).ok()?
         }
     };
-    if decoded.len() as u64 >= MAX_DECODED || best.len() >= body.len() {
+    if best.len() >= body.len() {
         return None;
     }
     let mut headers = entry.headers.clone();
@@ -194,7 +200,9 @@ fn recompressed(entry: &Entry, coding: Coding) -> Option<Entry> {
         uri: entry.uri.clone(),
         status: entry.status,
         headers,
-        body: Bytes::from(best),
+        // An exact copy: the encoders' buffers are sized to a bound of the input (`Bytes`
+        // would keep all of it), and the store weighs an entry by its length.
+        body: Bytes::copy_from_slice(&best),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),
         cc: entry.cc,

@@ -87,6 +87,10 @@ struct Encoder {
     counted: bool,
     /// Stats recorded.
     recorded: bool,
+    /// Compressed by the codec's one-shot path ([`Codec::encode_whole`]): its cost is not a
+    /// sample of the streaming encoder's, so it is left out of the cost average that sizes
+    /// levels for large (streamed) bodies.
+    one_shot: bool,
     /// The request's phase record: gets a `compression` phase with the encoder time.
     timings: Option<Timings>,
 }
@@ -136,7 +140,13 @@ impl Encoder {
         } else {
             Vec::with_capacity(self.out_capacity)
         };
-        Bytes::from(std::mem::replace(&mut self.out, next))
+        let mut out = std::mem::replace(&mut self.out, next);
+        // `Bytes` keeps the whole allocation, and a cache outside keeps the frame (weighed by
+        // its length): a buffer sized for the worst case gives back what it did not use.
+        if out.capacity() - out.len() > out.len() / 2 + 512 {
+            out.shrink_to_fit();
+        }
+        Bytes::from(out)
     }
 
     /// Stats, once: at the end, or when the body is dropped early.
@@ -150,7 +160,7 @@ impl Encoder {
         }
         let encoding = self.algorithm.encoding();
         self.shared.bytes(encoding, self.input, self.output);
-        if self.finished {
+        if self.finished && !self.one_shot {
             self.shared
                 .load
                 .record_cost(self.algorithm, self.rung, self.busy_ns, self.input);
@@ -220,6 +230,7 @@ impl<B> CompressionBody<B> {
                     busy_ns: 0,
                     counted: !sse,
                     recorded: false,
+                    one_shot: false,
                     timings,
                 }),
             },
@@ -306,6 +317,7 @@ where
                                     })?;
                                     if whole {
                                         s.input = data.len() as u64;
+                                        s.one_shot = true;
                                         s.finished();
                                         continue;
                                     }

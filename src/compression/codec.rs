@@ -217,7 +217,7 @@ impl Codec {
             }
             #[cfg(all(feature = "compression-deflate", feature = "compression-native"))]
             Codec::Deflate { deflate, level }
-                if input.len() <= WHOLE_MAX && deflate.total_in() == 0 =>
+                if input.len() <= WHOLE_MAX && deflate.total_out() == 0 =>
             {
                 whole::compress(whole::Wrapper::Zlib, *level, input, out)
             }
@@ -338,6 +338,40 @@ impl Codec {
     }
 }
 
+/// Output scratch of the C codecs, zeroed once per thread instead of per call: they write
+/// into it and `out` gets an exact copy, so no buffer carries spare capacity into a body
+/// (which a cache outside may keep).
+#[cfg(all(
+    feature = "compression-native",
+    any(
+        feature = "compression-br",
+        feature = "compression-gzip",
+        feature = "compression-deflate"
+    )
+))]
+mod scratch {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `f` on this thread's scratch, at least `len` bytes long; `None` during thread
+    /// teardown. Bounded by the largest `len` asked for: the bound of
+    /// [`WHOLE_MAX`](super::WHOLE_MAX), or 64 KiB.
+    pub(super) fn with<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        SCRATCH
+            .try_with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                if scratch.len() < len {
+                    scratch.resize(len, 0);
+                }
+                f(&mut scratch[..len])
+            })
+            .ok()
+    }
+}
+
 /// Bodies up to this size, complete in one frame, are compressed in one call by
 /// [`Codec::encode_whole`]: the input one poll of the body may encode, so a one-shot call holds
 /// a worker no longer than streaming does. Beyond it libdeflate's lead over zlib-rs shrinks to
@@ -345,8 +379,9 @@ impl Codec {
 ///
 /// libdeflate against zlib-rs, same wrapper (`compression` bench, level sweep and by hand): on
 /// the bench's 10 KB JSON, level 5 makes 1302 bytes against zlib-rs's 1399 at level 6 and 1402
-/// at 5, 1.1-1.2x faster; on rustdoc's minified 91 KB script and 70 KB stylesheet 1.2x
-/// zlib-rs at the same level, 0.3-0.5% larger; on small bodies it is about 1.1x faster at
+/// at 5, 1.0-1.2x as fast; on rustdoc's minified 91 KB script and 70 KB stylesheet 0.95-1.26x
+/// zlib-rs at the same level, 0.3-0.5% larger at 5 and 0.3-0.7% smaller at 6; on small
+/// bodies it is about 1.1x faster at
 /// the same size (218 against 217 bytes for 512 bytes of JSON, 289 for 1 KiB either way), so
 /// there is no lower bound. libdeflate has no streaming API: streams and larger bodies stay on
 /// zlib-rs.
@@ -373,9 +408,6 @@ mod whole {
 
     thread_local! {
         static COMPRESSORS: RefCell<Vec<(i32, libdeflater::Compressor)>> = const { RefCell::new(Vec::new()) };
-        /// Output scratch of the bound's size: the body gets an exact copy, so a cached
-        /// entry never holds the bound's spare capacity.
-        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 
     #[derive(Clone, Copy)]
@@ -393,30 +425,29 @@ mod whole {
         out: &mut Vec<u8>,
     ) -> io::Result<bool> {
         let level = level.clamp(0, 12);
-        let run = |c: &mut libdeflater::Compressor, out: &mut Vec<u8>| -> io::Result<()> {
-            SCRATCH
-                .try_with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    let bound = match wrapper {
-                        #[cfg(feature = "compression-gzip")]
-                        Wrapper::Gzip => c.gzip_compress_bound(input.len()),
-                        #[cfg(feature = "compression-deflate")]
-                        Wrapper::Zlib => c.zlib_compress_bound(input.len()),
-                    };
-                    if scratch.len() < bound {
-                        scratch.resize(bound, 0);
-                    }
-                    let n = match wrapper {
-                        #[cfg(feature = "compression-gzip")]
-                        Wrapper::Gzip => c.gzip_compress(input, &mut scratch[..]),
-                        #[cfg(feature = "compression-deflate")]
-                        Wrapper::Zlib => c.zlib_compress(input, &mut scratch[..]),
-                    }
-                    .map_err(|e| io::Error::other(format!("libdeflate: {e:?}")))?;
-                    out.extend_from_slice(&scratch[..n]);
-                    Ok(())
-                })
-                .map_err(io::Error::other)?
+        // `Ok(false)` when the thread's scratch is gone (thread teardown): the body streams.
+        let run = |c: &mut libdeflater::Compressor, out: &mut Vec<u8>| -> io::Result<bool> {
+            let bound = match wrapper {
+                #[cfg(feature = "compression-gzip")]
+                Wrapper::Gzip => c.gzip_compress_bound(input.len()),
+                #[cfg(feature = "compression-deflate")]
+                Wrapper::Zlib => c.zlib_compress_bound(input.len()),
+            };
+            let done = super::scratch::with(bound, |scratch| {
+                let n = match wrapper {
+                    #[cfg(feature = "compression-gzip")]
+                    Wrapper::Gzip => c.gzip_compress(input, scratch),
+                    #[cfg(feature = "compression-deflate")]
+                    Wrapper::Zlib => c.zlib_compress(input, scratch),
+                }
+                .map_err(|e| io::Error::other(format!("libdeflate: {e:?}")))?;
+                out.extend_from_slice(&scratch[..n]);
+                Ok::<_, io::Error>(())
+            });
+            match done {
+                Some(r) => r.map(|()| true),
+                None => Ok(false),
+            }
         };
         let pooled = COMPRESSORS
             .try_with(|p| {
@@ -443,7 +474,7 @@ mod whole {
             }
             p.push((level, compressor));
         });
-        r.map(|()| true)
+        r
     }
 }
 
@@ -487,13 +518,13 @@ fn flate(
 /// Brotli's window (lgwin) for a body of `size` bytes.
 ///
 /// The window (lgwin), measured (bench `-- brotli`): 18 (256 KiB) beats the default 22 on
-// time at quality 1 (84 vs 138 us for 10 KB of JSON: less state to allocate and clear) and
-// on time and size at qualities 4-7 for a 1 MB page; below 17 brotli switches hashers and
-// qualities 5+ get 15-20x slower on small bodies, so smaller bodies keep 18 too. For
-// streams, brotli holds about two windows of input before it writes a meta-block (2 MiB
-// with a 1 MiB window, 8 MiB and more with the default), so 18 also keeps output close
-// behind input and memory small. Bodies known to be over 1 MiB get 20. The C brotli
-// measured the same way (18 slightly ahead of 22 at 10 KB, 20 at 1 MB).
+/// time at quality 1 (84 vs 138 us for 10 KB of JSON: less state to allocate and clear) and
+/// on time and size at qualities 4-7 for a 1 MB page; below 17 brotli switches hashers and
+/// qualities 5+ get 15-20x slower on small bodies, so smaller bodies keep 18 too. For
+/// streams, brotli holds about two windows of input before it writes a meta-block (2 MiB
+/// with a 1 MiB window, 8 MiB and more with the default), so 18 also keeps output close
+/// behind input and memory small. Bodies known to be over 1 MiB get 20. The C brotli
+/// measured the same way (18 slightly ahead of 22 at 10 KB, 20 at 1 MB).
 #[cfg(feature = "compression-br")]
 fn brotli_window(size: Option<u64>) -> u8 {
     match size {
@@ -589,20 +620,14 @@ fn brotli_op(
         BrOp::Finish => BrotliOperation::Finish,
     };
     loop {
-        let start = out.len();
         let spare = input.len().clamp(MIN_SPARE, 64 * 1024);
-        out.resize(start + spare, 0);
-        let r = b
-            .compress(input, &mut out[start..], operation)
-            .map_err(io::Error::other);
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                out.truncate(start);
-                return Err(e);
-            }
-        };
-        out.truncate(start + r.bytes_written);
+        let r = scratch::with(spare, |scratch| {
+            let r = b.compress(input, scratch, operation)?;
+            out.extend_from_slice(&scratch[..r.bytes_written]);
+            Ok::<_, brotlic::encode::EncodeError>(r)
+        })
+        .ok_or_else(|| io::Error::other("brotli: thread is shutting down"))?
+        .map_err(io::Error::other)?;
         input = &input[r.bytes_read..];
         if !input.is_empty() || b.has_output() {
             continue;
