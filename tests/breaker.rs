@@ -524,6 +524,16 @@ async fn call_timeout_answers_504_and_counts_as_failure() {
     assert_eq!(h.state("/sleep/{ms}"), Some(State::Open));
 }
 
+/// A timeout beyond what the clock can hold is no deadline, not a panic.
+#[tokio::test]
+async fn an_unbounded_call_timeout_is_no_deadline() {
+    let layer = builder().call_timeout(Duration::MAX).build().unwrap();
+    let base = app(layer, Flaky::new()).await;
+    let c = client();
+    assert_eq!(get_status(&c, &format!("{base}/sleep/1")).await, 200);
+    assert_eq!(get_status(&c, &format!("{base}/status/200")).await, 200);
+}
+
 #[tokio::test(start_paused = true)]
 async fn fallback_answers_while_open() {
     let layer = builder()

@@ -663,6 +663,34 @@ async fn adaptive_limit_finds_the_capacity_of_a_pool() {
     }
 }
 
+/// The service answers at once; clients read the bodies slowly (500 ms each, over an AIMD
+/// threshold of 50 ms). The adaptive limit learns from the time to the response head, so slow
+/// readers must not push it down (measured to the end of the body, each would halve it).
+#[tokio::test(start_paused = true)]
+async fn slow_readers_do_not_shrink_the_adaptive_limit() {
+    let layer = PriorityQueueLayer::builder()
+        .adaptive_limit(
+            AdaptiveLimit::aimd(Duration::from_millis(50))
+                .initial(32)
+                .min(1),
+        )
+        .queue_capacity(1000)
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    }));
+    let before = h.snapshot().limit;
+    for _ in 0..20 {
+        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        res.into_body().collect().await.unwrap();
+    }
+    let after = h.snapshot().limit;
+    assert!(after >= before, "limit {before} -> {after}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // End to end: a real axum server on loopback
 // ---------------------------------------------------------------------------------------------

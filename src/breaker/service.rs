@@ -90,7 +90,9 @@ where
             Admission::Pass { gen, probe } => {
                 let timeout = breaker.settings().call_timeout;
                 let call = Call::new(breaker, gen, probe, now);
-                ResponseFuture::called(self.inner.call(req), timeout.map(|t| now + t), call)
+                // A timeout too large for the clock (`Duration::MAX`) is no deadline.
+                let deadline = timeout.and_then(|t| now.checked_add(t));
+                ResponseFuture::called(self.inner.call(req), deadline, call)
             }
             Admission::Reject { retry_after } => {
                 let open = Open {

@@ -97,7 +97,10 @@ where
             match this.kind.as_mut().project() {
                 KindProj::Called { fut, permit } => {
                     let result = ready!(fut.poll(cx));
-                    let permit = permit.take();
+                    let mut permit = permit.take();
+                    if let Some(p) = permit.as_mut() {
+                        p.head();
+                    }
                     return Poll::Ready(result.map(|res| {
                         let (parts, body) = res.into_parts();
                         // An empty body may never be polled: its request ends with the head.

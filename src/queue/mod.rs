@@ -12,8 +12,9 @@
 //!   absent. The class goes into the request extensions for the layers inside.
 //! - **Limit.** At most [`limit`](PriorityQueueBuilder::limit) requests run at once, or an
 //!   [adaptive](AdaptiveLimit) number found from latency. A request holds its permit from
-//!   admission to the end of its response body, and the adaptive limit learns from that whole
-//!   span.
+//!   admission to the end of its response body; the adaptive limit learns from the time to the
+//!   response head (the body's transfer is paced by the client too: a slow reader must not
+//!   look like a slow service).
 //! - **Queues.** A request that finds no free permit waits in its class's queue (bounded in
 //!   total by [`queue_capacity`](PriorityQueueBuilder::queue_capacity) and per class by
 //!   [`max_queued`](PriorityQueueBuilder::max_queued)). A freed permit goes to the most

@@ -541,6 +541,8 @@ fn retry_after(inner: &Inner) -> u64 {
 pub(crate) struct Permit {
     shared: Arc<Shared>,
     start: Instant,
+    /// When the service answered with the response head.
+    head: Option<Instant>,
     done: bool,
 }
 
@@ -549,16 +551,28 @@ impl Permit {
         Self {
             shared,
             start,
+            head: None,
             done: false,
         }
     }
 
-    /// The request ran to its end: give the permit back, with its latency for the limiter.
+    /// The service answered: the latency the adaptive limit learns from ends here. The rest,
+    /// the body's transfer, is paced by the client as much as by the service: measured to the
+    /// end of the body, one slow reader per interval would hold the limit at its minimum.
+    pub(crate) fn head(&mut self) {
+        if self.shared.settings.adaptive {
+            self.head = Some(Instant::now());
+        }
+    }
+
+    /// The request ran to its end: give the permit back, with its latency (to the response
+    /// head) for the limiter.
     pub(crate) fn finish(mut self) {
         self.done = true;
         let sample = self.shared.settings.adaptive.then(|| {
             let end = Instant::now();
-            (end.saturating_duration_since(self.start), end)
+            let head = self.head.unwrap_or(end);
+            (head.saturating_duration_since(self.start), end)
         });
         self.shared.release(sample);
     }

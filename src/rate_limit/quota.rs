@@ -143,6 +143,9 @@ pub(crate) struct Policy {
     /// configuration computes the same id, whatever order it met tier quotas in.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) shared_id: u64,
+    /// A quota the tier function returned: its budget is its own, even when a route or the
+    /// default has the same values (as in the shared mode, whose ids differ by scope).
+    tier: bool,
     pub(crate) quota: Quota,
     pub(crate) gcra: Gcra,
     /// `"name";q=<count>;w=<seconds>`, made once.
@@ -224,6 +227,7 @@ impl Policy {
         Ok(Self {
             index,
             shared_id: scope.id(&quota),
+            tier: matches!(scope, Scope::Tier),
             quota,
             gcra,
             policy_header: policy_header(&quota),
@@ -310,15 +314,16 @@ impl Policies {
         self.all.load().len()
     }
 
-    /// The policy for a tier quota: found by value, or added. `Err` when the quota is invalid
-    /// or the table is full.
+    /// The policy for a tier quota: found by value among the tier quotas, or added. `Err` when
+    /// the quota is invalid or the table is full.
     pub(crate) fn tier(&self, quota: &Quota) -> Result<Arc<Policy>, String> {
-        if let Some(p) = self.all.load().iter().find(|p| p.quota == *quota) {
+        let same = |p: &&Arc<Policy>| p.tier && p.quota == *quota;
+        if let Some(p) = self.all.load().iter().find(same) {
             return Ok(p.clone());
         }
         let _guard = self.grow.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.all.load_full();
-        if let Some(p) = current.iter().find(|p| p.quota == *quota) {
+        if let Some(p) = current.iter().find(same) {
             return Ok(p.clone());
         }
         if current.len() >= MAX_POLICIES {
@@ -505,13 +510,15 @@ mod tests {
         let policies = Policies::new(vec![Arc::new(
             Policy::new(0, Quota::per_second(1)).unwrap(),
         )]);
+        // The default's values, but a tier quota: a budget of its own.
         let a = policies.tier(&Quota::per_second(1)).unwrap();
-        assert_eq!(a.index, 0);
+        assert_eq!(a.index, 1);
+        assert_eq!(policies.tier(&Quota::per_second(1)).unwrap().index, 1);
         let b = policies.tier(&Quota::per_second(5)).unwrap();
-        assert_eq!(b.index, 1);
-        assert_eq!(policies.tier(&Quota::per_second(5)).unwrap().index, 1);
+        assert_eq!(b.index, 2);
+        assert_eq!(policies.tier(&Quota::per_second(5)).unwrap().index, 2);
         assert!(policies.tier(&Quota::per_second(0)).is_err());
-        for i in 2..MAX_POLICIES {
+        for i in 3..MAX_POLICIES {
             assert_eq!(
                 policies
                     .tier(&Quota::per_second(i as u32 + 10))
