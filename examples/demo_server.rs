@@ -31,14 +31,16 @@
 //! ```text
 //! cargo run --release --example demo_server
 //!
-//! # Make the 50 ms dashboard count as slow, then look at the slow log:
+//! # Make the 50 ms dashboard count as slow (past the cache, which was warmed at start-up),
+//! # then look at the slow log:
 //! SLOW_THRESHOLD_MS=10 cargo run --release --example demo_server
-//! curl -i http://127.0.0.1:3000/api/v1/dashboard
+//! curl -i -H 'cache-control: no-cache' http://127.0.0.1:3000/api/v1/dashboard
 //! curl -s http://127.0.0.1:3000/admin/stats
 //!
-//! # The cache: a miss, then a hit (compare Cache-Status, Age and Server-Timing)
-//! curl -si http://127.0.0.1:3000/api/v1/properties?page=2 | grep -iE 'cache-status|age|server-timing'
-//! curl -si http://127.0.0.1:3000/api/v1/properties?page=2 | grep -iE 'cache-status|age|server-timing'
+//! # The cache: pages 1-5 are warmed at start-up, so page 7 is a miss, then a hit (compare
+//! # Cache-Status, Age and Server-Timing)
+//! curl -si http://127.0.0.1:3000/api/v1/properties?page=7 | grep -iE 'cache-status|age|server-timing'
+//! curl -si http://127.0.0.1:3000/api/v1/properties?page=7 | grep -iE 'cache-status|age|server-timing'
 //! curl -s -X POST http://127.0.0.1:3000/admin/cache/purge -d '{"tags":["properties"]}' \
 //!      -H 'content-type: application/json'
 //! ```

@@ -75,6 +75,11 @@
 //! - `tower-http` (default): read tower-http's `RequestId` extension.
 //! - `compression-zstd`, `compression-br`, `compression-gzip`, `compression-deflate` (all
 //!   default): the content codings of [`compression`]; the module exists when any is on.
+//! - `compression-native` (default): Google's C brotli for `br` and libdeflate for whole
+//!   `gzip` / `deflate` bodies up to 256 KiB (needs a C compiler, as zstd does); off, every
+//!   codec but zstd is pure Rust.
+//! - `redis`: the Redis tier of the response cache and the rate limiter's shared mode
+//!   (`redis::RedisLink`, through fred); `redis-rustls`: `rediss://` through rustls.
 //! - `full`: everything.
 //!
 //! # Minimum supported Rust version

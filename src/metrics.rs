@@ -44,7 +44,8 @@ pub mod names {
     /// Histogram: time from receiving a request to the end of its response body, in seconds.
     /// Labels: [`HTTP_REQUEST_METHOD`](super::labels::HTTP_REQUEST_METHOD),
     /// [`HTTP_ROUTE`](super::labels::HTTP_ROUTE),
-    /// [`HTTP_RESPONSE_STATUS_CODE`](super::labels::HTTP_RESPONSE_STATUS_CODE).
+    /// [`HTTP_RESPONSE_STATUS_CODE`](super::labels::HTTP_RESPONSE_STATUS_CODE); when the inner
+    /// service failed without a response, `error_type="service_error"` instead of the status.
     pub const HTTP_SERVER_REQUEST_DURATION_SECONDS: &str = "http_server_request_duration_seconds";
     /// Gauge: requests whose response has not ended yet. Label: `http_request_method`.
     pub const HTTP_SERVER_ACTIVE_REQUESTS: &str = "http_server_active_requests";
@@ -52,7 +53,8 @@ pub mod names {
     /// `http_route`.
     pub const SLOW_REQUESTS_TOTAL: &str = "tower_perf_slow_requests_total";
     /// Counter: requests the response cache handled, by tier and result. Labels: `cache_tier`
-    /// (`memory`), `cache_result` (`hit`, `miss`, `stale`, `bypass`, `error`).
+    /// (`memory`, or `redis` with the Redis tier), `cache_result` (`hit`, `miss`, `stale`,
+    /// `bypass`, `error`).
     pub const CACHE_REQUESTS_TOTAL: &str = "tower_perf_cache_requests_total";
     /// Gauge: bytes held by a cache tier (body, headers and bookkeeping). Label: `cache_tier`.
     pub const CACHE_SIZE_BYTES: &str = "tower_perf_cache_size_bytes";

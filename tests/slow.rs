@@ -14,6 +14,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::{Extension, Router};
 use common::{client, get_text, serve, settle};
+use futures_util::StreamExt as _;
 use tower_perf::slow::{Outcome, SlowRequestLayer, UNMATCHED_ROUTE};
 use tower_perf::Timings;
 
@@ -316,6 +317,71 @@ async fn client_gone_while_handler_runs_is_canceled() {
     assert_eq!(log[0].outcome, Outcome::Canceled);
     assert_eq!(log[0].status, None);
     assert!(log[0].duration >= Duration::from_millis(200));
+}
+
+/// Responses served in full are never counted as canceled, even when hyper or axum drop the
+/// body without reading it to its end: a `HEAD` request (no body is sent), and a stream with a
+/// `Content-Length` that does not say it has ended after its last byte.
+#[tokio::test(start_paused = true)]
+async fn head_requests_and_streams_of_known_length_complete() {
+    let tracker = SlowRequestLayer::new();
+    let stats = tracker.handle();
+    let app = Router::new()
+        .route("/sleep/{ms}", get(sleep_ms))
+        .route(
+            "/sized",
+            get(|| async {
+                let chunks = futures_util::stream::iter(["hello ", "world"])
+                    .map(|s| Ok::<_, std::io::Error>(bytes::Bytes::from_static(s.as_bytes())))
+                    // Never says it is over: ends only when polled past the last chunk.
+                    .chain(futures_util::stream::pending());
+                (
+                    [(axum::http::header::CONTENT_LENGTH, "11")],
+                    axum::body::Body::from_stream(chunks),
+                )
+            }),
+        )
+        .layer(tracker);
+    let addr = serve(app).await;
+    let client = client();
+    let res = client
+        .head(format!("http://{addr}/sleep/5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = client
+        .get(format!("http://{addr}/sized"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "hello world");
+    let mut got = (None, None);
+    for _ in 0..100 {
+        settle().await;
+        got = (
+            stats.route("/sleep/{ms}").map(|r| r.total),
+            stats.route("/sized").map(|r| r.total),
+        );
+        if got.0.is_some_and(|t| t.count == 1) && got.1.is_some_and(|t| t.count == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (head, sized) = (
+        got.0.expect("HEAD recorded"),
+        got.1.expect("stream recorded"),
+    );
+    assert_eq!(
+        (head.count, head.canceled, head.errors),
+        (1, 0, 0),
+        "{head:?}"
+    );
+    assert_eq!(
+        (sized.count, sized.canceled, sized.errors),
+        (1, 0, 0),
+        "{sized:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

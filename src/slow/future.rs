@@ -49,12 +49,23 @@ where
         Poll::Ready(match result {
             Ok(mut res) => {
                 tracked.on_head(&mut res);
-                if res.body().is_end_stream() {
-                    // hyper will not poll an empty body: the response ends with its head.
+                if tracked.ends_with_head() || res.body().is_end_stream() {
+                    // hyper will not poll an empty body, nor the body of a `HEAD` request:
+                    // the response ends with its head.
                     tracked.finish(Outcome::Completed);
                     Ok(res.map(|b| SlowBody::new(b, None)))
                 } else {
-                    Ok(res.map(|b| SlowBody::new(b, Some(tracked))))
+                    // hyper stops polling once it has sent a known length: the body ends
+                    // there, whether or not it says so.
+                    let length = res.body().size_hint().exact().or_else(|| {
+                        res.headers()
+                            .get(http::header::CONTENT_LENGTH)?
+                            .to_str()
+                            .ok()?
+                            .parse()
+                            .ok()
+                    });
+                    Ok(res.map(|b| SlowBody::new(b, Some(tracked)).with_length(length)))
                 }
             }
             Err(err) => {

@@ -137,6 +137,29 @@ pub(crate) struct Tracked {
     done: bool,
 }
 
+/// Longest path (with its query, when logged) kept in a slow-log entry and its event: the
+/// client chooses it (up to hyper's URI limit of 64 KiB), and a client that reads slowly can
+/// make its own request slow, so the log's memory is bounded by entry size too.
+const MAX_LOGGED_PATH: usize = 1024;
+/// Longest request id kept: ids come from the client's header, normally 36-byte UUIDs.
+const MAX_LOGGED_REQUEST_ID: usize = 128;
+
+/// `bytes` as text (invalid UTF-8 replaced), cut to at most `max` bytes on a character
+/// boundary, with `…` when cut.
+fn clipped(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max + 4)]);
+    if bytes.len() <= max {
+        return text.into_owned();
+    }
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text[..end].to_owned();
+    out.push('…');
+    out
+}
+
 impl Tracked {
     /// Notes the response head: its time, status and (if the request had none) request id, and
     /// adds `Server-Timing`.
@@ -157,6 +180,13 @@ impl Tracked {
                 res.headers_mut().append(SERVER_TIMING.clone(), value);
             }
         }
+    }
+
+    /// The response ends with its head: a `HEAD` request (the server sends no body, and axum
+    /// and hyper drop it unread) or a status without content (`1xx`, `204`, `304`).
+    pub(crate) fn ends_with_head(&self) -> bool {
+        self.method == method_index(&http::Method::HEAD) as u8
+            || matches!(self.status, 100..=199 | 204 | 304)
     }
 
     fn request(&self) -> &RequestInfo {
@@ -201,8 +231,8 @@ impl Tracked {
         let shared = &*self.shared;
         let request = self.request();
         let path = match (shared.log_query, request.uri.path_and_query()) {
-            (true, Some(pq)) => pq.as_str().to_owned(),
-            _ => request.uri.path().to_owned(),
+            (true, Some(pq)) => pq.as_str(),
+            _ => request.uri.path(),
         };
         let request_id = request
             .request_id
@@ -212,12 +242,12 @@ impl Tracked {
             at: SystemTime::now(),
             method: request.method.as_str().to_owned(),
             route: self.route.name.to_string(),
-            path,
+            path: clipped(path.as_bytes(), MAX_LOGGED_PATH),
             status: (self.status != 0).then_some(self.status),
             outcome,
             duration,
             head: self.head,
-            request_id: request_id.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            request_id: request_id.map(|v| clipped(v.as_bytes(), MAX_LOGGED_REQUEST_ID)),
             phases: self.timings.phases(),
         };
         if let Some(suppressed) = shared.events.allow(now) {
@@ -253,7 +283,8 @@ fn server_timing(timings: &Timings, total: Duration) -> Option<HeaderValue> {
     // (A `Vec` with spare capacity would cost a second one when turned into `Bytes`.)
     let mut value = Buf::new();
     timings.for_each(|p| {
-        if is_token(p.name()) {
+        // `total` is the tracker's own entry: a phase of that name would make two.
+        if is_token(p.name()) && !p.name().eq_ignore_ascii_case("total") {
             value.push(p.name().as_bytes());
             value.push(b";dur=");
             push_millis(&mut value, p.duration());
@@ -331,6 +362,21 @@ fn push_u64(out: &mut Buf, mut n: u64) {
 }
 
 #[cfg(test)]
+mod clip_tests {
+    use super::clipped;
+
+    #[test]
+    fn clips_on_a_character_boundary() {
+        assert_eq!(clipped(b"/short", 1024), "/short");
+        assert_eq!(clipped(b"abcdef", 4), "abcd\u{2026}");
+        // A 2-byte character across the cut is left out whole.
+        assert_eq!(clipped("abc\u{e9}f".as_bytes(), 4), "abc\u{2026}");
+        assert_eq!(clipped(&[b'a', 0xff, b'b'], 8), "a\u{fffd}b");
+        assert!(clipped(&vec![b'x'; 70_000], 1024).len() <= 1024 + 3);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -340,6 +386,7 @@ mod tests {
         t.record("cache", Duration::from_micros(250));
         t.record("not a token", Duration::from_millis(1));
         t.record("app", Duration::from_millis(12));
+        t.record("Total", Duration::from_millis(3));
         let v = server_timing(&t, Duration::from_micros(12_500)).unwrap();
         assert_eq!(v, "cache;dur=0.250, app;dur=12.000, total;dur=12.500");
         let empty = server_timing(&Timings::new(), Duration::ZERO).unwrap();
