@@ -1732,3 +1732,172 @@ async fn a_refresh_that_is_no_longer_cacheable_drops_the_stale_copy() {
     let (cs, body) = get().await;
     assert_eq!(body, "v3", "{cs}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review findings: each of these served something it should not have
+// ---------------------------------------------------------------------------------------------
+
+/// An origin that picks codings its own way (here: gzip or nothing) while the cache's variant
+/// key assumes this crate's preference order: a stored coding the client does not accept is
+/// never served to it.
+#[tokio::test(start_paused = true)]
+async fn a_stored_coding_the_client_does_not_accept_is_never_served() {
+    let calls = Calls::default();
+    let app = Router::new()
+        .route(
+            "/e",
+            get(
+                |State(calls): State<Calls>, headers: HeaderMap| async move {
+                    calls.inc();
+                    let gzip =
+                        header_str(&headers, "accept-encoding").is_some_and(|v| v.contains("gzip"));
+                    let mut res = (
+                        [
+                            (header::CACHE_CONTROL, PUBLIC_60),
+                            (header::VARY, "accept-encoding"),
+                        ],
+                        if gzip { "GZIP-BYTES" } else { "plain" },
+                    )
+                        .into_response();
+                    if gzip {
+                        res.headers_mut()
+                            .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+                    }
+                    res
+                },
+            ),
+        )
+        .layer(ResponseCacheLayer::new())
+        .with_state(calls.clone());
+    let url = format!("http://{}/e", serve(app).await);
+    let client = client();
+    let r = get_with(&client, &url, &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let r = get_with(&client, &url, &[("accept-encoding", "br")]).await;
+    assert_eq!(r.header("content-encoding"), None, "{:?}", r.headers);
+    assert_eq!(r.text(), "plain");
+    assert_eq!(calls.get(), 2);
+}
+
+/// Conditionals apply only to what would be a 2xx (RFC 9110 section 13.2.1).
+#[tokio::test(start_paused = true)]
+async fn a_stored_404_ignores_conditionals() {
+    let app = Router::new()
+        .route(
+            "/missing",
+            get(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    [(header::CACHE_CONTROL, PUBLIC_60)],
+                    "nope",
+                )
+            }),
+        )
+        .layer(ResponseCacheLayer::new());
+    let url = format!("http://{}/missing", serve(app).await);
+    let client = client();
+    assert_eq!(get_url(&client, &url).await.status, 404);
+    let r = get_with(&client, &url, &[("if-none-match", "*")]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "nope");
+    assert!(r.cs().flag("hit"), "{:?}", r.cs());
+}
+
+/// `s-maxage` implies `proxy-revalidate`: never served stale, whatever the grace.
+#[tokio::test(start_paused = true)]
+async fn s_maxage_responses_are_never_served_stale() {
+    let calls = Calls::default();
+    let app = Router::new()
+        .route("/s", get(counted("s-maxage=10")))
+        .layer(
+            ResponseCacheLayer::builder()
+                .grace(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+        .with_state(calls.clone());
+    let url = format!("http://{}/s", serve(app).await);
+    let client = client();
+    assert_eq!(get_url(&client, &url).await.text(), "body-1");
+    pass(Duration::from_secs(15)).await;
+    assert_eq!(get_url(&client, &url).await.text(), "body-2");
+    assert_eq!(calls.get(), 2);
+}
+
+/// A revalidation whose `304` makes the response `private` (and sets a cookie): the client
+/// that asked gets the response and its cookie; the shared copy is dropped, not refreshed.
+#[tokio::test(start_paused = true)]
+async fn a_304_that_makes_the_response_private_drops_the_shared_copy() {
+    let calls = Calls::default();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(
+                |State(calls): State<Calls>, headers: HeaderMap| async move {
+                    let n = calls.inc();
+                    if headers.contains_key(header::IF_NONE_MATCH) {
+                        (
+                            StatusCode::NOT_MODIFIED,
+                            [
+                                (header::ETAG, "\"v1\""),
+                                (header::CACHE_CONTROL, "private, max-age=60"),
+                                (header::SET_COOKIE, "sid=for-this-client"),
+                            ],
+                        )
+                            .into_response()
+                    } else {
+                        (
+                            [
+                                (header::ETAG, "\"v1\""),
+                                (header::CACHE_CONTROL, "public, max-age=1"),
+                            ],
+                            format!("body-{n}"),
+                        )
+                            .into_response()
+                    }
+                },
+            ),
+        )
+        .layer(ResponseCacheLayer::new())
+        .with_state(calls.clone());
+    let url = format!("http://{}/r", serve(app).await);
+    let client = client();
+    assert_eq!(get_url(&client, &url).await.text(), "body-1");
+    pass(Duration::from_secs(5)).await;
+    let r = get_url(&client, &url).await;
+    assert_eq!(r.text(), "body-1");
+    assert_eq!(r.header("set-cookie"), Some("sid=for-this-client"));
+    assert_eq!(calls.get(), 2);
+    // Another client: not served the private copy.
+    let r = get_url(&client, &url).await;
+    assert!(!r.cs().flag("hit"), "{:?}", r.cs());
+    assert_eq!(r.header("set-cookie"), None);
+    assert_eq!(calls.get(), 3);
+}
+
+/// With `sort_query`, both orders of the same parameters share one entry.
+#[tokio::test(start_paused = true)]
+async fn sort_query_shares_one_entry_between_orders() {
+    let calls = Calls::default();
+    let app = Router::new()
+        .route("/q", get(counted(PUBLIC_60)))
+        .layer(
+            ResponseCacheLayer::builder()
+                .sort_query(true)
+                .build()
+                .unwrap(),
+        )
+        .with_state(calls.clone());
+    let base = format!("http://{}", serve(app).await);
+    let client = client();
+    assert_eq!(
+        get_url(&client, &format!("{base}/q?a=1&b=2")).await.text(),
+        "body-1"
+    );
+    let r = get_url(&client, &format!("{base}/q?b=2&a=1")).await;
+    assert!(r.cs().flag("hit"), "{:?}", r.cs());
+    assert_eq!(r.text(), "body-1");
+    let r = get_url(&client, &format!("{base}/q?a=1&b=2")).await;
+    assert!(r.cs().flag("hit"), "{:?}", r.cs());
+    assert_eq!(calls.get(), 1);
+}

@@ -3,11 +3,11 @@
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::{FoldHasher, RandomState};
-use http::header::{HeaderName, ACCEPT_ENCODING, HOST};
+use http::header::{HeaderName, ACCEPT_ENCODING, CONTENT_ENCODING, HOST};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method};
 
-use crate::util::accept_encoding::{negotiate, Encoding};
+use crate::util::accept_encoding::{self, negotiate, Encoding};
 use crate::util::header::trim_ows;
 
 /// The primary key of a stored response: a randomly seeded 64-bit hash of method class, scheme,
@@ -138,6 +138,30 @@ impl Keyer {
         }
     }
 
+    /// Whether a stored response's URI is the request's target, as the primary key sees it:
+    /// the same path and query, the query's parameters in any order with
+    /// [`sort_query`](super::ResponseCacheBuilder::sort_query). (The key is a hash: this rules
+    /// out collisions.)
+    pub(crate) fn same_target(&self, stored: &http::Uri, request: &http::Uri) -> bool {
+        if stored.path_and_query() == request.path_and_query() {
+            return true;
+        }
+        if !self.sort_query || stored.path() != request.path() {
+            return false;
+        }
+        match (stored.query(), request.query()) {
+            (Some(a), Some(b)) if a.len() == b.len() => {
+                let sorted = |q: &'_ str| {
+                    let mut v: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+                    v.sort_unstable();
+                    v.join("&")
+                };
+                sorted(a) == sorted(b)
+            }
+            _ => false,
+        }
+    }
+
     /// The Redis tier's key of a URL: a 128-bit XXH3 of the same material as the primary key,
     /// stable across processes and machines (seeded from configuration, not at random), so
     /// every instance of the application finds the same entries.
@@ -247,6 +271,20 @@ pub(crate) fn vary_values(vary: &[HeaderName], headers: &HeaderMap) -> Box<[Opti
             }
         })
         .collect()
+}
+
+/// Whether the request accepts the content coding of a stored response (`true` for one
+/// without `Content-Encoding`). The variant key assumes the coding this crate's compression
+/// layer would pick; an origin that picks another way (only gzip, another preference order)
+/// could otherwise have a response served to a client that cannot decode it.
+pub(crate) fn coding_acceptable(stored: &HeaderMap, request: &HeaderMap) -> bool {
+    stored.get_all(CONTENT_ENCODING).iter().all(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(trim_ows)
+            .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+            .all(|c| accept_encoding::accepts(request, c))
+    })
 }
 
 /// Whether this request selects the variant stored with `values`.

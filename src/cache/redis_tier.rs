@@ -502,7 +502,7 @@ impl RedisTier {
         let Some(value) = value else {
             return RedisFound::Miss;
         };
-        match self.accept(value, stamp, parts) {
+        match self.accept(shared, value, stamp, parts) {
             Ok(found) => found,
             Err(()) => {
                 self.delete(key.entry(variant));
@@ -513,14 +513,21 @@ impl RedisTier {
 
     /// Decodes a value and checks it is this request's response and not purged. `Err`: the
     /// value is corrupt or purged for good, and is deleted.
-    fn accept(&self, value: Bytes, stamp: u64, parts: &Parts) -> Result<RedisFound, ()> {
+    fn accept(
+        &self,
+        shared: &Shared,
+        value: Bytes,
+        stamp: u64,
+        parts: &Parts,
+    ) -> Result<RedisFound, ()> {
         let Some(decoded) = codec::decode(value, stamp) else {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             return Err(());
         };
         let mut entry = decoded.entry;
-        if entry.uri.path_and_query() != parts.uri.path_and_query()
+        if !shared.keyer.same_target(&entry.uri, &parts.uri)
             || !super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers)
+            || !super::key::coding_acceptable(&entry.headers, &parts.headers)
         {
             // A hash collision or another variant: not this request's, but not corrupt.
             return Ok(RedisFound::Miss);

@@ -478,22 +478,48 @@ where
                     primary,
                     variant: shared.keyer.variant(&updated.vary, &parts.headers),
                 };
+                // The merged headers decide again: a 304 can make the response `private` or
+                // `no-store` (RFC 9111 section 4.3.4), and then it is for this client only.
+                let policy = StorePolicy {
+                    default_ttl: shared.default_ttl(&parts),
+                    ..shared.policy.clone()
+                };
+                let storable = policy::storable(
+                    &Method::GET,
+                    &parts.headers,
+                    &CacheControl::parse_request(&parts.headers),
+                    updated.status,
+                    &updated.headers,
+                    &updated.cc,
+                    &policy,
+                )
+                .is_ok();
                 let updated = Arc::new(updated);
-                shared.store.insert(key, updated.clone());
-                waiters.for_vary(&shared, &updated.vary, &parts);
-                waiters.stored(&shared, &updated);
                 let mut served = Served::hit();
                 served.fwd = Some(fwd);
                 served.fwd_status = Some(304);
-                served.stored = true;
-                return Ok(serve(
+                if storable {
+                    shared.store.insert(key, updated.clone());
+                    waiters.for_vary(&shared, &updated.vary, &parts);
+                    waiters.stored(&shared, &updated);
+                    served.stored = true;
+                } else {
+                    shared.store.remove(&key);
+                    served.detail = Some("uncacheable");
+                }
+                let mut res = serve(
                     &shared,
                     &updated,
                     &parts.headers,
                     head_only,
                     Instant::now(),
                     served,
-                ));
+                );
+                // Never stored, but this client's: cookies the 304 sets reach it.
+                for cookie in res_parts.headers.get_all(header::SET_COOKIE) {
+                    res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+                }
+                return Ok(res);
             }
             // The 304 does not match what is stored: fetch it whole. The request body is gone,
             // but only GET and HEAD get here, whose bodies carry nothing.
@@ -673,8 +699,9 @@ fn lookup_head(shared: &Shared, primary: Primary, uri: &http::Uri, headers: &Hea
     let variant = shared.keyer.variant(&url.vary, headers);
     match url.variant(variant) {
         Some(entry)
-            if entry.uri.path_and_query() == uri.path_and_query()
-                && super::key::vary_matches(&entry.vary, &entry.vary_values, headers) =>
+            if shared.keyer.same_target(&entry.uri, uri)
+                && super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
+                && super::key::coding_acceptable(&entry.headers, headers) =>
         {
             match shared.validity(entry) {
                 Validity::Gone => {
@@ -781,7 +808,9 @@ fn serve<B>(
 ) -> Response<CacheBody<B>> {
     shared.counters.count(served.outcome);
     let age = entry.age(now);
-    let not_modified = policy::not_modified(req_headers, &entry.headers);
+    // Conditionals apply only where the response would be 2xx (RFC 9110 section 13.2.1).
+    let not_modified =
+        entry.status.is_success() && policy::not_modified(req_headers, &entry.headers);
     let (status, mut headers, body) = if not_modified {
         (
             StatusCode::NOT_MODIFIED,
@@ -908,7 +937,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The stale windows of a response: its own `stale-while-revalidate` / `stale-if-error`, else
 /// the configured grace; none when the response forbids serving it stale.
 fn stale_windows(shared: &Shared, cc: &CacheControl) -> (Duration, Duration) {
-    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache {
+    // `s-maxage` implies `proxy-revalidate` for a shared cache (RFC 9111 section 5.2.2.10).
+    if cc.must_revalidate || cc.proxy_revalidate || cc.no_cache || cc.s_maxage.is_some() {
         return (Duration::ZERO, Duration::ZERO);
     }
     let secs = |v: Option<u32>| v.map_or(shared.grace, |s| Duration::from_secs(u64::from(s)));

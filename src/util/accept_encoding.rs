@@ -92,6 +92,29 @@ struct Preferences {
 /// Returns `None` only when nothing is acceptable, not even `identity` (`identity;q=0`, or
 /// `*;q=0` without an `identity` entry, and no supported coding with a weight): the caller may
 /// answer `406 Not Acceptable` or ignore the header and send `identity`.
+/// Whether the request's `Accept-Encoding` accepts the content coding `coding` (RFC 9110
+/// section 12.5.3): named with a weight above 0, or covered by `*` and not named. Without the
+/// field every coding is acceptable; an empty field accepts none. `x-gzip` and `gzip` are one.
+pub(crate) fn accepts(headers: &HeaderMap, coding: &[u8]) -> bool {
+    let mut lines = headers.get_all(ACCEPT_ENCODING).iter().peekable();
+    if lines.peek().is_none() {
+        return true;
+    }
+    let is_gzip = |n: &[u8]| n.eq_ignore_ascii_case(b"gzip") || n.eq_ignore_ascii_case(b"x-gzip");
+    let gzip = is_gzip(coding);
+    let (mut named, mut star) = (None, None);
+    for line in lines {
+        for (name, q) in Entries::new(line.as_bytes()) {
+            if name.eq_ignore_ascii_case(coding) || (gzip && is_gzip(name)) {
+                named = named.or(Some(q));
+            } else if name == b"*" {
+                star = star.or(Some(q));
+            }
+        }
+    }
+    named.or(star).is_some_and(|q| q > 0)
+}
+
 pub(crate) fn negotiate(headers: &HeaderMap, supported: &[Encoding]) -> Option<Encoding> {
     let mut lines = headers.get_all(ACCEPT_ENCODING).iter().peekable();
     if lines.peek().is_none() {
@@ -248,6 +271,26 @@ fn parse_qvalue(value: &[u8]) -> Option<Quality> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_follows_names_weights_and_star() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(ACCEPT_ENCODING, v.parse().unwrap());
+            m
+        };
+        assert!(accepts(&HeaderMap::new(), b"gzip"));
+        assert!(accepts(&h("gzip, br"), b"gzip"));
+        assert!(accepts(&h("GZIP;q=0.5"), b"gzip"));
+        assert!(accepts(&h("x-gzip"), b"gzip"));
+        assert!(!accepts(&h("br"), b"gzip"));
+        assert!(!accepts(&h("gzip;q=0, br"), b"gzip"));
+        assert!(accepts(&h("*"), b"zstd"));
+        assert!(!accepts(&h("*, zstd;q=0"), b"zstd"));
+        assert!(!accepts(&h("*;q=0"), b"br"));
+        assert!(!accepts(&h(""), b"gzip"));
+        assert!(!accepts(&h(";;,=q"), b"gzip"));
+    }
     use http::HeaderValue;
     use proptest::prelude::*;
     use Encoding::*;
