@@ -427,6 +427,45 @@ async fn idle_breakers_are_evicted() {
     assert_eq!(h.state("c"), Some(State::Closed));
 }
 
+/// Open breakers nobody calls any more are evicted too, once idle past both the idle timeout
+/// and the longest open wait, instead of holding slots for ever and pushing out busy closed
+/// breakers; one opened by hand stays.
+#[tokio::test(start_paused = true)]
+async fn idle_open_breakers_are_evicted_after_their_longest_wait() {
+    let layer = builder()
+        .idle_timeout(Duration::from_secs(60))
+        .open_wait(Duration::from_secs(5), Duration::from_secs(120))
+        .key_fn(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
+        .build()
+        .unwrap();
+    let h = layer.handle();
+    let base = app(layer, Flaky::new()).await;
+    let c = client();
+    let call = |k: &'static str, status: u16| {
+        let c = c.clone();
+        let url = format!("{base}/status/{status}");
+        async move { c.get(url).header("x-key", k).send().await.unwrap() }
+    };
+    // "a" trips on failures; "b" is opened by hand.
+    for _ in 0..5 {
+        call("a", 500).await;
+    }
+    call("b", 200).await;
+    h.force_open("b");
+    assert_eq!(h.state("a"), Some(State::Open));
+    // Idle past the idle timeout, not past the longest wait: kept.
+    advance(Duration::from_secs(90)).await;
+    call("c", 200).await;
+    assert_eq!(h.len(), 3);
+    assert_eq!(h.state("a"), Some(State::Open));
+    // Past both: the tripped one goes, the forced one stays.
+    advance(Duration::from_secs(40)).await;
+    call("d", 200).await;
+    assert_eq!(h.state("a"), None);
+    assert_eq!(h.state("b"), Some(State::Open));
+    assert_eq!(h.state("d"), Some(State::Closed));
+}
+
 #[tokio::test(start_paused = true)]
 async fn handle_forces_open_close_and_resets() {
     let transitions = Arc::new(Mutex::new(Vec::new()));

@@ -70,11 +70,19 @@ impl Registry {
         }
         let mut map: BreakerMap = (*cur).clone();
         let now = settings.nanos(Instant::now());
-        let idle = u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
-        // Idle closed breakers go first; then, if still full, the closed breaker idle the
-        // longest; an open one only when every breaker is open.
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let idle = nanos(self.idle_timeout);
+        // An open or half-open breaker idle for longer than the longest open wait has nothing
+        // left to protect: its next call would find the wait over. So it goes once idle for
+        // both the idle timeout and that wait.
+        let idle_open = idle.max(nanos(settings.max_open_wait));
+        // Idle breakers go first; then, if still full, the closed breaker idle the longest; an
+        // open one only when every breaker is open.
         map.retain(|_, b| {
-            let keep = b.state() != State::Closed || now.saturating_sub(b.last_call()) < idle;
+            let keep = match b.state() {
+                State::Closed => now.saturating_sub(b.last_call()) < idle,
+                _ => now.saturating_sub(b.last_call()) < idle_open || b.forced_open(),
+            };
             if !keep {
                 b.retire();
             }

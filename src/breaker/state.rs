@@ -425,6 +425,12 @@ impl Breaker {
 
     /// Forces the breaker open until [`force_close`](Self::force_close) or
     /// [`reset`](Self::reset).
+    /// Opened by hand: stays open until a manual close or reset, and is never evicted.
+    pub(crate) fn forced_open(&self) -> bool {
+        let g = self.lock();
+        g.state == State::Open && g.open_until.is_none()
+    }
+
     pub(crate) fn force_open(&self) {
         let mut g = self.lock();
         let tr = self.set_state(&mut g, State::Open);
