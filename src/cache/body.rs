@@ -145,7 +145,7 @@ impl StoreJob {
         entry.body = body;
         let entry = Arc::new(entry);
         shared.store.insert(key, entry.clone());
-        shared.report_size();
+        shared.report_size_soon();
         waiters.stored(&shared, &entry);
     }
 }

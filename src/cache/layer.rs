@@ -221,7 +221,14 @@ pub(crate) struct Shared {
     pub(crate) redis: Option<Arc<super::redis_tier::RedisTier>>,
     size_gauge: OnceLock<::metrics::Gauge>,
     entries_gauge: OnceLock<::metrics::Gauge>,
+    /// When the size gauges were last published after a store: ms since `created`, plus 1
+    /// (0: never).
+    size_reported: AtomicU64,
+    created: std::time::Instant,
 }
+
+/// Stores publish the size gauges at most this often: counting entries walks the whole store.
+const SIZE_REPORT_EVERY_MS: u64 = 1000;
 
 impl Shared {
     /// The default TTL for a request's responses without explicit freshness.
@@ -307,6 +314,22 @@ impl Shared {
             };
         }
         local
+    }
+
+    /// Publishes the size gauges after a store, at most once a second.
+    pub(crate) fn report_size_soon(&self) {
+        let now = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let last = self.size_reported.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < SIZE_REPORT_EVERY_MS {
+            return;
+        }
+        if self
+            .size_reported
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.report_size();
+        }
     }
 
     /// Publishes the memory tier's size gauges.
@@ -659,6 +682,8 @@ impl ResponseCacheBuilder {
             }),
             size_gauge: OnceLock::new(),
             entries_gauge: OnceLock::new(),
+            size_reported: AtomicU64::new(0),
+            created: std::time::Instant::now(),
         };
         Ok(ResponseCacheLayer {
             shared: Arc::new(shared),

@@ -614,7 +614,7 @@ async fn redis_tier_lookup<ResBody>(
             variant: shared.keyer.variant(&entry.vary, &parts.headers),
         };
         shared.store.insert(mem, entry.clone());
-        shared.report_size();
+        shared.report_size_soon();
     }
     match decide_without_origin(&entry, validity, req_cc, now) {
         Some(mut served) => {
