@@ -32,25 +32,11 @@ use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_perf::compression::{AdaptiveCompressionLayer, Algorithm};
 
+#[path = "../examples/support/json.rs"]
+mod json;
+
 fn json_10k() -> Bytes {
-    let mut s = String::from("[");
-    let mut i = 0;
-    while s.len() < 10_000 {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&format!(
-            "{{\"id\":{i},\"name\":\"Property {i}\",\"city\":\"{}\",\"status\":\"{}\",\"monthly_rent\":{},\"updated\":\"2026-11-{:02}T10:{:02}:00Z\"}}",
-            ["Lisbon", "Porto", "Braga", "Faro", "Coimbra"][i % 5],
-            ["active", "vacant", "maintenance"][i % 3],
-            900 + (i * 37) % 1100,
-            1 + i % 28,
-            i % 60
-        ));
-        i += 1;
-    }
-    s.push(']');
-    Bytes::from(s)
+    Bytes::from(json::properties(10_000))
 }
 
 fn html_1m() -> Bytes {

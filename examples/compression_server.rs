@@ -28,34 +28,17 @@ use tower_http::compression::CompressionLayer;
 use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::compression::AdaptiveCompressionLayer;
 
+#[path = "support/json.rs"]
+mod json;
+
 /// A 20 KB JSON list of properties, built per request.
 async fn properties() -> impl IntoResponse {
-    let mut s = String::with_capacity(21_000);
-    s.push('[');
-    let mut i = 0usize;
-    while s.len() < 20_000 {
-        if i > 0 {
-            s.push(',');
-        }
-        use std::fmt::Write as _;
-        let _ = write!(
-            s,
-            "{{\"id\":{i},\"name\":\"Property {i}\",\"city\":\"{}\",\"status\":\"{}\",\"monthly_rent\":{},\"updated\":\"2026-11-{:02}T10:{:02}:00Z\"}}",
-            ["Lisbon", "Porto", "Braga", "Faro", "Coimbra"][i % 5],
-            ["active", "vacant", "maintenance"][i % 3],
-            900 + (i * 37) % 1100,
-            1 + i % 28,
-            i % 60
-        );
-        i += 1;
-    }
-    s.push(']');
     (
         [
             (CONTENT_TYPE, "application/json"),
             (CACHE_CONTROL, "public, max-age=3600"),
         ],
-        s,
+        json::properties(20_000),
     )
 }
 

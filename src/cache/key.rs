@@ -151,11 +151,11 @@ impl Keyer {
         }
         match (stored.query(), request.query()) {
             (Some(a), Some(b)) if a.len() == b.len() => {
-                let sorted = |q: &'_ str| {
+                fn sorted(q: &str) -> Vec<&str> {
                     let mut v: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
                     v.sort_unstable();
-                    v.join("&")
-                };
+                    v
+                }
                 sorted(a) == sorted(b)
             }
             _ => false,

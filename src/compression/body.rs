@@ -120,12 +120,12 @@ impl Encoder {
 
     fn finish(&mut self) -> Result<(), BoxError> {
         self.run(|c, out| c.finish(out))?;
-        self.finished();
+        self.end();
         Ok(())
     }
 
     /// The trailer is written: the codec goes back to the pool, stats are recorded.
-    fn finished(&mut self) {
+    fn end(&mut self) {
         self.finished = true;
         if let Some(codec) = self.codec.take() {
             codec.recycle();
@@ -318,7 +318,7 @@ where
                                     if whole {
                                         s.input = data.len() as u64;
                                         s.one_shot = true;
-                                        s.finished();
+                                        s.end();
                                         continue;
                                     }
                                 }
