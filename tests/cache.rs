@@ -1875,6 +1875,59 @@ async fn a_304_that_makes_the_response_private_drops_the_shared_copy() {
     assert_eq!(calls.get(), 3);
 }
 
+/// The same through the background refresh of stale-while-revalidate: its `304` makes the
+/// response `private`, so the shared copy goes instead of being refreshed.
+#[tokio::test(start_paused = true)]
+async fn a_background_304_that_makes_the_response_private_drops_the_shared_copy() {
+    let calls = Calls::default();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(
+                |State(calls): State<Calls>, headers: HeaderMap| async move {
+                    let n = calls.inc();
+                    if headers.contains_key(header::IF_NONE_MATCH) {
+                        (
+                            StatusCode::NOT_MODIFIED,
+                            [
+                                (header::ETAG, "\"v1\""),
+                                (header::CACHE_CONTROL, "private, max-age=60"),
+                            ],
+                        )
+                            .into_response()
+                    } else {
+                        (
+                            [
+                                (header::ETAG, "\"v1\""),
+                                (
+                                    header::CACHE_CONTROL,
+                                    "public, max-age=1, stale-while-revalidate=60",
+                                ),
+                            ],
+                            format!("body-{n}"),
+                        )
+                            .into_response()
+                    }
+                },
+            ),
+        )
+        .layer(ResponseCacheLayer::new())
+        .with_state(calls.clone());
+    let url = format!("http://{}/r", serve(app).await);
+    let client = client();
+    assert_eq!(get_url(&client, &url).await.text(), "body-1");
+    pass(Duration::from_secs(5)).await;
+    // Stale within the window: served, refreshed in the background by a 304.
+    let r = get_url(&client, &url).await;
+    assert_eq!(r.text(), "body-1");
+    let_background_run().await;
+    assert_eq!(calls.get(), 2);
+    // The private refresh was not kept: the next request goes to the origin.
+    let r = get_url(&client, &url).await;
+    assert!(!r.cs().flag("hit"), "{:?}", r.cs());
+    assert_eq!(calls.get(), 3);
+}
+
 /// With `sort_query`, both orders of the same parameters share one entry.
 #[tokio::test(start_paused = true)]
 async fn sort_query_shares_one_entry_between_orders() {

@@ -465,7 +465,7 @@ where
         }
         if status == StatusCode::NOT_MODIFIED {
             let (res_parts, _) = res.into_parts();
-            if let Some(updated) = refreshed_entry(
+            if let Some((updated, storable)) = refreshed_entry(
                 &shared,
                 entry,
                 &res_parts.headers,
@@ -478,22 +478,6 @@ where
                     primary,
                     variant: shared.keyer.variant(&updated.vary, &parts.headers),
                 };
-                // The merged headers decide again: a 304 can make the response `private` or
-                // `no-store` (RFC 9111 section 4.3.4), and then it is for this client only.
-                let policy = StorePolicy {
-                    default_ttl: shared.default_ttl(&parts),
-                    ..shared.policy.clone()
-                };
-                let storable = policy::storable(
-                    &Method::GET,
-                    &parts.headers,
-                    &CacheControl::parse_request(&parts.headers),
-                    updated.status,
-                    &updated.headers,
-                    &updated.cc,
-                    &policy,
-                )
-                .is_ok();
                 let updated = Arc::new(updated);
                 let mut served = Served::hit();
                 served.fwd = Some(fwd);
@@ -1057,8 +1041,9 @@ where
     res.map(|b| CacheBody::storing(b, job))
 }
 
-/// The stored entry refreshed by the origin's `304` (RFC 9111 4.3.4), or `None` when the `304`
-/// does not match it.
+/// The stored entry refreshed by the origin's `304` (RFC 9111 4.3.4), and whether it may still
+/// be stored (a 304 can make it `private` or `no-store`: then it is for this client only);
+/// `None` when the `304` does not match it.
 fn refreshed_entry(
     shared: &Shared,
     entry: &Entry,
@@ -1067,7 +1052,7 @@ fn refreshed_entry(
     request_time: SystemTime,
     response_time: SystemTime,
     stamp: Stamp,
-) -> Option<Entry> {
+) -> Option<(Entry, bool)> {
     let mut headers = entry.headers.clone();
     if !policy::update_from_304(&mut headers, not_modified) {
         return None;
@@ -1088,8 +1073,18 @@ fn refreshed_entry(
         ..shared.policy.clone()
     };
     let lifetime = policy::freshness_lifetime(entry.status, &headers, &cc, response_time, &policy);
+    let storable = policy::storable(
+        &Method::GET,
+        &parts.headers,
+        &CacheControl::parse_request(&parts.headers),
+        entry.status,
+        &headers,
+        &cc,
+        &policy,
+    )
+    .is_ok();
     let (swr, sie) = stale_windows(shared, &cc);
-    Some(Entry {
+    let refreshed = Entry {
         uri: entry.uri.clone(),
         status: entry.status,
         headers,
@@ -1106,7 +1101,8 @@ fn refreshed_entry(
         generation: stamp.local,
         fleet_generation: stamp.fleet,
         hits: Default::default(),
-    })
+    };
+    Some((refreshed, storable))
 }
 
 /// Refreshes `entry` from the origin in the background, once per key at a time.
@@ -1150,7 +1146,7 @@ fn refresh_in_background<S, ReqBody, ResBody>(
         };
         let response_time = SystemTime::now();
         if res.status() == StatusCode::NOT_MODIFIED {
-            if let Some(updated) = refreshed_entry(
+            match refreshed_entry(
                 &shared,
                 &entry,
                 res.headers(),
@@ -1159,13 +1155,18 @@ fn refresh_in_background<S, ReqBody, ResBody>(
                 response_time,
                 stamp,
             ) {
-                let updated = Arc::new(updated);
-                shared
-                    .store
-                    .insert(EntryKey { primary, variant }, updated.clone());
-                let mut waiters = Waiters::default();
-                waiters.for_vary(&shared, &updated.vary, &parts);
-                waiters.stored(&shared, &updated);
+                Some((updated, true)) => {
+                    let updated = Arc::new(updated);
+                    shared
+                        .store
+                        .insert(EntryKey { primary, variant }, updated.clone());
+                    let mut waiters = Waiters::default();
+                    waiters.for_vary(&shared, &updated.vary, &parts);
+                    waiters.stored(&shared, &updated);
+                }
+                // No longer storable (`private`, `no-store`): the shared copy goes.
+                Some((_, false)) => shared.store.remove(&EntryKey { primary, variant }),
+                None => {}
             }
             return;
         }
