@@ -109,6 +109,7 @@ pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod reject;
+pub mod route;
 pub mod slow;
 #[cfg(any(
     feature = "compression-zstd",
@@ -123,4 +124,5 @@ mod util;
 pub use error::{BoxError, ConfigError};
 pub use queue::Priority;
 pub use reject::Rejected;
+pub use route::Route;
 pub use timings::{Phase, PhaseGuard, Timings, MAX_PHASES};

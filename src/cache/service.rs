@@ -39,20 +39,7 @@ impl<S> ResponseCache<S> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::macros::define_inner_service_accessors!();
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for ResponseCache<S> {

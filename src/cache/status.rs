@@ -170,21 +170,7 @@ fn is_sf_token(s: &[u8]) -> bool {
 
 /// Writes a decimal integer without going through `fmt`.
 fn push_integer(buf: &mut Vec<u8>, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut n = value.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if value < 0 {
-        buf.push(b'-');
-    }
-    buf.extend_from_slice(&digits[i..]);
+    buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 #[cfg(test)]

@@ -26,20 +26,7 @@ impl<S> AdaptiveCompression<S> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming the layer's service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::macros::define_inner_service_accessors!();
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdaptiveCompression<S>

@@ -32,20 +32,7 @@ impl<S, C> PriorityQueue<S, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, consuming the queue service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::macros::define_inner_service_accessors!();
 }
 
 impl<S: Clone, C> Clone for PriorityQueue<S, C> {

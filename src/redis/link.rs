@@ -13,7 +13,7 @@ use fred::types::Builder;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::slow::log::EventLimiter;
+use crate::util::event_limiter::EventLimiter;
 
 /// Why a Redis call gave no answer. The callers (cache tier, rate limiter) fall back to memory
 /// or the origin; nothing reaches the client as an error.

@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Buf;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use super::service::Tracked;
@@ -84,13 +84,7 @@ where
         Poll::Ready(frame)
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    crate::util::macros::forward_body_hints!(inner);
 }
 
 impl<B: Default> Default for SlowBody<B> {

@@ -8,12 +8,13 @@ use http::request::Parts;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::log::{EventLimiter, SlowLog};
+use super::log::SlowLog;
 use super::service::SlowRequest;
 use super::snapshot::{RouteSnapshot, SlowRequestEntry, Snapshot};
 use super::stats::{Layout, Registry};
 use crate::error::ConfigError;
 use crate::metrics::names;
+use crate::util::event_limiter::EventLimiter;
 use crate::util::method::{method_label, METHOD_CLASSES};
 use crate::util::request::X_REQUEST_ID;
 

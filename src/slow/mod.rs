@@ -88,7 +88,7 @@
 mod body;
 mod future;
 mod layer;
-pub(crate) mod log;
+mod log;
 mod service;
 mod snapshot;
 mod stats;

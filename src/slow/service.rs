@@ -30,20 +30,7 @@ impl<S> SlowRequest<S> {
         Self { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::util::macros::define_inner_service_accessors!();
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for SlowRequest<S> {
@@ -347,18 +334,8 @@ fn push_millis(out: &mut Buf, d: Duration) {
     ]);
 }
 
-fn push_u64(out: &mut Buf, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push(&buf[i..]);
+fn push_u64(out: &mut Buf, n: u64) {
+    out.push(itoa::Buffer::new().format(n).as_bytes());
 }
 
 #[cfg(test)]
