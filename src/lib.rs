@@ -126,3 +126,8 @@ pub use queue::Priority;
 pub use reject::Rejected;
 pub use route::Route;
 pub use timings::{Phase, PhaseGuard, Timings, MAX_PHASES};
+
+/// The code blocks of `README.md`, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
