@@ -8,7 +8,7 @@ use super::adapt::{Decision, Rung, Tier};
 use super::state::{EncodingCounters, Shared, ENCODING_NAMES};
 use super::Algorithm;
 
-/// What a [`CompressionHandle`] reports (serde).
+/// What a [`CompressionHandle`](super::CompressionHandle) reports (serde).
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct CompressionSnapshot {
