@@ -229,6 +229,7 @@ where
 
 impl Encoder {
     /// Sends the output gathered so far as one frame.
+    #[inline]
     fn emit(&mut self) -> PollFrame {
         Poll::Ready(Some(Ok(Frame::data(self.take_out()))))
     }

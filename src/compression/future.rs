@@ -144,6 +144,7 @@ fn respond<B: Body>(
 
 /// Why a response goes out as it is, whatever the load: `None` when it is to be compressed
 /// with the negotiated coding.
+#[inline]
 fn skip_reason(
     shared: &Shared,
     info: &RequestInfo,
@@ -230,6 +231,7 @@ fn not_acceptable<B>() -> Response<CompressionBody<B>> {
 }
 
 /// Adds `Vary: Accept-Encoding` unless `Vary` already says so (or `*`).
+#[inline]
 fn add_vary(h: &mut HeaderMap) {
     if !list_has_token(h, VARY, b"*") && !list_has_token(h, VARY, b"accept-encoding") {
         h.append(VARY, ACCEPT_ENCODING_VALUE.clone());

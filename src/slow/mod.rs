@@ -23,6 +23,8 @@
 //! router (`Router::layer`), else what [`route_with`](SlowRequestBuilder::route_with) returns, else
 //! the `unmatched` bucket. The raw path is never a key, and the number of routes is bounded
 //! ([`max_routes`](SlowRequestBuilder::max_routes)); routes beyond the bound share `overflow`.
+//! A route's own slow threshold ([`route_threshold`](SlowRequestBuilder::route_threshold))
+//! is set for one route, or for every route under a [`Route::prefix`](crate::Route::prefix).
 //!
 //! # Example
 //!

@@ -63,6 +63,7 @@ fn clipped(bytes: &[u8], max: usize) -> String {
 impl Tracked {
     /// Starts tracking a request received at `start`. `info` is the request, when `timings`
     /// came from an outer layer and does not hold it.
+    #[inline]
     pub(crate) fn new(
         shared: Arc<Shared>,
         route: Arc<RouteStats>,
