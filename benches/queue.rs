@@ -20,7 +20,7 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{Layer, Service};
 use tower_perf::queue::PriorityQueueLayer;
-use tower_perf::Priority;
+use tower_perf::{Priority, Route};
 
 /// Polls a future that is ready at once (everything here is), without a runtime.
 fn now<F: Future>(fut: F) -> F::Output {
@@ -91,8 +91,8 @@ fn benches(c: &mut Criterion) {
     let mut routed = PriorityQueueLayer::builder()
         .limit(64)
         .trust_priority_header(true)
-        .route("/payments", Priority::Critical)
-        .route("/reports", Priority::Low)
+        .route_priority(Route::prefix("/payments"), Priority::Critical)
+        .route_priority(Route::prefix("/reports"), Priority::Low)
         .build()
         .unwrap()
         .layer(App);

@@ -74,7 +74,7 @@ fn app(
 
 fn tracker() -> SlowRequestLayer {
     SlowRequestLayer::builder()
-        .route_fn(|req| {
+        .route_with(|req| {
             req.uri
                 .path()
                 .starts_with("/items/")
@@ -102,7 +102,7 @@ fn group(c: &mut Criterion, name: &str) {
 
     let mut no_header = SlowRequestLayer::builder()
         .server_timing(false)
-        .route_fn(|req| {
+        .route_with(|req| {
             req.uri
                 .path()
                 .starts_with("/items/")

@@ -112,7 +112,7 @@ use tower_perf::metrics::{names, DURATION_BUCKETS};
 use tower_perf::queue::{PriorityQueueHandle, PriorityQueueLayer};
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer};
 use tower_perf::slow::{SlowRequestHandle, SlowRequestLayer};
-use tower_perf::{PhaseGuard, Priority, Timings};
+use tower_perf::{PhaseGuard, Priority, Route, Timings};
 use tracing::{Level, Span};
 use tracing_subscriber::EnvFilter;
 
@@ -470,8 +470,8 @@ impl Layers {
         let queue = PriorityQueueLayer::builder()
             .limit(64)
             .trust_priority_header(true)
-            .route("/api/v1/payments", Priority::Critical)
-            .route(EXPORT_ROUTE, Priority::Low)
+            .route_priority(Route::prefix("/api/v1/payments"), Priority::Critical)
+            .route_priority(EXPORT_ROUTE, Priority::Low)
             .queue_capacity(512)
             .max_wait(Priority::Low, Duration::from_millis(500))
             .build()

@@ -1,12 +1,12 @@
 //! The slow-request tracker on a plain hyper 1 server: no axum, no router.
 //!
 //! Without axum there is no `MatchedPath`, so the tracker learns each request's route *template*
-//! from [`route_of`], given to [`SlowRequestBuilder::route_fn`]. The handler dispatches on the
+//! from [`route_of`], given to [`SlowRequestBuilder::route_with`]. The handler dispatches on the
 //! same function, so the routes it serves and the routes the tracker reports cannot drift apart.
 //! The tower stack (tower-http request ids, then the tracker, then a `service_fn`) becomes a hyper
 //! service through `hyper_util::service::TowerToHyperService`.
 //!
-//! [`SlowRequestBuilder::route_fn`]: tower_perf::slow::SlowRequestBuilder::route_fn
+//! [`SlowRequestBuilder::route_with`]: tower_perf::slow::SlowRequestBuilder::route_with
 //!
 //! # Run it
 //!
@@ -206,7 +206,7 @@ async fn main() -> ExitCode {
 
     let tracker = match SlowRequestLayer::builder()
         .threshold(SLOW_THRESHOLD)
-        .route_fn(route_of)
+        .route_with(route_of)
         .build()
     {
         Ok(layer) => layer,

@@ -973,7 +973,7 @@ async fn saturation_sends_identity_beyond_the_budget_and_holds_while_demand_last
         .cores(1)
         .cpu_budget(1e-9)
         .load_interval(Duration::from_millis(100))
-        .essential(|req| {
+        .essential_with(|req| {
             req.headers
                 .get("x-priority")
                 .is_some_and(|p| p == "critical")

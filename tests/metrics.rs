@@ -82,7 +82,7 @@ async fn prometheus_text_is_stable() {
         .layer(
             PriorityQueueLayer::builder()
                 .limit(8)
-                .route("/fail", Priority::Low)
+                .route_priority("/fail", Priority::Low)
                 .build()
                 .unwrap(),
         )

@@ -22,7 +22,7 @@ use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::queue::{
     AdaptiveLimit, PriorityQueueBuilder, PriorityQueueHandle, PriorityQueueLayer, QueueBody,
 };
-use tower_perf::{Priority, Rejected};
+use tower_perf::{Priority, Rejected, Route};
 
 /// The inner service of the direct tests: records the order in which requests are *called*
 /// (that is, admitted), then holds each one until the test releases a gate permit.
@@ -504,7 +504,7 @@ async fn services_and_clones_of_one_layer_share_one_limit() {
 async fn header_is_only_trusted_when_configured_and_bad_values_count_as_absent() {
     let b = Backend::new();
     let untrusting = PriorityQueueLayer::builder()
-        .route("/", Priority::Low)
+        .route_priority(Route::prefix("/"), Priority::Low)
         .build()
         .unwrap();
     let svc = service(&untrusting, &b);
@@ -717,7 +717,7 @@ async fn over_http_a_rejection_is_503_with_retry_after_json_and_the_marker() {
     let layer = PriorityQueueLayer::builder()
         .limit(1)
         .queue_capacity(1)
-        .route("/block", Priority::High)
+        .route_priority("/block", Priority::High)
         .build()
         .unwrap();
     let h = layer.handle();

@@ -498,7 +498,7 @@ async fn request_id_from_the_response_when_the_request_had_none() {
     // The tracker outside the request-id layers: it finds the id on the response.
     let tracker = SlowRequestLayer::builder()
         .threshold(Duration::from_millis(1))
-        .route_fn(|_| Some("/all"))
+        .route_with(|_| Some("/all"))
         .build()
         .unwrap();
     let stats = tracker.handle();
@@ -513,7 +513,7 @@ async fn request_id_from_the_response_when_the_request_had_none() {
     let log = stats.slow_requests();
     assert_eq!(
         log[0].route, "/all",
-        "route_fn names routes outside the router"
+        "route_with names routes outside the router"
     );
     assert_eq!(log[0].request_id.as_deref(), Some("gen-1"));
 }

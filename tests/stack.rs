@@ -107,7 +107,7 @@ async fn app(rate_per_second: u32) -> App {
         .layer(
             PriorityQueueLayer::builder()
                 .limit(1)
-                .route("/slow", Priority::Low)
+                .route_priority("/slow", Priority::Low)
                 .max_wait(Priority::Normal, Duration::from_millis(100))
                 .build()
                 .unwrap(),

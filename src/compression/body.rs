@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::adapt::Rung;
 use super::codec::Codec;
-use super::layer::Shared;
+use super::state::Shared;
 use super::Algorithm;
 use crate::timings::Timings;
 use crate::BoxError;
@@ -171,6 +171,119 @@ impl Encoder {
     }
 }
 
+/// A poll of the body's next frame.
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// The compressing side of [`CompressionBody::poll_frame`]: encodes the inner body in slices
+/// of at most [`SLICE`], sending output every [`EMIT`] bytes, whenever the inner body is not
+/// ready, and after [`MAX_PER_POLL`] of input (then yielding).
+fn poll_compressed<B>(mut inner: Pin<&mut B>, s: &mut Encoder, cx: &mut Context<'_>) -> PollFrame
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut done_this_poll = 0usize;
+    loop {
+        if s.finished {
+            if !s.out.is_empty() {
+                return s.emit();
+            }
+            return Poll::Ready(s.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        if !s.pending.is_empty() {
+            if let Some(poll) = s.encode_slice(&mut done_this_poll, cx)? {
+                return poll;
+            }
+            continue;
+        }
+        match inner.as_mut().poll_frame(cx) {
+            Poll::Pending if s.out.is_empty() => return Poll::Pending,
+            Poll::Pending => return s.emit(),
+            Poll::Ready(None) => s.finish()?,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    // The whole body in one frame: the codec's one-shot path, if it has one
+                    // (libdeflate), is faster than streaming.
+                    if s.input == 0
+                        && !s.flush_each
+                        && inner.is_end_stream()
+                        && s.encode_whole(&data)?
+                    {
+                        continue;
+                    }
+                    s.pending = data;
+                    s.flush_due = s.flush_each;
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        s.trailers = Some(t);
+                        s.finish()?;
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Encoder {
+    /// Sends the output gathered so far as one frame.
+    #[inline]
+    fn emit(&mut self) -> PollFrame {
+        Poll::Ready(Some(Ok(Frame::data(self.take_out()))))
+    }
+
+    /// Encodes one slice of `pending`, flushing after the last one of a frame when due.
+    /// `Some` is what the poll returns now: output to send, or a yield once this poll has
+    /// done its share.
+    fn encode_slice(
+        &mut self,
+        done_this_poll: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Result<Option<PollFrame>, BoxError> {
+        let n = self.pending.len().min(SLICE);
+        let chunk = self.pending.split_to(n);
+        self.run(|c, out| c.encode(&chunk, out))?;
+        self.input += n as u64;
+        *done_this_poll += n;
+        if self.pending.is_empty() && self.flush_due {
+            self.flush_due = false;
+            self.run(|c, out| c.flush(out))?;
+            if !self.out.is_empty() {
+                return Ok(Some(self.emit()));
+            }
+        }
+        if self.out.len() >= EMIT {
+            return Ok(Some(self.emit()));
+        }
+        if *done_this_poll >= MAX_PER_POLL {
+            if !self.out.is_empty() {
+                return Ok(Some(self.emit()));
+            }
+            cx.waker().wake_by_ref();
+            return Ok(Some(Poll::Pending));
+        }
+        Ok(None)
+    }
+
+    /// Compresses a whole body in one call when the codec has a one-shot path; `false` when
+    /// it has none (nothing done: stream it).
+    fn encode_whole(&mut self, data: &Bytes) -> Result<bool, BoxError> {
+        let mut whole = false;
+        self.run(|c, out| {
+            whole = c.encode_whole(data, out)?;
+            Ok(())
+        })?;
+        if whole {
+            self.input = data.len() as u64;
+            self.one_shot = true;
+            self.end();
+        }
+        Ok(whole)
+    }
+}
+
 impl Drop for Encoder {
     fn drop(&mut self) {
         if let Some(codec) = self.codec.take() {
@@ -260,81 +373,7 @@ where
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            KindProj::Compressed { mut inner, state } => {
-                let s = &mut **state;
-                let mut done_this_poll = 0usize;
-                loop {
-                    if s.finished {
-                        if !s.out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(s.take_out()))));
-                        }
-                        return Poll::Ready(s.trailers.take().map(|t| Ok(Frame::trailers(t))));
-                    }
-                    if !s.pending.is_empty() {
-                        let n = s.pending.len().min(SLICE);
-                        let chunk = s.pending.split_to(n);
-                        s.run(|c, out| c.encode(&chunk, out))?;
-                        s.input += n as u64;
-                        done_this_poll += n;
-                        if s.pending.is_empty() && s.flush_due {
-                            s.flush_due = false;
-                            s.run(|c, out| c.flush(out))?;
-                            if !s.out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(s.take_out()))));
-                            }
-                        }
-                        if s.out.len() >= EMIT {
-                            return Poll::Ready(Some(Ok(Frame::data(s.take_out()))));
-                        }
-                        if done_this_poll >= MAX_PER_POLL {
-                            if !s.out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(s.take_out()))));
-                            }
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        continue;
-                    }
-                    match inner.as_mut().poll_frame(cx) {
-                        Poll::Pending => {
-                            if !s.out.is_empty() {
-                                return Poll::Ready(Some(Ok(Frame::data(s.take_out()))));
-                            }
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(None) => s.finish()?,
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-                        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                            Ok(mut data) => {
-                                let data = data.copy_to_bytes(data.remaining());
-                                // The whole body in one frame: the codec's one-shot path, if
-                                // it has one (libdeflate), is faster than streaming.
-                                if s.input == 0 && !s.flush_each && inner.is_end_stream() {
-                                    let mut whole = false;
-                                    s.run(|c, out| {
-                                        whole = c.encode_whole(&data, out)?;
-                                        Ok(())
-                                    })?;
-                                    if whole {
-                                        s.input = data.len() as u64;
-                                        s.one_shot = true;
-                                        s.end();
-                                        continue;
-                                    }
-                                }
-                                s.pending = data;
-                                s.flush_due = s.flush_each;
-                            }
-                            Err(frame) => {
-                                if let Ok(t) = frame.into_trailers() {
-                                    s.trailers = Some(t);
-                                    s.finish()?;
-                                }
-                            }
-                        },
-                    }
-                }
-            }
+            KindProj::Compressed { inner, state } => poll_compressed(inner, state, cx),
         }
     }
 

@@ -7,15 +7,15 @@ use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, VARY,
 };
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use super::adapt::Decision;
+use super::adapt::{Decision, Rung};
 use super::body::CompressionBody;
 use super::codec::Codec;
-use super::layer::{EventStreams, Shared};
-use super::policy::is_event_stream;
+use super::policy::{is_event_stream, EventStreams};
+use super::state::Shared;
 use super::Algorithm;
 use crate::timings::Timings;
 use crate::util::accept_encoding::Encoding;
@@ -74,17 +74,9 @@ where
         if revalidating && res.status() == StatusCode::NOT_MODIFIED {
             // The service matched the validator of the coded representation: the `304` speaks
             // for that representation, so it carries its validator and `Vary`.
-            let coding = accept.unwrap_or(Encoding::Identity);
             let h = res.headers_mut();
-            if let Some(tag) = h
-                .get(ETAG)
-                .and_then(|t| suffixed_etag(t.as_bytes(), coding))
-            {
-                h.insert(ETAG, tag);
-            }
-            if !list_has_token(h, VARY, b"*") && !list_has_token(h, VARY, b"accept-encoding") {
-                h.append(VARY, ACCEPT_ENCODING_VALUE.clone());
-            }
+            suffix_etag(h, accept.unwrap_or(Encoding::Identity));
+            add_vary(h);
         }
         Poll::Ready(Ok(res))
     }
@@ -92,24 +84,77 @@ where
 
 static ACCEPT_ENCODING_VALUE: HeaderValue = HeaderValue::from_static("accept-encoding");
 
+/// What to do with one response: the coding sent, why, and the encoder when compressed.
+struct Plan {
+    encoding: Encoding,
+    decision: Decision,
+    codec: Option<(Codec, Rung)>,
+}
+
 /// Applies the rules to one response.
 fn respond<B: Body>(
     shared: &Arc<Shared>,
     info: &mut RequestInfo,
     res: Response<B>,
 ) -> Response<CompressionBody<B>> {
-    let (head, accept) = (info.head, info.accept);
     let (mut parts, body) = res.into_parts();
     let size = body
         .size_hint()
         .exact()
         .or_else(|| content_length(&parts.headers));
-    let h = &parts.headers;
-    let status = parts.status;
-    let sse = h
+    let sse = parts
+        .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| is_event_stream(v.as_bytes()));
-    let skip = if status.is_informational()
+    let algorithm = info.accept.and_then(Algorithm::from_encoding);
+    let plan = match (skip_reason(shared, info, &parts, size, sse), algorithm) {
+        (None, Some(algorithm)) => {
+            let cost_size = if sse { None } else { size };
+            plan(shared, algorithm, cost_size, size, info.essential)
+        }
+        (skip, _) => Plan {
+            encoding: Encoding::Identity,
+            decision: skip.unwrap_or(Decision::Identity),
+            codec: None,
+        },
+    };
+    shared.count(plan.encoding, plan.decision);
+    if plan.decision == Decision::NotAcceptable {
+        return not_acceptable();
+    }
+    if plan.decision.varies() {
+        add_vary(&mut parts.headers);
+    }
+    let Some((codec, rung)) = plan.codec else {
+        return Response::from_parts(parts, CompressionBody::identity(body));
+    };
+    mark_encoded(&mut parts.headers, plan.encoding);
+    let algorithm = codec.algorithm();
+    let body = CompressionBody::compressed(
+        body,
+        codec,
+        shared.clone(),
+        (algorithm, rung),
+        sse,
+        size,
+        info.timings.take(),
+    );
+    Response::from_parts(parts, body)
+}
+
+/// Why a response goes out as it is, whatever the load: `None` when it is to be compressed
+/// with the negotiated coding.
+#[inline]
+fn skip_reason(
+    shared: &Shared,
+    info: &RequestInfo,
+    parts: &http::response::Parts,
+    size: Option<u64>,
+    sse: bool,
+) -> Option<Decision> {
+    let h = &parts.headers;
+    let status = parts.status;
+    if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
@@ -124,66 +169,78 @@ fn respond<B: Body>(
         Some(Decision::AlreadyEncoded)
     } else if list_has_token(h, CACHE_CONTROL, b"no-transform") {
         Some(Decision::NoTransform)
-    } else if !shared.predicate.should_compress(&parts) {
+    } else if !shared.predicate.should_compress(parts) {
         Some(Decision::ContentType)
     } else if sse && shared.event_streams == EventStreams::Exclude {
         Some(Decision::EventStream)
     } else if !sse && size.is_some_and(|n| n < shared.min_size) {
         Some(Decision::TooSmall)
-    } else if head {
+    } else if info.head {
         Some(Decision::Head)
     } else {
-        match accept {
+        match info.accept {
             None => Some(Decision::NotAcceptable),
             Some(Encoding::Identity) => Some(Decision::Identity),
             Some(_) => None,
         }
-    };
+    }
+}
 
-    let (encoding, decision, codec) = match (skip, accept.and_then(Algorithm::from_encoding)) {
-        (None, Some(algorithm)) => {
-            let (rung, decision) =
-                shared.choose(algorithm, if sse { None } else { size }, info.essential);
-            match rung {
-                None => (Encoding::Identity, decision, None),
-                Some(rung) => {
-                    let level = shared.ladders[algorithm.index()].level(rung);
-                    shared.chose(algorithm, level);
-                    match Codec::get(algorithm, level, size, shared.reuse) {
-                        Ok(codec) => (algorithm.encoding(), decision, Some((codec, rung))),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "compression: encoder setup failed, sending identity");
-                            (Encoding::Identity, decision, None)
-                        }
-                    }
-                }
-            }
+/// The level for a compressible response (from the load and `cost_size`, the body length
+/// that counts for its cost: unknown for event streams), and its encoder.
+fn plan(
+    shared: &Shared,
+    algorithm: Algorithm,
+    cost_size: Option<u64>,
+    size: Option<u64>,
+    essential: bool,
+) -> Plan {
+    let (rung, decision) = shared.choose(algorithm, cost_size, essential);
+    let identity = Plan {
+        encoding: Encoding::Identity,
+        decision,
+        codec: None,
+    };
+    let Some(rung) = rung else {
+        return identity;
+    };
+    let level = shared.ladders[algorithm.index()].level(rung);
+    shared.chose(algorithm, level);
+    match Codec::get(algorithm, level, size, shared.reuse) {
+        Ok(codec) => Plan {
+            encoding: algorithm.encoding(),
+            decision,
+            codec: Some((codec, rung)),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "compression: encoder setup failed, sending identity");
+            identity
         }
-        (skip, _) => (Encoding::Identity, skip.unwrap_or(Decision::Identity), None),
-    };
-    shared.count(encoding, decision);
-    if decision.varies()
-        && !list_has_token(&parts.headers, VARY, b"*")
-        && !list_has_token(&parts.headers, VARY, b"accept-encoding")
-    {
-        parts.headers.append(VARY, ACCEPT_ENCODING_VALUE.clone());
     }
+}
 
-    if decision == Decision::NotAcceptable {
-        let mut res = Response::new(CompressionBody::empty());
-        *res.status_mut() = StatusCode::NOT_ACCEPTABLE;
-        res.headers_mut()
-            .insert(VARY, ACCEPT_ENCODING_VALUE.clone());
-        res.headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        return res;
+/// `406 Not Acceptable`, empty.
+fn not_acceptable<B>() -> Response<CompressionBody<B>> {
+    let mut res = Response::new(CompressionBody::empty());
+    *res.status_mut() = StatusCode::NOT_ACCEPTABLE;
+    res.headers_mut()
+        .insert(VARY, ACCEPT_ENCODING_VALUE.clone());
+    res.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    res
+}
+
+/// Adds `Vary: Accept-Encoding` unless `Vary` already says so (or `*`).
+#[inline]
+fn add_vary(h: &mut HeaderMap) {
+    if !list_has_token(h, VARY, b"*") && !list_has_token(h, VARY, b"accept-encoding") {
+        h.append(VARY, ACCEPT_ENCODING_VALUE.clone());
     }
+}
 
-    let Some((codec, rung)) = codec else {
-        return Response::from_parts(parts, CompressionBody::identity(body));
-    };
-    let algorithm = codec.algorithm();
-    let h = &mut parts.headers;
+/// The headers of a response compressed with `encoding`: its `Content-Encoding`, no length
+/// or ranges, and a strong `ETag` suffixed with the coding.
+fn mark_encoded(h: &mut HeaderMap, encoding: Encoding) {
     h.remove(CONTENT_LENGTH);
     h.remove(ACCEPT_RANGES);
     h.remove(CONTENT_ENCODING);
@@ -191,22 +248,17 @@ fn respond<B: Body>(
         CONTENT_ENCODING,
         HeaderValue::from_static(encoding.as_str()),
     );
+    suffix_etag(h, encoding);
+}
+
+/// Replaces a strong `ETag` by its suffixed form (see [`suffixed_etag`]).
+fn suffix_etag(h: &mut HeaderMap, encoding: Encoding) {
     if let Some(tag) = h
         .get(ETAG)
         .and_then(|t| suffixed_etag(t.as_bytes(), encoding))
     {
         h.insert(ETAG, tag);
     }
-    let body = CompressionBody::compressed(
-        body,
-        codec,
-        shared.clone(),
-        (algorithm, rung),
-        sse,
-        size,
-        info.timings.take(),
-    );
-    Response::from_parts(parts, body)
 }
 
 /// A strong entity tag with the coding appended inside the quotes (`"abc"` -> `"abc-zstd"`), so

@@ -28,7 +28,7 @@
 //!   over three quarters of the budget, or with too many compressions in flight, the `fast`
 //!   levels; over the budget (`saturated`), responses are compressed at the fast level only
 //!   while the encoder time of the current interval stays under the budget, and the rest go
-//!   uncompressed, except those to [`essential`](AdaptiveCompressionBuilder::essential)
+//!   uncompressed, except those to [`essential_with`](AdaptiveCompressionBuilder::essential_with)
 //!   requests (say, high priority). The responses sent uncompressed count as demand (their
 //!   length times the fast level's cost), so a saturated layer does not read its own quiet as
 //!   a fall in load and flap back. Moving up a tier
@@ -112,21 +112,23 @@
 
 mod adapt;
 mod body;
+mod builder;
 mod codec;
 mod future;
 mod layer;
 mod policy;
 mod service;
+mod snapshot;
+mod state;
 
 pub use adapt::{Decision, Tier};
 pub use body::CompressionBody;
+pub use builder::{AdaptiveCompressionBuilder, DEFAULT_MIN_SIZE};
 pub use future::ResponseFuture;
-pub use layer::{
-    AdaptiveCompressionBuilder, AdaptiveCompressionLayer, CompressionHandle, CompressionSnapshot,
-    DecisionCount, EncodingSnapshot, EventStreams, NsPerByte, DEFAULT_MIN_SIZE,
-};
-pub use policy::{And, DefaultPredicate, Not, Or, Predicate};
+pub use layer::{AdaptiveCompressionLayer, CompressionHandle};
+pub use policy::{And, DefaultPredicate, EventStreams, Not, Or, Predicate};
 pub use service::AdaptiveCompression;
+pub use snapshot::{CompressionSnapshot, DecisionCount, EncodingSnapshot, NsPerByte};
 
 use crate::util::accept_encoding::Encoding;
 

@@ -5,6 +5,17 @@ use http::response::Parts;
 
 use crate::util::header::trim_ows;
 
+/// What happens to server-sent events (`text/event-stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventStreams {
+    /// Compress, and flush the encoder after each frame the service sends (one event), so the
+    /// client decodes every event as it arrives. The default.
+    #[default]
+    FlushEachEvent,
+    /// Send them uncompressed.
+    Exclude,
+}
+
 /// Decides, from the response head, whether a response may be compressed.
 ///
 /// The layer's fixed rules (already encoded, `206` / `Content-Range`, `no-transform`, `HEAD`,

@@ -7,7 +7,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::future::{RequestInfo, ResponseFuture};
-use super::layer::Shared;
+use super::state::Shared;
 use crate::util::accept_encoding::{negotiate, Encoding};
 use crate::BoxError;
 

@@ -97,22 +97,12 @@ where
             match this.kind.as_mut().project() {
                 KindProj::Called { fut, permit } => {
                     let result = ready!(fut.poll(cx));
+                    // The head (or the error) is here: the adaptive limit learns from it.
                     let mut permit = permit.take();
                     if let Some(p) = permit.as_mut() {
                         p.head();
                     }
-                    return Poll::Ready(result.map(|res| {
-                        let (parts, body) = res.into_parts();
-                        // An empty body may never be polled: its request ends with the head.
-                        let permit = match permit {
-                            Some(p) if body.is_end_stream() => {
-                                p.finish();
-                                None
-                            }
-                            p => p,
-                        };
-                        Response::from_parts(parts, QueueBody::new(body, permit))
-                    }));
+                    return Poll::Ready(result.map(|res| with_permit(res, permit)));
                 }
                 KindProj::Queued {
                     svc,
@@ -122,24 +112,9 @@ where
                     permit,
                 } => {
                     if permit.is_none() {
-                        let verdict = match ticket.poll_verdict(cx) {
-                            Poll::Ready(v) => v,
-                            Poll::Pending => {
-                                ready!(sleep.as_mut().poll(cx));
-                                ticket.time_out()
-                            }
-                        };
-                        match verdict {
-                            Verdict::Admitted(at) => {
-                                if let Some(t) = req.as_ref().and_then(Timings::from_request) {
-                                    t.record(
-                                        "queue",
-                                        at.saturating_duration_since(ticket.enqueued()),
-                                    );
-                                }
-                                *permit = Some(ticket.permit(at));
-                            }
-                            Verdict::Rejected(reason, retry_after) => {
+                        match ready!(await_turn(ticket, sleep.as_mut(), req.as_ref(), cx)) {
+                            Ok(p) => *permit = Some(p),
+                            Err((reason, retry_after)) => {
                                 this.kind.set(Kind::Rejected {
                                     reason,
                                     retry_after,
@@ -174,6 +149,46 @@ where
             }
         }
     }
+}
+
+/// The response with its permit, which goes with the body; or is given back now for an empty
+/// body: it may never be polled, so its request ends with the head.
+fn with_permit<B: Body>(res: Response<B>, permit: Option<Permit>) -> Response<QueueBody<B>> {
+    let (parts, body) = res.into_parts();
+    let permit = match permit {
+        Some(p) if body.is_end_stream() => {
+            p.finish();
+            None
+        }
+        p => p,
+    };
+    Response::from_parts(parts, QueueBody::new(body, permit))
+}
+
+/// Waits for the queue's verdict on a queued request, or its deadline: its permit (the wait
+/// recorded as the `queue` phase of its timings), or why it was turned away.
+fn await_turn<B>(
+    ticket: &mut Ticket,
+    sleep: Pin<&mut Sleep>,
+    req: Option<&Request<B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Permit, (Reason, u64)>> {
+    let verdict = match ticket.poll_verdict(cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => {
+            ready!(sleep.poll(cx));
+            ticket.time_out()
+        }
+    };
+    Poll::Ready(match verdict {
+        Verdict::Admitted(at) => {
+            if let Some(t) = req.and_then(Timings::from_request) {
+                t.record("queue", at.saturating_duration_since(ticket.enqueued()));
+            }
+            Ok(ticket.permit(at))
+        }
+        Verdict::Rejected(reason, retry_after) => Err((reason, retry_after)),
+    })
 }
 
 impl<S, ReqBody, F> std::fmt::Debug for ResponseFuture<S, ReqBody, F> {

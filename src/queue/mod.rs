@@ -7,7 +7,7 @@
 //! - **Class.** Each request gets a [`Priority`]: one already in its extensions (set by a layer
 //!   outside), else the `x-priority` header when
 //!   [trusted](PriorityQueueBuilder::trust_priority_header), else the classifier: the route map
-//!   ([`route`](PriorityQueueBuilder::route)) or a closure
+//!   ([`route_priority`](PriorityQueueBuilder::route_priority)) or a closure
 //!   ([`classify_with`](PriorityQueueBuilder::classify_with)). A malformed header counts as
 //!   absent. The class goes into the request extensions for the layers inside.
 //! - **Limit.** At most [`limit`](PriorityQueueBuilder::limit) requests run at once, or an
@@ -48,15 +48,15 @@
 //! use std::time::Duration;
 //! use axum::{routing::get, Router};
 //! use tower_perf::queue::{AdaptiveLimit, PriorityQueueLayer};
-//! use tower_perf::Priority;
+//! use tower_perf::{Priority, Route};
 //!
 //! // Defaults: fixed limit, 1024 waiting, 1 s max wait, every request `normal`.
 //! let queue = PriorityQueueLayer::new(64).unwrap();
 //!
 //! // Or configured: classes by route, a trusted header, an adaptive limit, CoDel.
 //! let queue = PriorityQueueLayer::builder()
-//!     .route("/payments", Priority::Critical)
-//!     .route("/reports", Priority::Low)
+//!     .route_priority(Route::prefix("/payments/"), Priority::Critical)
+//!     .route_priority("/reports/export", Priority::Low)
 //!     .trust_priority_header(true)
 //!     .adaptive_limit(AdaptiveLimit::gradient().min(4).max(512))
 //!     .queue_capacity(2000)
@@ -130,6 +130,7 @@
 //! conditions and the runs that missed the goals.
 
 mod body;
+mod builder;
 mod future;
 mod layer;
 mod limit;
@@ -139,9 +140,10 @@ mod snapshot;
 mod state;
 
 pub use body::QueueBody;
+pub use builder::PriorityQueueBuilder;
 pub use future::ResponseFuture;
-pub use layer::{PriorityQueueBuilder, PriorityQueueHandle, PriorityQueueLayer};
+pub use layer::{PriorityQueueHandle, PriorityQueueLayer};
 pub use limit::AdaptiveLimit;
 pub use priority::{Classify, DefaultClassifier, ParsePriorityError, Priority, X_PRIORITY};
 pub use service::PriorityQueue;
-pub use snapshot::{ClassSnapshot, Snapshot};
+pub use snapshot::{ClassSnapshot, PriorityQueueSnapshot};

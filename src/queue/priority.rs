@@ -5,8 +5,8 @@ use std::fmt;
 use http::header::HeaderName;
 use http::{HeaderMap, Request};
 
+use crate::route::{route_of, Route, RouteTable};
 use crate::util::header::trim_ows;
-use crate::util::request::matched_path;
 
 /// Number of priority classes.
 pub(crate) const CLASSES: usize = 4;
@@ -136,22 +136,21 @@ where
     }
 }
 
-/// Classifies by route: the longest configured prefix of the route template (axum's
-/// `MatchedPath`, else the request path) wins; requests that match none get the default
-/// class (`normal` unless [`default_priority`](super::PriorityQueueBuilder::default_priority)
-/// says otherwise). With no routes configured, every request gets the default.
+/// Classifies by route (axum's `MatchedPath`, else the request path), as configured with
+/// [`route_priority`](super::PriorityQueueBuilder::route_priority): an exact route first,
+/// else the longest matching [prefix](crate::Route::prefix); requests that match none get the
+/// default class (`normal` unless
+/// [`default_priority`](super::PriorityQueueBuilder::default_priority) says otherwise). With no
+/// routes configured, every request gets the default.
 #[derive(Debug, Clone, Default)]
 pub struct DefaultClassifier {
-    // (prefix, class), longest prefix first, so the first match is the best one.
-    routes: Vec<(Box<str>, Priority)>,
+    routes: RouteTable<Priority>,
     default: Priority,
 }
 
 impl DefaultClassifier {
-    pub(crate) fn add_route(&mut self, prefix: &str, priority: Priority) {
-        self.routes.retain(|(p, _)| &**p != prefix);
-        self.routes.push((prefix.into(), priority));
-        self.routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    pub(crate) fn add_route(&mut self, route: Route, priority: Priority) {
+        self.routes.insert(route, priority);
     }
 
     pub(crate) fn set_default(&mut self, priority: Priority) {
@@ -160,10 +159,7 @@ impl DefaultClassifier {
 
     /// The class for a route template or path.
     pub fn classify_path(&self, path: &str) -> Priority {
-        self.routes
-            .iter()
-            .find(|(prefix, _)| path.starts_with(&**prefix))
-            .map_or(self.default, |(_, p)| *p)
+        self.routes.get(path).copied().unwrap_or(self.default)
     }
 }
 
@@ -172,8 +168,7 @@ impl<B> Classify<B> for DefaultClassifier {
         if self.routes.is_empty() {
             return self.default;
         }
-        let path = matched_path(req.extensions()).unwrap_or_else(|| req.uri().path());
-        self.classify_path(path)
+        self.classify_path(route_of(req.extensions(), req.uri()))
     }
 }
 
@@ -218,11 +213,18 @@ mod tests {
     }
 
     #[test]
-    fn longest_route_prefix_wins() {
+    fn exact_route_then_longest_prefix_wins() {
         let mut c = DefaultClassifier::default();
-        c.add_route("/api", Priority::High);
-        c.add_route("/api/v1/payments", Priority::Critical);
-        c.add_route("/api/v1/reports", Priority::Low);
+        c.add_route(Route::prefix("/api"), Priority::High);
+        c.add_route(Route::prefix("/api/v1/payments"), Priority::Critical);
+        c.add_route(Route::prefix("/api/v1/reports"), Priority::Low);
+        c.add_route("/api/v1/payments/{id}/receipt".into(), Priority::Low);
+        assert_eq!(
+            c.classify_path("/api/v1/payments/{id}/receipt"),
+            Priority::Low
+        );
+        c.add_route("/health/deep".into(), Priority::Critical);
+        assert_eq!(c.classify_path("/health/deep/x"), Priority::Normal);
         assert_eq!(
             c.classify_path("/api/v1/payments/{id}/status"),
             Priority::Critical

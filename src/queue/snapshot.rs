@@ -11,7 +11,7 @@ use crate::util::time::serialize_millis;
 /// Serializes to JSON with durations in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct PriorityQueueSnapshot {
     /// The concurrency limit in force (fixed, or where the adaptive limit stands).
     pub limit: usize,
     /// Requests holding a permit: admitted, response body not yet ended.
@@ -26,7 +26,7 @@ pub struct Snapshot {
     pub classes: Vec<ClassSnapshot>,
 }
 
-impl Snapshot {
+impl PriorityQueueSnapshot {
     /// The entry of one class.
     pub fn class(&self, p: Priority) -> &ClassSnapshot {
         &self.classes[p.index()]

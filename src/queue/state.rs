@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::limit::Limiter;
 use super::priority::{Priority, CLASSES};
-use super::snapshot::{ClassSnapshot, Snapshot};
+use super::snapshot::{ClassSnapshot, PriorityQueueSnapshot};
 use crate::metrics::{labels, names};
 
 /// Why a queued or arriving request was turned away.
@@ -477,7 +477,7 @@ impl Shared {
         true
     }
 
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> PriorityQueueSnapshot {
         let now = Instant::now();
         let half = self.settings.wait_window / 2;
         let mut g = self.lock();
@@ -507,7 +507,7 @@ impl Shared {
                 }
             })
             .collect();
-        Snapshot {
+        PriorityQueueSnapshot {
             limit: inner.limiter.current(),
             in_flight: inner.in_flight,
             queued: inner.queued,
@@ -659,4 +659,28 @@ impl Drop for Ticket {
             self.shared.dispatch(inner, now);
         }
     }
+}
+
+pub(crate) fn describe_metrics() {
+    use ::metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        names::QUEUE_SIZE,
+        Unit::Count,
+        "Requests waiting in the priority queue, by class."
+    );
+    describe_histogram!(
+        names::QUEUE_WAIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time requests waited in the priority queue, by class and result."
+    );
+    describe_counter!(
+        names::QUEUE_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests seen by the priority queue, by class and result."
+    );
+    describe_gauge!(
+        names::CONCURRENCY_LIMIT,
+        Unit::Count,
+        "The concurrency limit of the priority queue."
+    );
 }

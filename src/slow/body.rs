@@ -5,8 +5,8 @@ use bytes::Buf;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::service::Tracked;
-use super::stats::Outcome;
+use super::snapshot::Outcome;
+use super::tracked::Tracked;
 
 pin_project! {
     /// Response body of [`SlowRequest`](super::SlowRequest): the inner body, unchanged, plus the

@@ -7,8 +7,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::body::SlowBody;
-use super::service::Tracked;
-use super::stats::Outcome;
+use super::snapshot::Outcome;
+use super::tracked::Tracked;
 
 pin_project! {
     /// Response future of [`SlowRequest`](super::SlowRequest).

@@ -58,7 +58,7 @@ mod tests {
             route: "/r".into(),
             path: format!("/r/{n}"),
             status: Some(200),
-            outcome: super::super::stats::Outcome::Completed,
+            outcome: super::super::snapshot::Outcome::Completed,
             duration: Duration::from_millis(n),
             head: None,
             request_id: None,

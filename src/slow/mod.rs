@@ -20,9 +20,11 @@
 //! # Routes
 //!
 //! Figures are kept per route *template*: axum's `MatchedPath` when the layer runs inside the
-//! router (`Router::layer`), else what [`route_fn`](SlowRequestBuilder::route_fn) returns, else
+//! router (`Router::layer`), else what [`route_with`](SlowRequestBuilder::route_with) returns, else
 //! the `unmatched` bucket. The raw path is never a key, and the number of routes is bounded
 //! ([`max_routes`](SlowRequestBuilder::max_routes)); routes beyond the bound share `overflow`.
+//! A route's own slow threshold ([`route_threshold`](SlowRequestBuilder::route_threshold))
+//! is set for one route, or for every route under a [`Route::prefix`](crate::Route::prefix).
 //!
 //! # Example
 //!
@@ -69,7 +71,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let tracker = SlowRequestLayer::builder()
-//!     .route_fn(|req| req.uri.path().starts_with("/items/").then_some("/items/{id}"))
+//!     .route_with(|req| req.uri.path().starts_with("/items/").then_some("/items/{id}"))
 //!     .build()
 //!     .unwrap();
 //! let stats = tracker.handle();
@@ -86,16 +88,21 @@
 //! ```
 
 mod body;
+mod builder;
 mod future;
 mod layer;
 mod log;
+mod server_timing;
 mod service;
 mod snapshot;
+mod state;
 mod stats;
+mod tracked;
 
 pub use body::SlowBody;
+pub use builder::SlowRequestBuilder;
 pub use future::ResponseFuture;
-pub use layer::{SlowRequestBuilder, SlowRequestHandle, SlowRequestLayer};
+pub use layer::{SlowRequestHandle, SlowRequestLayer};
 pub use service::SlowRequest;
-pub use snapshot::{LatencySummary, RouteSnapshot, SlowRequestEntry, Snapshot};
-pub use stats::{Outcome, OVERFLOW_ROUTE, UNMATCHED_ROUTE};
+pub use snapshot::{LatencySummary, Outcome, RouteSnapshot, SlowRequestEntry, SlowRequestSnapshot};
+pub use stats::{OVERFLOW_ROUTE, UNMATCHED_ROUTE};

@@ -4,7 +4,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
 
-use super::stats::Outcome;
 use crate::timings::Phase;
 use crate::util::time::{serialize_millis, serialize_opt_millis, to_millis};
 
@@ -12,7 +11,8 @@ use crate::util::time::{serialize_millis, serialize_opt_millis, to_millis};
 ///
 /// Durations serialize as fractional milliseconds (`"p99_ms": 12.5`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+#[non_exhaustive]
+pub struct SlowRequestSnapshot {
     /// Time since the layer was built.
     #[serde(rename = "uptime_ms", serialize_with = "serialize_millis")]
     pub uptime: Duration,
@@ -24,7 +24,7 @@ pub struct Snapshot {
     pub routes: Vec<RouteSnapshot>,
 }
 
-impl Snapshot {
+impl SlowRequestSnapshot {
     /// The entry for `route`, if the tracker has seen it.
     pub fn route(&self, route: &str) -> Option<&RouteSnapshot> {
         self.routes.iter().find(|r| r.route == route)
@@ -33,6 +33,7 @@ impl Snapshot {
 
 /// Latency figures of one route.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct RouteSnapshot {
     /// The route template (`/api/v1/properties/{id}`), `unmatched` or `overflow`.
     pub route: String,
@@ -53,6 +54,7 @@ pub struct RouteSnapshot {
 /// fast the server was. Percentiles carry the histogram's precision (1% by default; see
 /// [`SlowRequestBuilder::precision`](super::SlowRequestBuilder::precision)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct LatencySummary {
     /// Requests that ended in the period: completed, errors and canceled.
     pub count: u64,
@@ -87,6 +89,7 @@ pub struct LatencySummary {
 
 /// One request that took at least its route's slow threshold.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct SlowRequestEntry {
     /// Wall-clock time the request ended.
     #[serde(rename = "unix_ms", serialize_with = "unix_millis")]
@@ -140,4 +143,16 @@ fn phases<S: Serializer>(p: &[Phase], s: S) -> Result<S::Ok, S::Error> {
         seq.serialize_element(&One(phase))?;
     }
     seq.end()
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The response body was sent to its end.
+    Completed,
+    /// The inner service failed, or the response body ended with an error.
+    Error,
+    /// The client went away (the response future or body was dropped) before the end.
+    Canceled,
 }

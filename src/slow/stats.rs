@@ -8,8 +8,9 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use super::snapshot::{LatencySummary, RouteSnapshot};
+use super::snapshot::{LatencySummary, Outcome, RouteSnapshot};
 use crate::metrics::{labels, names};
+use crate::route::RouteTable;
 use crate::util::method::{method_label, METHOD_CLASSES};
 
 /// The route bucket for requests whose route is unknown (no `MatchedPath`, no route function).
@@ -20,18 +21,6 @@ pub const OVERFLOW_ROUTE: &str = "overflow";
 /// Latencies are recorded in microseconds and clamped to one hour, which bounds the size of a
 /// histogram whatever a client or handler does.
 const MAX_MICROS: u64 = 3_600_000_000;
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The response body was sent to its end.
-    Completed,
-    /// The inner service failed, or the response body ended with an error.
-    Error,
-    /// The client went away (the response future or body was dropped) before the end.
-    Canceled,
-}
 
 /// Counts and a histogram over one period.
 #[derive(Clone)]
@@ -323,7 +312,7 @@ pub(crate) struct Registry {
     overflow: Arc<RouteStats>,
     max_routes: usize,
     default_threshold: Duration,
-    thresholds: HashMap<String, Duration>,
+    thresholds: RouteTable<Duration>,
     pub(crate) layout: Layout,
 }
 
@@ -332,7 +321,7 @@ impl Registry {
         layout: Layout,
         max_routes: usize,
         default_threshold: Duration,
-        thresholds: HashMap<String, Duration>,
+        thresholds: RouteTable<Duration>,
     ) -> Self {
         let threshold_of = |name: &str| thresholds.get(name).copied().unwrap_or(default_threshold);
         let unmatched = Arc::new(RouteStats::new(
@@ -480,7 +469,7 @@ mod tests {
 
     #[test]
     fn registry_is_bounded() {
-        let reg = Registry::new(layout(1), 2, Duration::from_secs(1), HashMap::new());
+        let reg = Registry::new(layout(1), 2, Duration::from_secs(1), RouteTable::default());
         let a = reg.get(Some("/a"));
         assert_eq!(&*a.name, "/a");
         assert!(Arc::ptr_eq(&a, &reg.get(Some("/a"))));
@@ -488,6 +477,20 @@ mod tests {
         assert_eq!(&*reg.get(Some("/c")).name, OVERFLOW_ROUTE);
         assert_eq!(&*reg.get(None).name, UNMATCHED_ROUTE);
         assert_eq!(reg.all().len(), 4);
+    }
+
+    #[test]
+    fn route_thresholds_are_exact_or_by_prefix() {
+        let mut thresholds = RouteTable::default();
+        thresholds.insert(crate::Route::prefix("/export/"), Duration::from_secs(30));
+        thresholds.insert("/export/{id}/status".into(), Duration::from_millis(50));
+        thresholds.insert(UNMATCHED_ROUTE.into(), Duration::from_secs(5));
+        let reg = Registry::new(layout(1), 8, Duration::from_secs(1), thresholds);
+        let t = |route| reg.get(route).threshold;
+        assert_eq!(t(Some("/export/{id}")), Duration::from_secs(30));
+        assert_eq!(t(Some("/export/{id}/status")), Duration::from_millis(50));
+        assert_eq!(t(Some("/exports")), Duration::from_secs(1));
+        assert_eq!(t(None), Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
