@@ -7,7 +7,7 @@ use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::layer::{Headers, Outcome, Shared};
+use super::state::{Headers, Outcome, PendingOutcome, Shared};
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -68,10 +68,11 @@ where
             // The user's functions see the request head as `Parts`: moved out and back, not
             // copied.
             let (parts, body) = req.into_parts();
-            let outcome = shared.decide(&parts.headers, &parts.extensions, Some(&parts));
+            let outcome =
+                shared.decide(&parts.headers, &parts.extensions, &parts.uri, Some(&parts));
             (Request::from_parts(parts, body), outcome)
         } else {
-            let outcome = shared.decide(req.headers(), req.extensions(), None);
+            let outcome = shared.decide(req.headers(), req.extensions(), req.uri(), None);
             (req, outcome)
         };
         match outcome {
@@ -93,7 +94,7 @@ impl<S> RateLimit<S> {
     #[inline(never)]
     fn pending<ReqBody>(
         &mut self,
-        decision: super::layer::PendingOutcome,
+        decision: PendingOutcome,
         req: Request<ReqBody>,
     ) -> ResponseFuture<S, ReqBody>
     where
