@@ -7,8 +7,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::answer::{add_headers, too_many_requests, unavailable};
 use super::body::RateLimitBody;
-use super::service::{add_headers, too_many_requests, unavailable};
 use super::state::{Headers, Outcome, PendingOutcome};
 
 pin_project! {

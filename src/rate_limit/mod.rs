@@ -221,6 +221,7 @@
 //!
 //! [draft-ietf-httpapi-ratelimit-headers-11]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/
 
+mod answer;
 mod body;
 mod builder;
 mod future;
