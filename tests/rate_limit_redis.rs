@@ -507,7 +507,7 @@ async fn an_outage_costs_one_deadline_per_cool_down_not_one_per_request() {
         assert_eq!(get(addr, "oscar").await.status, StatusCode::OK);
     }
     // The breaker opened after 2 failures: the other 18 requests did not ask Redis at all.
-    let stats = link.stats();
+    let stats = link.snapshot();
     assert_eq!(stats.opened, 1, "{stats:?}");
     assert_eq!(stats.errors + stats.timeouts, 2, "{stats:?}");
     assert_eq!(stats.skipped, 18, "{stats:?}");
