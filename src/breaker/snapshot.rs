@@ -4,17 +4,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::State;
+use super::state::State;
 
-/// The state and window figures of every breaker of a layer.
+/// The state and window figures of every breaker of a layer, read through
+/// [`CircuitBreakerHandle::snapshot`](super::CircuitBreakerHandle::snapshot).
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+#[non_exhaustive]
+pub struct CircuitBreakerSnapshot {
     /// One entry per tracked breaker, sorted by key.
     pub breakers: Vec<BreakerSnapshot>,
 }
 
 /// The state and window figures of one breaker.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BreakerSnapshot {
     /// The breaker's key: a route template, or what the key function returned.
     pub key: String,
