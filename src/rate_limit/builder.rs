@@ -7,7 +7,7 @@ use http::request::Parts;
 use super::identity::{Cidr, ClientKey, ForwardedHeader, Identity, Source};
 use super::layer::RateLimitLayer;
 use super::quota::{Policy, Quota, Scope, MAX_POLICIES};
-use super::state::{BypassFn, Hooks, Shared, TierFn};
+use super::state::{BypassFn, Hooks, RoutePolicies, Shared, TierFn};
 use super::store::{Backend, LocalStore};
 use crate::error::ConfigError;
 use crate::metrics::names;
@@ -300,7 +300,7 @@ impl RateLimitBuilder {
 fn compile_policies(
     quota: Quota,
     routes: Vec<(Route, Quota)>,
-) -> Result<(Vec<Arc<Policy>>, RouteTable<Arc<Policy>>), ConfigError> {
+) -> Result<(Vec<Arc<Policy>>, RoutePolicies), ConfigError> {
     let default = Policy::new(0, quota).map_err(|r| ConfigError::new("quota", r))?;
     let mut all = vec![Arc::new(default)];
     let mut table = RouteTable::default();

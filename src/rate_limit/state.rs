@@ -66,6 +66,9 @@ impl Counters {
     }
 }
 
+/// The route quotas, by route.
+pub(crate) type RoutePolicies = RouteTable<Arc<Policy>>;
+
 /// The user functions of a limiter: a quota per request, and exemptions.
 #[derive(Default)]
 pub(crate) struct Hooks {
@@ -80,7 +83,7 @@ pub(crate) struct Shared {
     // The default quota: index 0.
     pub(crate) default: Arc<Policy>,
     // Per-route quotas, by the route of a request (`crate::route::route_of`).
-    routes: RouteTable<Arc<Policy>>,
+    routes: RoutePolicies,
     // Every policy, including the tier quotas met at run time (for their state indices).
     policies: Policies,
     hooks: Hooks,
@@ -102,7 +105,7 @@ impl Shared {
         identity: Identity,
         backend: Backend,
         policies: Vec<Arc<Policy>>,
-        routes: RouteTable<Arc<Policy>>,
+        routes: RoutePolicies,
         hooks: Hooks,
         headers_on_allowed: bool,
     ) -> Self {
