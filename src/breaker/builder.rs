@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::layer::CircuitBreakerLayer;
 use super::open::{FallbackDyn, Open};
 use super::registry::{KeyFnDyn, Registry, Shared};
-use super::state::{Classifier, OnStateChange, Settings, State, WindowKind};
+use super::snapshot::State;
+use super::state::{Classifier, OnStateChange, Settings, WindowKind};
 use crate::error::ConfigError;
 use crate::metrics::names;
 

@@ -6,8 +6,7 @@ use tower_layer::Layer;
 
 use super::registry::Shared;
 use super::service::CircuitBreaker;
-use super::snapshot::{BreakerSnapshot, CircuitBreakerSnapshot};
-use super::state::State;
+use super::snapshot::{BreakerSnapshot, CircuitBreakerSnapshot, State};
 
 /// Keyed circuit breakers in front of a service. See the [module docs](super) for an example.
 ///

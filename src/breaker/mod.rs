@@ -127,5 +127,4 @@ pub use layer::{CircuitBreakerHandle, CircuitBreakerLayer};
 pub use open::Open;
 pub use registry::DEFAULT_KEY;
 pub use service::CircuitBreaker;
-pub use snapshot::{BreakerSnapshot, CircuitBreakerSnapshot};
-pub use state::State;
+pub use snapshot::{BreakerSnapshot, CircuitBreakerSnapshot, State};

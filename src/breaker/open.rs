@@ -6,8 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 
-use super::state::ceil_secs;
 use crate::reject::Rejected;
+use crate::util::time::ceil_secs;
 
 /// A function that answers for an open breaker.
 pub(crate) type FallbackDyn = dyn Fn(&Open) -> Response<Bytes> + Send + Sync;

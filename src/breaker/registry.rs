@@ -11,8 +11,8 @@ use http::request::Parts;
 use tokio::time::Instant;
 
 use super::open::FallbackDyn;
-use super::snapshot::{BreakerSnapshot, CircuitBreakerSnapshot};
-use super::state::{Breaker, Settings, State};
+use super::snapshot::{BreakerSnapshot, CircuitBreakerSnapshot, State};
+use super::state::{Breaker, Settings};
 
 /// A function that names the breaker of a request.
 pub(crate) type KeyFnDyn = dyn for<'a> Fn(&'a Parts) -> Option<&'a str> + Send + Sync;
