@@ -136,7 +136,7 @@ fn benches(c: &mut Criterion) {
         .count_window(100)
         .minimum_calls(20)
         .slow_calls(Duration::from_secs(1), 1.0)
-        .key_fn(|req| {
+        .key_with(|req| {
             req.uri
                 .path()
                 .starts_with("/payments/")

@@ -241,7 +241,7 @@ fn shared_mode(c: &mut Criterion) {
     let redis = layer.layer(app());
     let local = RateLimitLayer::new(quota).unwrap().layer(app());
     assert_eq!(rt.block_on(one_async(redis.clone())), StatusCode::OK);
-    assert_eq!(handle.stats().redis_decisions, 1, "decided by Redis");
+    assert_eq!(handle.snapshot().redis_decisions, 1, "decided by Redis");
 
     let mut g = c.benchmark_group("rate_limit_shared");
     g.measurement_time(Duration::from_secs(4));
@@ -258,7 +258,7 @@ fn shared_mode(c: &mut Criterion) {
         });
     }
     g.finish();
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     eprintln!(
         "rate_limit_shared: {} decisions by Redis, {} by the fallback, {} Redis errors",
         stats.redis_decisions, stats.fallback_decisions, stats.redis_errors

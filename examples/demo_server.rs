@@ -481,7 +481,7 @@ impl Layers {
                 .burst(config.rate_limit_burst)
                 .named("api"),
         )
-        .bypass(|req| !req.uri.path().starts_with("/api/"));
+        .bypass_with(|req| !req.uri.path().starts_with("/api/"));
         // With REDIS_URL, one quota per client for every instance of the demo.
         #[cfg(feature = "redis")]
         let rate_limit = match redis {
@@ -1701,7 +1701,7 @@ async fn admin_stats(State(state): State<AppState>) -> Response {
         // Concurrency limit, in flight, queue lengths, waits and outcomes per priority class.
         "queue": layers.queue.snapshot(),
         // Allowed, limited and bypassed requests; clients tracked.
-        "rate_limiter": layers.rate_limit.stats(),
+        "rate_limiter": layers.rate_limit.snapshot(),
         // Load tier, level and reason per coding, bytes in/out, measured ns per byte.
         "compression": layers.compression.snapshot(),
     }))

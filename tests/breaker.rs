@@ -283,7 +283,7 @@ fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 async fn canceled_probe_gives_its_slot_back() {
     let layer = builder()
         .half_open_calls(1)
-        .key_fn(|_| Some("upstream"))
+        .key_with(|_| Some("upstream"))
         .build()
         .unwrap();
     let h = layer.handle();
@@ -328,8 +328,8 @@ async fn canceled_probe_gives_its_slot_back() {
 #[tokio::test(start_paused = true)]
 async fn classifier_counts_429_and_ignores_503() {
     let layer = builder()
-        .key_fn(|_| Some("dep"))
-        .classify(|s| {
+        .key_with(|_| Some("dep"))
+        .classify_with(|s| {
             s == StatusCode::TOO_MANY_REQUESTS
                 || (s.is_server_error() && s != StatusCode::SERVICE_UNAVAILABLE)
         })
@@ -371,7 +371,7 @@ async fn one_failing_route_does_not_open_another() {
 async fn number_of_breakers_is_bounded_and_open_ones_stay() {
     let layer = builder()
         .max_breakers(8)
-        .key_fn(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
+        .key_with(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
         .build()
         .unwrap();
     let h = layer.handle();
@@ -403,7 +403,7 @@ async fn number_of_breakers_is_bounded_and_open_ones_stay() {
 async fn idle_breakers_are_evicted() {
     let layer = builder()
         .idle_timeout(Duration::from_secs(60))
-        .key_fn(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
+        .key_with(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
         .build()
         .unwrap();
     let h = layer.handle();
@@ -435,7 +435,7 @@ async fn idle_open_breakers_are_evicted_after_their_longest_wait() {
     let layer = builder()
         .idle_timeout(Duration::from_secs(60))
         .open_wait(Duration::from_secs(5), Duration::from_secs(120))
-        .key_fn(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
+        .key_with(|req| req.headers.get("x-key").and_then(|v| v.to_str().ok()))
         .build()
         .unwrap();
     let h = layer.handle();
@@ -576,7 +576,7 @@ async fn an_unbounded_call_timeout_is_no_deadline() {
 #[tokio::test(start_paused = true)]
 async fn fallback_answers_while_open() {
     let layer = builder()
-        .fallback(|open| {
+        .fallback_with(|open| {
             http::Response::new(Bytes::from(format!(
                 "{} back in {}s",
                 open.key(),

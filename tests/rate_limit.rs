@@ -134,7 +134,7 @@ async fn burst_then_limit_with_exact_headers_and_body() {
     let json: serde_json::Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(json["retry_after_secs"], 10);
 
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.allowed, stats.limited, stats.bypassed), (5, 1, 0));
     assert_eq!(stats.tracked_keys, 1);
 }
@@ -256,7 +256,7 @@ async fn x_forwarded_for_is_honoured_behind_a_trusted_proxy() {
     // A client can be forgiven through the handle.
     assert!(handle.reset(ClientKey::ip("198.51.100.1".parse().unwrap())));
     assert_eq!(status(&client, addr, "/items", &one).await, StatusCode::OK);
-    assert_eq!(handle.stats().tracked_keys, 5);
+    assert_eq!(handle.snapshot().tracked_keys, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -317,8 +317,8 @@ async fn clones_share_one_budget_across_connections() {
         status(&clients[0], other, "/items", &[]).await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    assert_eq!(handle.stats().allowed, 6);
-    assert_eq!(handle.stats().limited, 2);
+    assert_eq!(handle.snapshot().allowed, 6);
+    assert_eq!(handle.snapshot().limited, 2);
     assert_eq!(handle.tracked_keys(), 1);
 }
 
@@ -330,8 +330,8 @@ async fn route_quota_bypass_and_tier() {
             "/export",
             Quota::new(1, Duration::from_secs(60)).named("export"),
         )
-        .bypass(|req| req.uri.path() == "/health")
-        .tier(|req| (req.headers.get("x-plan")? == "pro").then_some(PRO))
+        .bypass_with(|req| req.uri.path() == "/health")
+        .tier_with(|req| (req.headers.get("x-plan")? == "pro").then_some(PRO))
         .key_header(http::HeaderName::from_static("x-api-key"))
         .build()
         .unwrap();
@@ -384,10 +384,62 @@ async fn route_quota_bypass_and_tier() {
     assert_eq!(a.status, limited);
     assert_eq!(a.header("ratelimit"), Some("\"pro\";r=0;t=3600"));
 
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.bypassed, 10);
     assert_eq!(stats.allowed, 7);
     assert_eq!(stats.limited, 3);
+}
+
+/// Route quotas take a `Route`: a prefix covers every route under it (one budget for all of
+/// them), an exact route wins over it; outside a router the route is the path.
+#[tokio::test(start_paused = true)]
+async fn route_quota_by_prefix_and_by_path_outside_a_router() {
+    use tower::{service_fn, ServiceBuilder};
+    use tower_perf::Route;
+
+    let layer = RateLimitLayer::builder(Quota::per_hour(1).burst(5))
+        .route_quota(Route::prefix("/api/"), Quota::per_hour(1).named("api"))
+        .route_quota("/api/health", Quota::per_hour(1).burst(3).named("health"))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_req: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }));
+    let call = |path: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let mut req = http::Request::get(path).body(()).unwrap();
+            req.extensions_mut()
+                .insert(SocketAddr::from(([192, 0, 2, 1], 9)));
+            let res = svc.oneshot(req).await.unwrap();
+            let policy = res.headers()["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (res.status(), policy)
+        }
+    };
+    let api = "\"api\";q=1;w=3600".to_owned();
+    assert_eq!(call("/api/a").await, (StatusCode::OK, api.clone()));
+    // `/api/b` shares the prefix's budget.
+    assert_eq!(
+        call("/api/b").await,
+        (StatusCode::TOO_MANY_REQUESTS, api.clone())
+    );
+    // The exact route wins over the prefix.
+    let health = "\"health\";q=1;w=3600".to_owned();
+    assert_eq!(call("/api/health").await, (StatusCode::OK, health));
+    // Elsewhere, the default quota.
+    let (status, policy) = call("/other").await;
+    assert_eq!(
+        (status, policy.as_str()),
+        (StatusCode::OK, "\"default\";q=1;w=3600")
+    );
+    assert_eq!(handle.snapshot().limited, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -406,7 +458,7 @@ async fn keys_are_bounded_with_eviction() {
         assert_eq!(s, StatusCode::OK);
         assert!(handle.tracked_keys() <= 100);
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert!(
         stats.tracked_keys <= 100 && stats.tracked_keys > 50,
         "{stats:?}"
@@ -488,7 +540,7 @@ async fn rejected_marker_and_metrics() {
     let snapshotter = recorder.snapshotter();
     let counts = metrics::with_local_recorder(&recorder, || {
         let layer = RateLimitLayer::builder(Quota::per_hour(1))
-            .bypass(|req| req.uri.path() == "/health")
+            .bypass_with(|req| req.uri.path() == "/health")
             .build()
             .unwrap();
         let app = app(layer);

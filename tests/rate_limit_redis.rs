@@ -107,15 +107,15 @@ async fn until_redis_decides(addr: SocketAddr, handle: &RateLimitHandle) {
     let start = Instant::now();
     let mut n = 0;
     while start.elapsed() < Duration::from_secs(10) {
-        let before = handle.stats().redis_decisions;
+        let before = handle.snapshot().redis_decisions;
         n += 1;
         get(addr, &format!("probe-{n}")).await;
-        if handle.stats().redis_decisions > before {
+        if handle.snapshot().redis_decisions > before {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("Redis never decided again: {:?}", handle.stats());
+    panic!("Redis never decided again: {:?}", handle.snapshot());
 }
 
 /// One request per hour, bursts of 5: nothing refills while a test runs.
@@ -150,7 +150,7 @@ async fn two_instances_share_one_quota() {
     // Another client has its own budget.
     assert_eq!(get(b, "bob").await.status, StatusCode::OK);
 
-    let (sa, sb) = (ha.stats(), hb.stats());
+    let (sa, sb) = (ha.snapshot(), hb.snapshot());
     assert_eq!((sa.allowed, sa.limited), (3, 1));
     assert_eq!((sb.allowed, sb.limited), (3, 1));
     assert_eq!(sa.redis_decisions + sb.redis_decisions, 8);
@@ -168,7 +168,7 @@ async fn tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in()
     let layer = |link| {
         RateLimitLayer::builder(HOURLY)
             .key_header(HeaderName::from_static("x-client"))
-            .tier(|req| match req.headers.get("x-plan")?.as_bytes() {
+            .tier_with(|req| match req.headers.get("x-plan")?.as_bytes() {
                 b"gold" => Some(GOLD),
                 b"silver" => Some(SILVER),
                 _ => None,
@@ -329,7 +329,7 @@ async fn redis_killed_falls_back_to_the_local_limiter() {
     let addr = serve(layer).await;
     assert_eq!(statuses(addr, "frank", 3).await, [200, 200, 200]);
     assert_eq!(statuses(addr, "frank", 1).await, [429]);
-    assert_eq!(handle.stats().redis_decisions, 4);
+    assert_eq!(handle.snapshot().redis_decisions, 4);
 
     server.kill();
     // Without Redis, this instance decides alone with the same quota: a fresh local bucket.
@@ -340,7 +340,7 @@ async fn redis_killed_falls_back_to_the_local_limiter() {
     let a = get(addr, "frank").await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(a.header("retry-after"), Some("3600"));
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.redis_decisions, 4);
     assert_eq!(stats.fallback_decisions, 5);
     assert!(stats.redis_errors >= 1, "{stats:?}");
@@ -368,7 +368,7 @@ async fn redis_killed_fails_open_when_configured() {
         // No budget to report.
         assert_eq!(a.header("ratelimit"), None);
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.fallback_decisions, 5);
     assert_eq!((stats.allowed, stats.limited), (6, 1));
     assert_eq!(stats.tracked_keys, 0, "nothing decided in process");
@@ -397,7 +397,7 @@ async fn redis_killed_fails_closed_when_configured() {
             r#"{"error":"rate limiter unavailable","retry_after_secs":1}"#
         );
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.fallback_decisions, 4);
     assert_eq!((stats.allowed, stats.limited), (1, 4));
 }
@@ -415,7 +415,7 @@ async fn restarting_redis_restores_sharing() {
     // Each instance on its own: ivan gets a local burst of 5 on each.
     assert_eq!(statuses(a, "ivan", 6).await, [200, 200, 200, 200, 200, 429]);
     assert_eq!(statuses(b, "ivan", 6).await, [200, 200, 200, 200, 200, 429]);
-    assert!(ha.stats().fallback_decisions >= 6);
+    assert!(ha.snapshot().fallback_decisions >= 6);
 
     server.restart();
     until_redis_decides(a, &ha).await;
@@ -460,7 +460,7 @@ async fn malformed_values_at_the_key_never_panic_and_are_replaced() {
         server.command(&["DEL", key]).unwrap();
         let reply = server.command(plant).unwrap();
         assert!(!reply.starts_with('-'), "{plant:?}: {reply}");
-        let before = handle.stats();
+        let before = handle.snapshot();
         // Treated as absent: a full bucket, decided by Redis (FailClosed would answer 503).
         let a = get(addr, "mallory").await;
         assert_eq!(a.status, StatusCode::OK, "{plant:?}: {a:?}");
@@ -469,7 +469,7 @@ async fn malformed_values_at_the_key_never_panic_and_are_replaced() {
             Some("\"default\";r=4;t=3600"),
             "{plant:?}"
         );
-        let after = handle.stats();
+        let after = handle.snapshot();
         assert_eq!(
             after.redis_decisions,
             before.redis_decisions + 1,
@@ -507,7 +507,7 @@ async fn an_outage_costs_one_deadline_per_cool_down_not_one_per_request() {
         assert_eq!(get(addr, "oscar").await.status, StatusCode::OK);
     }
     // The breaker opened after 2 failures: the other 18 requests did not ask Redis at all.
-    let stats = link.stats();
+    let stats = link.snapshot();
     assert_eq!(stats.opened, 1, "{stats:?}");
     assert_eq!(stats.errors + stats.timeouts, 2, "{stats:?}");
     assert_eq!(stats.skipped, 18, "{stats:?}");

@@ -357,7 +357,7 @@ async fn a_stack_from_configuration_serves_compressed_hits() {
     assert_eq!(handles.cache.stats().hits, 1);
     assert_eq!(compressions(&handles.compression), 1);
     assert_eq!(handles.queue.snapshot().limit, 8);
-    assert_eq!(handles.rate_limit.stats().allowed, 2);
+    assert_eq!(handles.rate_limit.snapshot().allowed, 2);
     assert_eq!(handles.slow.snapshot().routes.len(), 1);
 }
 

@@ -4,7 +4,7 @@
 //! # How a breaker works
 //!
 //! Each breaker has a key: the route template (axum's `MatchedPath`) by default, or what
-//! [`key_fn`](CircuitBreakerBuilder::key_fn) returns (for example the upstream host); requests
+//! [`key_with`](CircuitBreakerBuilder::key_with) returns (for example the upstream host); requests
 //! with neither share the [`DEFAULT_KEY`] breaker.
 //!
 //! - **Closed**: calls go through; each outcome goes into a window, the last N calls
@@ -15,7 +15,7 @@
 //!   of slow calls reaches the rate of [`slow_calls`](CircuitBreakerBuilder::slow_calls).
 //! - **Open**: calls are answered at once, without reaching the service: `503 Service
 //!   Unavailable` with `Retry-After` (the time left, in seconds rounded up) and a small JSON
-//!   body, or the [`fallback`](CircuitBreakerBuilder::fallback)'s response. Either carries the
+//!   body, or the [`fallback_with`](CircuitBreakerBuilder::fallback_with)'s response. Either carries the
 //!   [`Rejected`](crate::Rejected) marker, so a response cache outside can serve a stale entry
 //!   instead. The open wait doubles with each trip that follows without a recovery, up to a cap,
 //!   minus a random [`jitter`](CircuitBreakerBuilder::jitter).
@@ -26,7 +26,7 @@
 //!   dropped (the client went away) gives its slot back.
 //!
 //! A call ends when the service returns the response head. It **fails** when the service
-//! returns an error, a response the [classifier](CircuitBreakerBuilder::classify) calls a
+//! returns an error, a response the [classifier](CircuitBreakerBuilder::classify_with) calls a
 //! failure (by default any `5xx`), or when it runs past the
 //! [`call_timeout`](CircuitBreakerBuilder::call_timeout): such a call is dropped and answered
 //! `504 Gateway Timeout` (with the `Rejected` marker).
@@ -89,7 +89,7 @@
 //! let layer = CircuitBreakerLayer::builder()
 //!     .count_window(10)
 //!     .minimum_calls(5)
-//!     .key_fn(|req| req.uri.host())
+//!     .key_with(|req| req.uri.host())
 //!     .build()
 //!     .unwrap();
 //! let breakers = layer.handle();
@@ -111,17 +111,20 @@
 //! # }
 //! ```
 
+mod builder;
 mod future;
 mod layer;
+mod open;
+mod registry;
 mod service;
 mod snapshot;
 mod state;
 mod window;
 
+pub use builder::CircuitBreakerBuilder;
 pub use future::ResponseFuture;
-pub use layer::{
-    CircuitBreakerBuilder, CircuitBreakerHandle, CircuitBreakerLayer, Open, DEFAULT_KEY,
-};
+pub use layer::{CircuitBreakerHandle, CircuitBreakerLayer};
+pub use open::Open;
+pub use registry::DEFAULT_KEY;
 pub use service::CircuitBreaker;
-pub use snapshot::{BreakerSnapshot, Snapshot};
-pub use state::State;
+pub use snapshot::{BreakerSnapshot, CircuitBreakerSnapshot, State};

@@ -7,9 +7,9 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::{Call, ResponseFuture};
-use super::layer::{Open, Shared, DEFAULT_KEY};
-use super::state::{ceil_secs, Admission, Breaker};
-use crate::reject::Rejected;
+use super::open::{rejection, Open};
+use super::registry::{Shared, DEFAULT_KEY};
+use super::state::{Admission, Breaker};
 use crate::util::request::matched_path;
 
 /// Keyed circuit breakers in front of `S`. Made by [`CircuitBreakerLayer`](super::CircuitBreakerLayer).
@@ -64,7 +64,7 @@ where
                 }
             }
         };
-        let breaker = match &shared.key_fn {
+        let breaker = match &shared.key_with {
             None => find(matched_path(req.extensions())),
             Some(f) => {
                 let (parts, body) = req.into_parts();
@@ -82,32 +82,11 @@ where
                 ResponseFuture::called(self.inner.call(req), deadline, call)
             }
             Admission::Reject { retry_after } => {
-                let open = Open {
-                    key: breaker.key.clone(),
-                    retry_after,
-                };
-                ResponseFuture::ready(rejection(&self.shared, &open))
+                let open = Open::new(breaker.key.clone(), retry_after);
+                ResponseFuture::ready(rejection(self.shared.fallback_with.as_deref(), &open))
             }
         }
     }
-}
-
-/// The answer of an open breaker: the fallback's, or `503` with `Retry-After` and a small JSON
-/// body; with the [`Rejected`] marker either way.
-fn rejection<B: From<Bytes>>(shared: &Shared, open: &Open) -> Response<B> {
-    let mut res = match &shared.fallback {
-        Some(f) => f(open).map(B::from),
-        None => crate::reject::rejection(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            ceil_secs(open.retry_after),
-            "circuit breaker open",
-            "breaker",
-        ),
-    };
-    if res.extensions().get::<Rejected>().is_none() {
-        res.extensions_mut().insert(Rejected::new("breaker"));
-    }
-    res
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for CircuitBreaker<S> {

@@ -1,20 +1,52 @@
-//! What a [`CircuitBreakerHandle`](super::CircuitBreakerHandle) reports (serde).
+//! What a [`CircuitBreakerHandle`](super::CircuitBreakerHandle) reports (serde): the state of
+//! a breaker and its window figures.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::State;
+/// The state of a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Calls go through; their outcomes fill the window.
+    Closed,
+    /// Calls are answered at once without reaching the service, until the open wait is over.
+    Open,
+    /// A few probe calls go through to test whether the service recovered.
+    HalfOpen,
+}
 
-/// The state and window figures of every breaker of a layer.
+impl State {
+    /// The label of the state in metrics and snapshots: `closed`, `open`, `half_open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state and window figures of every breaker of a layer, read through
+/// [`CircuitBreakerHandle::snapshot`](super::CircuitBreakerHandle::snapshot).
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+#[non_exhaustive]
+pub struct CircuitBreakerSnapshot {
     /// One entry per tracked breaker, sorted by key.
     pub breakers: Vec<BreakerSnapshot>,
 }
 
 /// The state and window figures of one breaker.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BreakerSnapshot {
     /// The breaker's key: a route template, or what the key function returned.
     pub key: String,

@@ -6,52 +6,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::StatusCode;
-use serde::Serialize;
 use tokio::time::Instant;
 
-use super::snapshot::BreakerSnapshot;
+use super::snapshot::{BreakerSnapshot, State};
 use super::window::{CountWindow, TimeWindow, Totals, Window};
 use crate::metrics::{labels, names};
-pub(crate) use crate::util::time::ceil_secs;
+use crate::util::time::ceil_secs;
 
-/// The state of a breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Calls go through; their outcomes fill the window.
-    Closed,
-    /// Calls are answered at once without reaching the service, until the open wait is over.
-    Open,
-    /// A few probe calls go through to test whether the service recovered.
-    HalfOpen,
+/// The slot of a state in per-state arrays (metric handles).
+fn index(state: State) -> usize {
+    state as usize
 }
 
-impl State {
-    /// The label of the state in metrics and snapshots: `closed`, `open`, `half_open`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn from_bits(bits: u64) -> State {
-        match bits & 3 {
-            0 => State::Closed,
-            1 => State::Open,
-            _ => State::HalfOpen,
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The state packed in the low two bits of a breaker's state word.
+fn from_bits(bits: u64) -> State {
+    match bits & 3 {
+        0 => State::Closed,
+        1 => State::Open,
+        _ => State::HalfOpen,
     }
 }
 
@@ -172,7 +144,7 @@ impl Metrics {
 
     fn show(&self, state: State) {
         for s in STATES {
-            self.state[s.index()].set(if s == state { 1.0 } else { 0.0 });
+            self.state[index(s)].set(if s == state { 1.0 } else { 0.0 });
         }
     }
 }
@@ -252,7 +224,7 @@ impl Breaker {
 
     /// The current state, without the lock.
     pub(crate) fn state(&self) -> State {
-        State::from_bits(self.word.load(Ordering::Acquire))
+        from_bits(self.word.load(Ordering::Acquire))
     }
 
     pub(crate) fn last_call(&self) -> u64 {
@@ -405,13 +377,13 @@ impl Breaker {
         g.probes = Totals::default();
         g.window.clear();
         self.word
-            .store((g.gen << 2) | to.index() as u64, Ordering::Release);
+            .store((g.gen << 2) | index(to) as u64, Ordering::Release);
         Transition { from, to }
     }
 
     fn emit(&self, tr: Transition) {
         self.metrics.show(tr.to);
-        self.metrics.transitions[tr.to.index()].increment(1);
+        self.metrics.transitions[index(tr.to)].increment(1);
         tracing::info!(
             breaker = %self.key,
             from = tr.from.as_str(),
@@ -460,7 +432,7 @@ impl Breaker {
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
         for s in STATES {
-            self.metrics.state[s.index()].set(0.0);
+            self.metrics.state[index(s)].set(0.0);
         }
     }
 

@@ -101,7 +101,7 @@ pub struct RedisTierStats {
     /// Whether this instance listens to the fleet's purges (subscribed, records loaded).
     pub listening: bool,
     /// The Redis link: calls, timeouts, errors, breaker.
-    pub link: crate::redis::LinkStats,
+    pub link: crate::redis::RedisLinkSnapshot,
 }
 
 /// What [`CacheHandle::warm`] did.

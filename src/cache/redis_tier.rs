@@ -349,7 +349,7 @@ impl RedisTier {
             resyncs: n(&c.resyncs),
             lease_waits: n(&c.lease_waits),
             listening: self.listening.load(Ordering::Acquire),
-            link: self.link.stats(),
+            link: self.link.snapshot(),
         }
     }
 

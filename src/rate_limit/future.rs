@@ -7,9 +7,9 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::answer::{add_headers, too_many_requests, unavailable};
 use super::body::RateLimitBody;
-use super::layer::{Headers, Outcome, PendingOutcome};
-use super::service::{add_headers, too_many_requests, unavailable};
+use super::state::{Headers, Outcome, PendingOutcome};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit): the inner service's response with

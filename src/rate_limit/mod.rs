@@ -40,11 +40,13 @@
 //!
 //! # Quotas
 //!
-//! One default quota; per-route quotas ([`route_quota`](RateLimitBuilder::route_quota), by
-//! axum's `MatchedPath`, so add the layer with `Router::layer`), each a budget of its own; a
-//! quota per request from a function ([`tier`](RateLimitBuilder::tier), for plans or roles),
-//! which wins over both; and a [`bypass`](RateLimitBuilder::bypass) function for requests that
-//! are never limited (health checks, metrics).
+//! One default quota; per-route quotas ([`route_quota`](RateLimitBuilder::route_quota), for
+//! one route or, with [`Route::prefix`](crate::Route::prefix), the routes under a prefix; the
+//! route is axum's `MatchedPath` when the layer runs inside the router, `Router::layer`, else
+//! the path), each a budget of its own; a quota per request from a function
+//! ([`tier_with`](RateLimitBuilder::tier_with), for plans or roles), which wins over both; and
+//! a [`bypass_with`](RateLimitBuilder::bypass_with) function for requests that are never
+//! limited (health checks, metrics).
 //!
 //! # Answers
 //!
@@ -72,7 +74,7 @@
 //! spread over up to 64 shards. A client whose bucket is full again (idle) carries no
 //! information and is dropped first when room is needed; when no client is idle, the buckets
 //! closest to idle go (they hold the most unused quota, so forgetting them gives away the
-//! least) while the heaviest clients keep their state. [`RateLimitStats::evicted`] counts
+//! least) while the heaviest clients keep their state. [`RateLimitSnapshot::evicted`] counts
 //! those; if it grows, raise `max_keys`.
 //!
 //! # Shared across instances (Redis)
@@ -106,7 +108,7 @@
 //! Only the shared mode waits: in process the decision is made in `call` and the inner
 //! service is called at once; in the shared mode the response future waits for Redis, then
 //! calls the inner service (so the inner service must be `Clone`, see [`RateLimit`]).
-//! [`RateLimitStats`] counts the decisions made by Redis and by the fallback, and Redis
+//! [`RateLimitSnapshot`] counts the decisions made by Redis and by the fallback, and Redis
 //! errors; the handle's [`reset`](RateLimitHandle::reset), [`clear`](RateLimitHandle::clear)
 //! and [`sweep`](RateLimitHandle::sweep) act on the local (fallback) buckets.
 //!
@@ -128,7 +130,7 @@
 //!     .redis_seed(0x5eed_cafe)              // the same (secret) seed on every instance
 //!     .build()?;
 //! let stats = limiter.handle();
-//! // ... serve; later: stats.stats().redis_decisions, .fallback_decisions, .redis_errors
+//! // ... serve; later: stats.snapshot().redis_decisions, .fallback_decisions, .redis_errors
 //! # let _ = stats;
 //! # Ok(())
 //! # }
@@ -137,7 +139,7 @@
 //! # Metrics
 //!
 //! `tower_perf_rate_limit_decisions_total{decision="allowed"|"limited"|"bypassed"}`, and
-//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::stats`]. In the
+//! the same counts (plus tracked keys and evictions) from [`RateLimitHandle::snapshot`]. In the
 //! shared mode, also `tower_perf_rate_limit_shared_decisions_total{decided_by="redis"|"fallback"}`.
 //!
 //! # Example
@@ -158,7 +160,7 @@
 //! let limiter = RateLimitLayer::builder(Quota::per_second(100).burst(200))
 //!     .trusted_proxies(["10.0.0.0/8"])
 //!     .route_quota("/api/export", Quota::per_minute(10).burst(2).named("export"))
-//!     .bypass(|req| req.uri.path() == "/health")
+//!     .bypass_with(|req| req.uri.path() == "/health")
 //!     .build()
 //!     .expect("valid configuration");
 //! let stats = limiter.handle();
@@ -176,7 +178,7 @@
 //! tokio::spawn(async move { axum::serve(listener, make).await.unwrap() });
 //! # let res = reqwest::get(format!("http://{addr}/api/items")).await.unwrap();
 //! # assert_eq!(res.headers()["ratelimit"], "\"default\";r=199;t=1");
-//! # assert_eq!(stats.stats().allowed, 1);
+//! # assert_eq!(stats.snapshot().allowed, 1);
 //! # }
 //! ```
 //!
@@ -219,7 +221,9 @@
 //!
 //! [draft-ietf-httpapi-ratelimit-headers-11]: https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/
 
+mod answer;
 mod body;
+mod builder;
 mod future;
 mod gcra;
 mod identity;
@@ -228,13 +232,17 @@ mod quota;
 mod service;
 #[cfg(feature = "redis")]
 mod shared;
+mod snapshot;
+mod state;
 mod store;
 
 pub use body::RateLimitBody;
+pub use builder::RateLimitBuilder;
 pub use future::ResponseFuture;
 pub use identity::{ClientKey, ForwardedHeader};
-pub use layer::{RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitStats};
+pub use layer::{RateLimitHandle, RateLimitLayer};
 pub use quota::Quota;
 pub use service::RateLimit;
 #[cfg(feature = "redis")]
 pub use shared::RedisFallback;
+pub use snapshot::RateLimitSnapshot;

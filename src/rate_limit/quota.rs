@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use super::gcra::{ceil_secs, Decision, Gcra};
+use crate::route::Route;
 use crate::util::header::is_token;
 
 /// A rate limit: `count` requests per `period`, with bursts of up to `burst` requests.
@@ -165,8 +166,8 @@ const CACHED_LIMIT_VALUES: u32 = 256;
 pub(crate) enum Scope<'a> {
     /// The default quota.
     Default,
-    /// The quota of one route template.
-    Route(&'a str),
+    /// The quota of one route, or of the routes under a prefix.
+    Route(&'a Route),
     /// A quota the tier function returned.
     Tier,
 }
@@ -179,7 +180,10 @@ impl Scope<'_> {
         match self {
             Scope::Default => h.write(&[0]),
             Scope::Route(route) => {
-                h.write(&[1]);
+                // An exact route keeps the id it had before prefixes existed (the shared
+                // budgets of a rolling deployment stay one); a prefix has its own tag.
+                h.write(&[if route.is_prefix() { 3 } else { 1 }]);
+                let route = route.as_str();
                 h.write(&(route.len() as u64).to_le_bytes());
                 h.write(route.as_bytes());
             }
@@ -474,11 +478,13 @@ mod tests {
             id(Scope::Tier),
             Policy::scoped(9, q, Scope::Tier).unwrap().shared_id
         );
+        let (a, b, a_prefix) = (Route::exact("/a"), Route::exact("/b"), Route::prefix("/a"));
         let all = [
             id(Scope::Default),
             id(Scope::Tier),
-            id(Scope::Route("/a")),
-            id(Scope::Route("/b")),
+            id(Scope::Route(&a)),
+            id(Scope::Route(&b)),
+            id(Scope::Route(&a_prefix)),
             Policy::new(0, q.burst(21)).unwrap().shared_id,
             Policy::new(0, q.named("other")).unwrap().shared_id,
             Policy::new(0, Quota::new(10, Duration::from_millis(1001)).burst(20))

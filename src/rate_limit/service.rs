@@ -1,18 +1,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::header::HeaderName;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_service::Service;
 
+use super::answer::{too_many_requests, unavailable};
 use super::future::ResponseFuture;
-use super::layer::{Headers, Outcome, Shared};
-
-/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
-pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
-pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+use super::state::{Outcome, PendingOutcome, Shared};
 
 /// Limits the request rate of each client of the inner service. Made by
 /// [`RateLimitLayer`](super::RateLimitLayer).
@@ -68,10 +62,11 @@ where
             // The user's functions see the request head as `Parts`: moved out and back, not
             // copied.
             let (parts, body) = req.into_parts();
-            let outcome = shared.decide(&parts.headers, &parts.extensions, Some(&parts));
+            let outcome =
+                shared.decide(&parts.headers, &parts.extensions, &parts.uri, Some(&parts));
             (Request::from_parts(parts, body), outcome)
         } else {
-            let outcome = shared.decide(req.headers(), req.extensions(), None);
+            let outcome = shared.decide(req.headers(), req.extensions(), req.uri(), None);
             (req, outcome)
         };
         match outcome {
@@ -93,7 +88,7 @@ impl<S> RateLimit<S> {
     #[inline(never)]
     fn pending<ReqBody>(
         &mut self,
-        decision: super::layer::PendingOutcome,
+        decision: PendingOutcome,
         req: Request<ReqBody>,
     ) -> ResponseFuture<S, ReqBody>
     where
@@ -103,34 +98,4 @@ impl<S> RateLimit<S> {
         let service = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::pending(decision, service, req)
     }
-}
-
-/// Adds the rate-limit headers to a response. Appended, not inserted: a layer inside may have
-/// its own policy, and the draft lets one response carry several.
-pub(crate) fn add_headers(headers: &mut http::HeaderMap, h: Headers) {
-    headers.append(RATELIMIT_POLICY.clone(), h.policy);
-    headers.append(RATELIMIT.clone(), h.limit);
-}
-
-/// The `429` answer: `Retry-After`, the rate-limit headers, a small JSON body, and the
-/// [`Rejected`] marker.
-pub(crate) fn too_many_requests(headers: Headers, retry_after: u64) -> Response<Bytes> {
-    let mut res = crate::reject::rejection(
-        StatusCode::TOO_MANY_REQUESTS,
-        retry_after,
-        "rate limited",
-        "rate_limit",
-    );
-    add_headers(res.headers_mut(), headers);
-    res
-}
-
-/// The `503` of the shared mode when Redis cannot decide and the fallback is to fail closed.
-pub(crate) fn unavailable() -> Response<Bytes> {
-    crate::reject::rejection(
-        StatusCode::SERVICE_UNAVAILABLE,
-        1,
-        "rate limiter unavailable",
-        "rate_limit",
-    )
 }

@@ -36,6 +36,11 @@
 //! # }
 //! ```
 
+mod breaker;
+mod builder;
 mod link;
+mod snapshot;
 
-pub use link::{LinkError, LinkStats, RedisLink, RedisLinkBuilder};
+pub use builder::RedisLinkBuilder;
+pub use link::{LinkError, RedisLink};
+pub use snapshot::RedisLinkSnapshot;

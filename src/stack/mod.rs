@@ -393,7 +393,7 @@ fn rate_limit_layer(config: Option<&RateLimitConfig>) -> Result<RateLimitLayer, 
     let Some(c) = config else {
         // In the stack, but never limiting: a bypass is one predicate call.
         return RateLimitLayer::builder(Quota::per_second(1))
-            .bypass(|_| true)
+            .bypass_with(|_| true)
             .headers_on_allowed(false)
             .build()
             .map_err(in_section("rate_limit"));
