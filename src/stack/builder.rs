@@ -8,7 +8,7 @@ use crate::rate_limit::RateLimitLayer;
 use crate::slow::SlowRequestLayer;
 
 use super::config::PerfConfig;
-use super::layers::CompressionLayer;
+use super::layers::{rate_limit_layer, CompressionLayer, Redis};
 use super::PerfStack;
 
 /// Configures a [`PerfStack`]: a [`PerfConfig`], and any layer given ready-made (which then
@@ -23,6 +23,9 @@ pub struct PerfStackBuilder {
     queue: Option<PriorityQueueLayer<DefaultClassifier>>,
     compression: Option<CompressionLayer>,
     breaker: Option<CircuitBreakerLayer>,
+    // Given to the cache's Redis tier and the shared rate limit, when they come from the
+    // configuration.
+    redis: Redis,
 }
 
 impl std::fmt::Debug for PerfStackBuilder {
@@ -76,6 +79,15 @@ impl PerfStackBuilder {
         self
     }
 
+    /// One Redis link for the layers built from the configuration: the response cache gets
+    /// its Redis tier, and the rate limiter (when configured) shares its quotas through it
+    /// with every instance. Layers given ready-made keep their own.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, link: crate::redis::RedisLink) -> Self {
+        self.redis = Some(link);
+        self
+    }
+
     /// A ready-made circuit breaker.
     pub fn breaker(mut self, layer: CircuitBreakerLayer) -> Self {
         self.breaker = Some(layer);
@@ -88,8 +100,10 @@ impl PerfStackBuilder {
         let c = &self.config;
         Ok(PerfStack {
             slow: given_or(self.slow, || c.slow.layer())?,
-            rate_limit: given_or(self.rate_limit, || c.rate_limit_layer())?,
-            cache: given_or(self.cache, || c.cache.layer())?,
+            rate_limit: given_or(self.rate_limit, || {
+                rate_limit_layer(c.rate_limit.as_ref(), &self.redis)
+            })?,
+            cache: given_or(self.cache, || c.cache.layer(&self.redis))?,
             queue: given_or(self.queue, || c.queue.layer())?,
             compression: given_or(self.compression, || c.compression.layer())?,
             breaker: given_or(self.breaker, || c.breaker.layer())?,

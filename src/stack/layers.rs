@@ -1,17 +1,22 @@
-//! Each configuration section made into its layer: every call into the layers' builders is
-//! here.
+//! Each configuration section made into its layer. Every call into the layers' builders is
+//! here, and so is the map from their field names to the configuration keys.
 
 use std::time::Duration;
 
 use crate::breaker::CircuitBreakerLayer;
-use crate::cache::ResponseCacheLayer;
+use crate::cache::{ResponseCacheBuilder, ResponseCacheLayer};
 use crate::error::ConfigError;
-use crate::queue::{AdaptiveLimit, DefaultClassifier, PriorityQueueLayer};
-use crate::rate_limit::{Quota, RateLimitLayer};
+use crate::queue::{AdaptiveLimit, DefaultClassifier, Priority, PriorityQueueLayer};
+use crate::rate_limit::{Quota, RateLimitBuilder, RateLimitLayer};
+use crate::route::Route;
 use crate::slow::SlowRequestLayer;
 
+#[cfg(feature = "redis")]
+use crate::redis::RedisLink;
+
 use super::config::{
-    BreakerConfig, CacheConfig, CompressionConfig, PerfConfig, QueueConfig, SlowConfig,
+    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, CompressionConfig, QueueConfig,
+    RateLimitConfig, SlowConfig,
 };
 
 /// The compression layer of the stack: none (`Identity`) without a `compression-*` feature.
@@ -31,25 +36,40 @@ pub(super) type CompressionLayer = crate::compression::AdaptiveCompressionLayer;
 )))]
 pub(super) type CompressionLayer = tower_layer::Identity;
 
-/// A configuration key and the builder field that holds its value; the key names the value in
-/// errors, so a message points at the line of the configuration file to fix.
+/// The Redis link given to the stack, if any (a unit without the `redis` feature).
+#[cfg(feature = "redis")]
+pub(super) type Redis = Option<RedisLink>;
+/// The Redis link given to the stack, if any (a unit without the `redis` feature).
+#[cfg(not(feature = "redis"))]
+pub(super) type Redis = ();
+
+/// A builder field and the configuration key that sets it; the key names the value in errors,
+/// so a message points at the line of the configuration file to fix.
 type Keys = &'static [(&'static str, &'static str)];
 
 const SLOW_KEYS: Keys = &[
     ("threshold", "slow.threshold_ms"),
+    ("route_threshold", "slow.route_threshold_ms"),
     ("slow_log_capacity", "slow.slow_log_capacity"),
 ];
-const RATE_LIMIT_KEYS: Keys = &[("quota", "rate_limit.per_second")];
+const RATE_LIMIT_KEYS: Keys = &[
+    ("quota", "rate_limit.per_second"),
+    ("trusted_proxies", "rate_limit.trusted_proxies"),
+    ("max_keys", "rate_limit.max_keys"),
+];
 const CACHE_KEYS: Keys = &[
     ("max_bytes", "cache.max_mb"),
     ("max_entry_bytes", "cache.max_entry_kb"),
     ("default_ttl", "cache.default_ttl_secs"),
+    ("route_ttl", "cache.route_ttl_secs"),
     ("grace", "cache.grace_secs"),
     ("recompress_hot", "cache.recompress_hot"),
 ];
 pub(super) const QUEUE_KEYS: Keys = &[
     ("limit", "queue.limit"),
+    ("adaptive_limit", "queue.adaptive"),
     ("queue_capacity", "queue.queue_capacity"),
+    ("max_wait", "queue.max_wait_ms"),
 ];
 #[cfg(any(
     feature = "compression-zstd",
@@ -60,11 +80,16 @@ pub(super) const QUEUE_KEYS: Keys = &[
 const COMPRESSION_KEYS: Keys = &[
     ("min_size", "compression.min_size"),
     ("cpu_budget", "compression.cpu_budget"),
+    ("prefer", "compression.prefer"),
 ];
 const BREAKER_KEYS: Keys = &[
-    ("failure_rate", "breaker.failure_rate"),
+    ("count_window", "breaker.window_calls"),
     ("minimum_calls", "breaker.minimum_calls"),
-    ("open_wait", "breaker.open_wait_secs"),
+    ("failure_rate", "breaker.failure_rate"),
+    ("slow_calls", "breaker.slow_call_rate"),
+    ("call_timeout", "breaker.call_timeout_ms"),
+    ("open_wait", "breaker.max_open_wait_secs"),
+    ("half_open_calls", "breaker.half_open_calls"),
 ];
 
 /// A layer builder's error renamed after the configuration key of its field (`max_entry_bytes`
@@ -79,63 +104,115 @@ pub(super) fn keyed(section: &'static str, keys: Keys) -> impl Fn(ConfigError) -
     }
 }
 
-impl SlowConfig {
-    pub(super) fn layer(&self) -> Result<SlowRequestLayer, ConfigError> {
-        if self.threshold_ms == 0 {
-            return Err(ConfigError::new("slow.threshold_ms", "must be at least 1"));
-        }
-        SlowRequestLayer::builder()
-            .threshold(Duration::from_millis(self.threshold_ms))
-            .server_timing(self.server_timing)
-            .slow_log_capacity(self.slow_log_capacity)
-            .build()
-            .map_err(keyed("slow", SLOW_KEYS))
+/// The route of a per-route key: a trailing `*` makes it a prefix.
+pub(super) fn route_of_key(key: &str) -> Route {
+    match key.strip_suffix('*') {
+        Some(prefix) => Route::prefix(prefix),
+        None => Route::exact(key),
     }
 }
 
-impl PerfConfig {
-    pub(super) fn rate_limit_layer(&self) -> Result<RateLimitLayer, ConfigError> {
-        let Some(c) = &self.rate_limit else {
-            // In the stack, but never limiting: a bypass is one predicate call.
-            return RateLimitLayer::builder(Quota::per_second(1))
-                .bypass(|_| true)
-                .headers_on_allowed(false)
-                .build()
-                .map_err(keyed("rate_limit", RATE_LIMIT_KEYS));
-        };
-        if c.per_second == 0 {
-            return Err(ConfigError::new(
-                "rate_limit.per_second",
-                "must be at least 1",
-            ));
+/// The route of `key` for a layer that takes exact routes only (today's `route_threshold` and
+/// `route_ttl`).
+fn exact_route<'a>(config_key: &'static str, key: &'a str) -> Result<&'a str, ConfigError> {
+    let route = route_of_key(key);
+    if route.is_prefix() {
+        return Err(ConfigError::new(
+            config_key,
+            format!("{key:?}: a prefix route is not supported here; give the route template"),
+        ));
+    }
+    Ok(key)
+}
+
+/// Refuses a zero `value` of `key`.
+fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+impl SlowConfig {
+    pub(super) fn layer(&self) -> Result<SlowRequestLayer, ConfigError> {
+        positive("slow.threshold_ms", self.threshold_ms)?;
+        let mut b = SlowRequestLayer::builder()
+            .threshold(Duration::from_millis(self.threshold_ms))
+            .server_timing(self.server_timing)
+            .slow_log_capacity(self.slow_log_capacity);
+        for (key, ms) in &self.route_threshold_ms {
+            let route = exact_route("slow.route_threshold_ms", key)?;
+            b = b.route_threshold(route, Duration::from_millis(*ms));
         }
-        if c.burst == Some(0) {
-            return Err(ConfigError::new("rate_limit.burst", "must be at least 1"));
-        }
-        RateLimitLayer::builder(
-            Quota::per_second(c.per_second).burst(c.burst.unwrap_or(c.per_second)),
-        )
+        b.build().map_err(keyed("slow", SLOW_KEYS))
+    }
+}
+
+/// The rate limiter of the stack: from its section, or one that never limits.
+pub(super) fn rate_limit_layer(
+    config: Option<&RateLimitConfig>,
+    redis: &Redis,
+) -> Result<RateLimitLayer, ConfigError> {
+    let Some(c) = config else {
+        // In the stack, but never limiting: a bypass is one predicate call.
+        return RateLimitLayer::builder(Quota::per_second(1))
+            .bypass(|_| true)
+            .headers_on_allowed(false)
+            .build()
+            .map_err(keyed("rate_limit", RATE_LIMIT_KEYS));
+    };
+    let mut b = RateLimitLayer::builder(c.quota()?)
+        .trusted_proxies(&c.trusted_proxies)
+        .headers_on_allowed(c.headers_on_allowed);
+    if let Some(max) = c.max_keys {
+        b = b.max_keys(max);
+    }
+    if !c.path_prefixes.is_empty() {
+        let prefixes: Box<[Box<str>]> = c.path_prefixes.iter().map(|p| p.as_str().into()).collect();
+        b = b.bypass(move |req| !prefixes.iter().any(|p| req.uri.path().starts_with(&**p)));
+    }
+    with_redis_quota(b, redis)
         .build()
         .map_err(keyed("rate_limit", RATE_LIMIT_KEYS))
+}
+
+#[cfg(feature = "redis")]
+fn with_redis_quota(b: RateLimitBuilder, redis: &Redis) -> RateLimitBuilder {
+    match redis {
+        Some(link) => b.redis(link.clone()),
+        None => b,
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn with_redis_quota(b: RateLimitBuilder, _: &Redis) -> RateLimitBuilder {
+    b
+}
+
+impl RateLimitConfig {
+    fn quota(&self) -> Result<Quota, ConfigError> {
+        positive("rate_limit.per_second", self.per_second.into())?;
+        if self.burst == Some(0) {
+            return Err(ConfigError::new("rate_limit.burst", "must be at least 1"));
+        }
+        let quota = Quota::per_second(self.per_second).burst(self.burst.unwrap_or(self.per_second));
+        let Some(name) = &self.name else {
+            return Ok(quota);
+        };
+        // A quota's name is `&'static str`; the stack is built once, so this leaks one short
+        // string per build. Checked alone (the rest of this quota is valid).
+        let name: &'static str = Box::leak(name.clone().into_boxed_str());
+        Quota::per_second(1)
+            .named(name)
+            .validate()
+            .map_err(|r| ConfigError::new("rate_limit.name", r))?;
+        Ok(quota.named(name))
     }
 }
 
 impl CacheConfig {
-    pub(super) fn layer(&self) -> Result<ResponseCacheLayer, ConfigError> {
-        // In the units of the keys: the builder counts bytes.
-        if self.max_mb == 0 {
-            return Err(ConfigError::new("cache.max_mb", "must be at least 1"));
-        }
-        if self.max_entry_kb == 0 || self.max_entry_kb as u64 > self.max_mb.saturating_mul(512) {
-            return Err(ConfigError::new(
-                "cache.max_entry_kb",
-                format!(
-                    "must be between 1 and half of cache.max_mb ({} KiB), got {}",
-                    self.max_mb.saturating_mul(512),
-                    self.max_entry_kb
-                ),
-            ));
-        }
+    pub(super) fn layer(&self, redis: &Redis) -> Result<ResponseCacheLayer, ConfigError> {
+        self.check_sizes()?;
         let mut b = ResponseCacheLayer::builder()
             .max_bytes(self.max_mb.saturating_mul(1024 * 1024))
             .max_entry_bytes(self.max_entry_kb.saturating_mul(1024))
@@ -143,6 +220,10 @@ impl CacheConfig {
             .ignore_host(self.ignore_host);
         if let Some(ttl) = self.default_ttl_secs {
             b = b.default_ttl(Duration::from_secs(ttl));
+        }
+        for (key, secs) in &self.route_ttl_secs {
+            let route = exact_route("cache.route_ttl_secs", key)?;
+            b = b.route_ttl(route, Duration::from_secs(*secs));
         }
         if let Some(_hits) = self.recompress_hot {
             #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
@@ -155,20 +236,77 @@ impl CacheConfig {
                 "needs the compression-br or compression-zstd feature",
             ));
         }
-        b.build().map_err(keyed("cache", CACHE_KEYS))
+        with_redis_tier(b, redis)
+            .build()
+            .map_err(keyed("cache", CACHE_KEYS))
     }
+
+    /// The sizes, in the units of their keys (the builder counts bytes).
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        positive("cache.max_mb", self.max_mb)?;
+        let half_kb = self.max_mb.saturating_mul(512);
+        if self.max_entry_kb == 0 || self.max_entry_kb as u64 > half_kb {
+            return Err(ConfigError::new(
+                "cache.max_entry_kb",
+                format!(
+                    "must be between 1 and half of cache.max_mb ({half_kb} KiB), got {}",
+                    self.max_entry_kb
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "redis")]
+fn with_redis_tier(b: ResponseCacheBuilder, redis: &Redis) -> ResponseCacheBuilder {
+    match redis {
+        Some(link) => b.redis(link.clone()),
+        None => b,
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn with_redis_tier(b: ResponseCacheBuilder, _: &Redis) -> ResponseCacheBuilder {
+    b
 }
 
 impl QueueConfig {
     pub(super) fn layer(&self) -> Result<PriorityQueueLayer<DefaultClassifier>, ConfigError> {
-        let b = PriorityQueueLayer::builder()
+        let mut b = PriorityQueueLayer::builder()
             .queue_capacity(self.queue_capacity)
-            .trust_priority_header(self.trust_priority_header);
+            .trust_priority_header(self.trust_priority_header)
+            .default_priority(self.default_priority);
+        for (key, priority) in &self.route_priority {
+            // Today's `route` matches by prefix: an exact key is its own prefix.
+            b = b.route(route_of_key(key).as_str(), *priority);
+        }
+        for p in Priority::ALL {
+            let ms = self.max_wait_ms.of(p);
+            positive("queue.max_wait_ms", ms)?;
+            b = b.max_wait(p, Duration::from_millis(ms));
+        }
         let b = match self.limit {
             Some(limit) => b.limit(limit),
-            None => b.adaptive_limit(AdaptiveLimit::gradient()),
+            None => b.adaptive_limit(self.adaptive.limit()?),
         };
         b.build().map_err(keyed("queue", QUEUE_KEYS))
+    }
+}
+
+impl AdaptiveConfig {
+    fn limit(&self) -> Result<AdaptiveLimit, ConfigError> {
+        let limit = match self.algorithm {
+            AdaptiveAlgorithm::Gradient => AdaptiveLimit::gradient(),
+            AdaptiveAlgorithm::Aimd => {
+                positive(
+                    "queue.adaptive.latency_threshold_ms",
+                    self.latency_threshold_ms,
+                )?;
+                AdaptiveLimit::aimd(Duration::from_millis(self.latency_threshold_ms))
+            }
+        };
+        Ok(limit.min(self.min).max(self.max).initial(self.initial))
     }
 }
 
@@ -180,11 +318,14 @@ impl CompressionConfig {
         feature = "compression-deflate"
     ))]
     pub(super) fn layer(&self) -> Result<CompressionLayer, ConfigError> {
-        CompressionLayer::builder()
+        let mut b = CompressionLayer::builder()
             .min_size(self.min_size)
             .cpu_budget(self.cpu_budget)
-            .build()
-            .map_err(keyed("compression", COMPRESSION_KEYS))
+            .adaptive(self.adaptive);
+        if let Some(names) = &self.prefer {
+            b = b.prefer(&algorithms(names)?);
+        }
+        b.build().map_err(keyed("compression", COMPRESSION_KEYS))
     }
 
     /// Without a codec there is nothing to compress with: the section must stay as it is.
@@ -205,14 +346,50 @@ impl CompressionConfig {
     }
 }
 
+/// The algorithms of `compression.prefer`, by content-coding name.
+#[cfg(any(
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+))]
+fn algorithms(names: &[String]) -> Result<Vec<crate::compression::Algorithm>, ConfigError> {
+    use crate::compression::Algorithm;
+    names
+        .iter()
+        .map(|name| {
+            Algorithm::ALL
+                .into_iter()
+                .find(|a| a.as_str() == name.trim())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "compression.prefer",
+                        format!("{name:?}: the codings are zstd, br, gzip and deflate"),
+                    )
+                })
+        })
+        .collect()
+}
+
 impl BreakerConfig {
     pub(super) fn layer(&self) -> Result<CircuitBreakerLayer, ConfigError> {
-        let wait = Duration::from_secs(self.open_wait_secs);
-        CircuitBreakerLayer::builder()
-            .failure_rate(self.failure_rate)
+        positive("breaker.open_wait_secs", self.open_wait_secs)?;
+        let mut b = CircuitBreakerLayer::builder()
+            .count_window(self.window_calls)
             .minimum_calls(self.minimum_calls)
-            .open_wait(wait, wait.max(Duration::from_secs(60)))
-            .build()
-            .map_err(keyed("breaker", BREAKER_KEYS))
+            .failure_rate(self.failure_rate)
+            .half_open_calls(self.half_open_calls)
+            .open_wait(
+                Duration::from_secs(self.open_wait_secs),
+                Duration::from_secs(self.max_open_wait_secs),
+            );
+        if let Some(ms) = self.slow_call_ms {
+            positive("breaker.slow_call_ms", ms)?;
+            b = b.slow_calls(Duration::from_millis(ms), self.slow_call_rate);
+        }
+        if let Some(ms) = self.call_timeout_ms {
+            b = b.call_timeout(Duration::from_millis(ms));
+        }
+        b.build().map_err(keyed("breaker", BREAKER_KEYS))
     }
 }

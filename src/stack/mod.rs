@@ -62,8 +62,8 @@ use crate::slow::{SlowRequest, SlowRequestHandle, SlowRequestLayer};
 
 pub use builder::PerfStackBuilder;
 pub use config::{
-    BreakerConfig, CacheConfig, CompressionConfig, PerfConfig, QueueConfig, RateLimitConfig,
-    SlowConfig,
+    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, ClassWaits, CompressionConfig,
+    PerfConfig, QueueConfig, RateLimitConfig, SlowConfig,
 };
 use layers::CompressionLayer;
 
