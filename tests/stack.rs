@@ -493,3 +493,14 @@ async fn one_redis_link_gives_the_cache_its_tier_and_the_rate_limit_its_shared_q
     );
     assert_eq!(get_gzip(format!("{b}/data")).await.status, 429);
 }
+
+/// The configuration files of the examples build a stack (the demo's and the minimal one).
+#[test]
+fn the_example_configurations_build() {
+    for file in ["examples/demo.toml", "examples/minimal.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the file");
+        let config: PerfConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        PerfStack::from_config(&config).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
