@@ -7,8 +7,9 @@ use crate::queue::{DefaultClassifier, PriorityQueueLayer};
 use crate::rate_limit::RateLimitLayer;
 use crate::slow::SlowRequestLayer;
 
+use super::compression::CompressionLayer;
 use super::config::PerfConfig;
-use super::layers::{rate_limit_layer, CompressionLayer, Redis};
+use super::layers::{rate_limit_layer, Redis};
 use super::PerfStack;
 
 /// Configures a [`PerfStack`]: a [`PerfConfig`], and any layer given ready-made (which then

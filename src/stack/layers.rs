@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use crate::breaker::CircuitBreakerLayer;
-use crate::cache::{ResponseCacheBuilder, ResponseCacheLayer};
+use crate::cache::ResponseCacheLayer;
 use crate::error::ConfigError;
 use crate::queue::{AdaptiveLimit, DefaultClassifier, Priority, PriorityQueueLayer};
-use crate::rate_limit::{Quota, RateLimitBuilder, RateLimitLayer};
+use crate::rate_limit::{Quota, RateLimitLayer};
 use crate::route::Route;
 use crate::slow::SlowRequestLayer;
 
@@ -15,26 +15,9 @@ use crate::slow::SlowRequestLayer;
 use crate::redis::RedisLink;
 
 use super::config::{
-    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, CompressionConfig, QueueConfig,
-    RateLimitConfig, SlowConfig,
+    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, QueueConfig, RateLimitConfig,
+    SlowConfig,
 };
-
-/// The compression layer of the stack: none (`Identity`) without a `compression-*` feature.
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
-pub(super) type CompressionLayer = crate::compression::AdaptiveCompressionLayer;
-/// The compression layer of the stack: none (`Identity`) without a `compression-*` feature.
-#[cfg(not(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-)))]
-pub(super) type CompressionLayer = tower_layer::Identity;
 
 /// The Redis link given to the stack, if any (a unit without the `redis` feature).
 #[cfg(feature = "redis")]
@@ -45,7 +28,7 @@ pub(super) type Redis = ();
 
 /// A builder field and the configuration key that sets it; the key names the value in errors,
 /// so a message points at the line of the configuration file to fix.
-type Keys = &'static [(&'static str, &'static str)];
+pub(super) type Keys = &'static [(&'static str, &'static str)];
 
 const SLOW_KEYS: Keys = &[
     ("threshold", "slow.threshold_ms"),
@@ -70,17 +53,6 @@ pub(super) const QUEUE_KEYS: Keys = &[
     ("adaptive_limit", "queue.adaptive"),
     ("queue_capacity", "queue.queue_capacity"),
     ("max_wait", "queue.max_wait_ms"),
-];
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
-const COMPRESSION_KEYS: Keys = &[
-    ("min_size", "compression.min_size"),
-    ("cpu_budget", "compression.cpu_budget"),
-    ("prefer", "compression.prefer"),
 ];
 const BREAKER_KEYS: Keys = &[
     ("count_window", "breaker.window_calls"),
@@ -149,6 +121,7 @@ impl SlowConfig {
 }
 
 /// The rate limiter of the stack: from its section, or one that never limits.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 pub(super) fn rate_limit_layer(
     config: Option<&RateLimitConfig>,
     redis: &Redis,
@@ -171,22 +144,12 @@ pub(super) fn rate_limit_layer(
         let prefixes: Box<[Box<str>]> = c.path_prefixes.iter().map(|p| p.as_str().into()).collect();
         b = b.bypass(move |req| !prefixes.iter().any(|p| req.uri.path().starts_with(&**p)));
     }
-    with_redis_quota(b, redis)
-        .build()
-        .map_err(keyed("rate_limit", RATE_LIMIT_KEYS))
-}
-
-#[cfg(feature = "redis")]
-fn with_redis_quota(b: RateLimitBuilder, redis: &Redis) -> RateLimitBuilder {
-    match redis {
-        Some(link) => b.redis(link.clone()),
-        None => b,
+    // With a Redis link, one quota per client for every instance.
+    #[cfg(feature = "redis")]
+    if let Some(link) = redis {
+        b = b.redis(link.clone());
     }
-}
-
-#[cfg(not(feature = "redis"))]
-fn with_redis_quota(b: RateLimitBuilder, _: &Redis) -> RateLimitBuilder {
-    b
+    b.build().map_err(keyed("rate_limit", RATE_LIMIT_KEYS))
 }
 
 impl RateLimitConfig {
@@ -211,6 +174,7 @@ impl RateLimitConfig {
 }
 
 impl CacheConfig {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub(super) fn layer(&self, redis: &Redis) -> Result<ResponseCacheLayer, ConfigError> {
         self.check_sizes()?;
         let mut b = ResponseCacheLayer::builder()
@@ -236,9 +200,12 @@ impl CacheConfig {
                 "needs the compression-br or compression-zstd feature",
             ));
         }
-        with_redis_tier(b, redis)
-            .build()
-            .map_err(keyed("cache", CACHE_KEYS))
+        // With a Redis link, a tier shared by every instance.
+        #[cfg(feature = "redis")]
+        if let Some(link) = redis {
+            b = b.redis(link.clone());
+        }
+        b.build().map_err(keyed("cache", CACHE_KEYS))
     }
 
     /// The sizes, in the units of their keys (the builder counts bytes).
@@ -256,19 +223,6 @@ impl CacheConfig {
         }
         Ok(())
     }
-}
-
-#[cfg(feature = "redis")]
-fn with_redis_tier(b: ResponseCacheBuilder, redis: &Redis) -> ResponseCacheBuilder {
-    match redis {
-        Some(link) => b.redis(link.clone()),
-        None => b,
-    }
-}
-
-#[cfg(not(feature = "redis"))]
-fn with_redis_tier(b: ResponseCacheBuilder, _: &Redis) -> ResponseCacheBuilder {
-    b
 }
 
 impl QueueConfig {
@@ -308,67 +262,6 @@ impl AdaptiveConfig {
         };
         Ok(limit.min(self.min).max(self.max).initial(self.initial))
     }
-}
-
-impl CompressionConfig {
-    #[cfg(any(
-        feature = "compression-zstd",
-        feature = "compression-br",
-        feature = "compression-gzip",
-        feature = "compression-deflate"
-    ))]
-    pub(super) fn layer(&self) -> Result<CompressionLayer, ConfigError> {
-        let mut b = CompressionLayer::builder()
-            .min_size(self.min_size)
-            .cpu_budget(self.cpu_budget)
-            .adaptive(self.adaptive);
-        if let Some(names) = &self.prefer {
-            b = b.prefer(&algorithms(names)?);
-        }
-        b.build().map_err(keyed("compression", COMPRESSION_KEYS))
-    }
-
-    /// Without a codec there is nothing to compress with: the section must stay as it is.
-    #[cfg(not(any(
-        feature = "compression-zstd",
-        feature = "compression-br",
-        feature = "compression-gzip",
-        feature = "compression-deflate"
-    )))]
-    pub(super) fn layer(&self) -> Result<CompressionLayer, ConfigError> {
-        if *self != Self::default() {
-            return Err(ConfigError::new(
-                "compression",
-                "set, but this build has no compression: it needs a compression-* feature",
-            ));
-        }
-        Ok(CompressionLayer::new())
-    }
-}
-
-/// The algorithms of `compression.prefer`, by content-coding name.
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
-fn algorithms(names: &[String]) -> Result<Vec<crate::compression::Algorithm>, ConfigError> {
-    use crate::compression::Algorithm;
-    names
-        .iter()
-        .map(|name| {
-            Algorithm::ALL
-                .into_iter()
-                .find(|a| a.as_str() == name.trim())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "compression.prefer",
-                        format!("{name:?}: the codings are zstd, br, gzip and deflate"),
-                    )
-                })
-        })
-        .collect()
 }
 
 impl BreakerConfig {

@@ -39,6 +39,23 @@
 //! ```
 
 mod builder;
+// Everything that depends on the compression features: the compression layer (or none) and the
+// type of the service.
+#[cfg(any(
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+))]
+mod compression;
+#[cfg(not(any(
+    feature = "compression-zstd",
+    feature = "compression-br",
+    feature = "compression-gzip",
+    feature = "compression-deflate"
+)))]
+#[path = "no_compression.rs"]
+mod compression;
 mod config;
 mod layers;
 #[cfg(test)]
@@ -48,24 +65,18 @@ use tower_layer::Layer;
 
 use crate::breaker::{CircuitBreaker, CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::cache::{CacheHandle, ResponseCache, ResponseCacheLayer};
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
-use crate::compression::{AdaptiveCompression, CompressionHandle};
 use crate::error::ConfigError;
 use crate::queue::{DefaultClassifier, PriorityQueue, PriorityQueueHandle, PriorityQueueLayer};
 use crate::rate_limit::{RateLimit, RateLimitHandle, RateLimitLayer};
 use crate::slow::{SlowRequest, SlowRequestHandle, SlowRequestLayer};
 
 pub use builder::PerfStackBuilder;
+use compression::CompressionLayer;
+pub use compression::PerfService;
 pub use config::{
     AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, ClassWaits, CompressionConfig,
     PerfConfig, QueueConfig, RateLimitConfig, SlowConfig,
 };
-use layers::CompressionLayer;
 
 /// Every layer of the crate, in the order of the design. Made by [`PerfStack::builder`] or
 /// [`PerfStack::from_config`]; a [`Layer`] like any other.
@@ -79,29 +90,6 @@ pub struct PerfStack {
     compression: CompressionLayer,
     breaker: CircuitBreakerLayer,
 }
-
-/// The service of a [`PerfStack`] around `S`.
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
-pub type PerfService<S> = SlowRequest<
-    RateLimit<
-        ResponseCache<PriorityQueue<AdaptiveCompression<CircuitBreaker<S>>, DefaultClassifier>>,
-    >,
->;
-
-/// The service of a [`PerfStack`] around `S` (no compression: no `compression-*` feature).
-#[cfg(not(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-)))]
-pub type PerfService<S> =
-    SlowRequest<RateLimit<ResponseCache<PriorityQueue<CircuitBreaker<S>, DefaultClassifier>>>>;
 
 impl<S> Layer<S> for PerfStack {
     type Service = PerfService<S>;
@@ -134,7 +122,7 @@ pub struct PerfHandles {
         feature = "compression-gzip",
         feature = "compression-deflate"
     ))]
-    pub compression: CompressionHandle,
+    pub compression: crate::compression::CompressionHandle,
     /// Every circuit breaker.
     pub breaker: CircuitBreakerHandle,
 }

@@ -77,8 +77,6 @@ fn every_section_reads_from_toml_with_its_defaults() {
         route_priority = { "/api/v1/payments*" = "critical", "/export" = "low" }
         max_wait_ms = { low = 500 }
         adaptive = { algorithm = "aimd", max = 64 }
-        [compression]
-        prefer = ["gzip"]
         [breaker]
         slow_call_ms = 800
         call_timeout_ms = 2000
