@@ -7,8 +7,11 @@
 //! something), `AdaptiveCompressionLayer` (CPU work, inside admission; inside the cache, so
 //! the cache stores encoded variants), [`CircuitBreakerLayer`] (guards the handler; its `503`
 //! becomes a stale hit in the cache above). Each layer can be given ready-made, or is built from
-//! the [`PerfConfig`] section of the same name; [`PerfStack::handles`] reads them all at run
-//! time. For another order, or a subset, stack the layers yourself: each one works alone.
+//! the [`PerfConfig`] section of the same name (errors name the key: `cache.max_entry_kb`);
+//! with the `redis` feature, `PerfStackBuilder::redis` gives one Redis link to the cache (its
+//! shared tier) and the rate limiter (quotas shared by every instance). [`PerfStack::handles`]
+//! reads every layer at run time. For another order, or a subset, stack the layers yourself:
+//! each one works alone.
 //!
 //! Without any `compression-*` feature (all are on by default) the stack has no compression
 //! layer: [`PerfConfig::compression`] is still read, and refused unless left at its defaults.
