@@ -111,12 +111,6 @@ pub mod redis;
 mod reject;
 pub mod route;
 pub mod slow;
-#[cfg(any(
-    feature = "compression-zstd",
-    feature = "compression-br",
-    feature = "compression-gzip",
-    feature = "compression-deflate"
-))]
 pub mod stack;
 mod timings;
 mod util;

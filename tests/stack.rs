@@ -373,31 +373,134 @@ async fn without_a_rate_limit_section_nothing_is_limited() {
 }
 
 #[test]
-fn bad_configuration_names_the_section_and_the_field() {
-    let section = |json: &str| {
+fn bad_configuration_names_the_configuration_key() {
+    let key = |json: &str| {
         let config: PerfConfig = serde_json::from_str(json).expect("valid JSON");
         let err = PerfStack::from_config(&config).expect_err("refused");
-        (err.field(), err.reason().to_owned())
+        assert!(err.to_string().contains(err.field()), "{err}");
+        err.field()
     };
-    assert_eq!(section(r#"{"slow": {"threshold_ms": 0}}"#).0, "slow");
+    assert_eq!(key(r#"{"slow": {"threshold_ms": 0}}"#), "slow.threshold_ms");
     assert_eq!(
-        section(r#"{"rate_limit": {"per_second": 0}}"#).0,
-        "rate_limit"
-    );
-    let (field, reason) = section(r#"{"cache": {"max_mb": 0}}"#);
-    assert_eq!(field, "cache");
-    assert!(reason.contains("max_bytes"), "{reason}");
-    assert_eq!(section(r#"{"queue": {"limit": 0}}"#).0, "queue");
-    assert_eq!(
-        section(r#"{"compression": {"cpu_budget": 7.0}}"#).0,
-        "compression"
+        key(r#"{"rate_limit": {"per_second": 0}}"#),
+        "rate_limit.per_second"
     );
     assert_eq!(
-        section(r#"{"breaker": {"failure_rate": 2.0}}"#).0,
-        "breaker"
+        key(r#"{"rate_limit": {"per_second": 5, "burst": 0}}"#),
+        "rate_limit.burst"
+    );
+    assert_eq!(key(r#"{"cache": {"max_mb": 0}}"#), "cache.max_mb");
+    assert_eq!(
+        key(r#"{"cache": {"max_mb": 1, "max_entry_kb": 1024}}"#),
+        "cache.max_entry_kb"
+    );
+    assert_eq!(key(r#"{"queue": {"limit": 0}}"#), "queue.limit");
+    assert_eq!(
+        key(r#"{"compression": {"cpu_budget": 7.0}}"#),
+        "compression.cpu_budget"
+    );
+    assert_eq!(
+        key(r#"{"breaker": {"failure_rate": 2.0}}"#),
+        "breaker.failure_rate"
     );
     // Unknown fields are refused by serde, with their name.
     let err = serde_json::from_str::<PerfConfig>(r#"{"cache": {"max_megabytes": 1}}"#)
         .expect_err("unknown field");
     assert!(err.to_string().contains("max_megabytes"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn route_priorities_and_limited_paths_come_from_the_configuration() {
+    let config: PerfConfig = toml::from_str(
+        r#"
+        [rate_limit]
+        per_second = 1
+        path_prefixes = ["/api/"]
+        [queue]
+        limit = 1
+        route_priority = { "/api/*" = "critical", "/data" = "low" }
+        "#,
+    )
+    .expect("valid TOML");
+    let stack = PerfStack::from_config(&config).expect("valid configuration");
+    let handles = stack.handles();
+    let routes = data_router().route("/api/ping", get(|| async { "pong" }));
+    let base = format!("http://{}", serve(routes.layer(stack)).await);
+
+    // `/data` is outside the limited paths: never limited, never counted.
+    for _ in 0..3 {
+        let r = get_gzip(format!("{base}/data")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("ratelimit").is_empty());
+    }
+    assert_eq!(get_gzip(format!("{base}/api/ping")).await.status, 200);
+    assert_eq!(get_gzip(format!("{base}/api/ping")).await.status, 429);
+
+    let queue = handles.queue.snapshot();
+    assert_eq!(queue.class(Priority::Low).admitted, 1, "one miss of /data");
+    assert_eq!(queue.class(Priority::Critical).admitted, 1, "/api/ping");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn one_redis_link_gives_the_cache_its_tier_and_the_rate_limit_its_shared_quotas() {
+    use common::redis::RedisServer;
+    use tower_perf::redis::RedisLink;
+
+    let redis = RedisServer::start();
+    // Two instances on two ports: one origin for the cache.
+    let config: PerfConfig =
+        toml::from_str("[rate_limit]\nper_second = 1\nburst = 2\n[cache]\nignore_host = true\n")
+            .expect("valid TOML");
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let link = RedisLink::builder()
+            .url(redis.url())
+            .key_prefix("stack-test")
+            .build()
+            .expect("link");
+        assert!(link.connect(Duration::from_secs(5)).await, "connected");
+        let stack = PerfStack::builder()
+            .config(config.clone())
+            .redis(link)
+            .build()
+            .expect("valid configuration");
+        let handles = stack.handles();
+        let addr = common::serve_with_peer(data_router().layer(stack)).await;
+        instances.push((format!("http://{addr}"), handles));
+    }
+    let (a, ha) = &instances[0];
+    let (b, _) = &instances[1];
+
+    assert_eq!(get_gzip(format!("{a}/data")).await.status, 200);
+    let stored = async {
+        while ha.cache.stats().redis.expect("a Redis tier").stores == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), stored)
+        .await
+        .expect("stored in Redis");
+    // The second instance: the entry from Redis, and the second of the burst of 2 shared
+    // with the first instance; the third request of the client is over the quota.
+    let from_redis = get_gzip(format!("{b}/data")).await;
+    assert_eq!(from_redis.status, 200);
+    assert_eq!(gunzip(&from_redis.body), document());
+    assert!(
+        from_redis.header("cache-status").contains("hit"),
+        "{}",
+        from_redis.header("cache-status")
+    );
+    assert_eq!(get_gzip(format!("{b}/data")).await.status, 429);
+}
+
+/// The configuration files of the examples build a stack (the demo's and the minimal one).
+#[test]
+fn the_example_configurations_build() {
+    for file in ["examples/demo.toml", "examples/minimal.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the file");
+        let config: PerfConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        PerfStack::from_config(&config).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
 }
