@@ -518,7 +518,8 @@ where
         stamp,
         request_time,
         response_time,
-    ))
+    )
+    .0)
 }
 
 /// The Redis tier's part of a request the memory tier could not answer: a Redis hit is served
@@ -928,7 +929,7 @@ fn store_or_pass<B>(
     stamp: Stamp,
     request_time: SystemTime,
     response_time: SystemTime,
-) -> Response<CacheBody<B>>
+) -> (Response<CacheBody<B>>, bool)
 where
     B: Body,
 {
@@ -988,7 +989,7 @@ where
         cs.append_to(res.headers_mut());
         drop(waiters);
         res.extensions_mut().insert(CacheOutcome::Miss);
-        return res.map(CacheBody::passthrough);
+        return (res.map(CacheBody::passthrough), false);
     };
     cs.stored = true;
     cs.ttl = Some(lifetime.as_secs() as i64);
@@ -1025,7 +1026,7 @@ where
         hits: Default::default(),
     };
     let job = StoreJob::new(shared.clone(), key, entry, waiters, shared.max_entry_bytes);
-    res.map(|b| CacheBody::storing(b, job))
+    (res.map(|b| CacheBody::storing(b, job)), true)
 }
 
 /// The stored entry refreshed by the origin's `304` (RFC 9111 4.3.4), and whether it may still
@@ -1161,7 +1162,7 @@ fn refresh_in_background<S, ReqBody, ResBody>(
             return;
         }
         // A new full response: store it the usual way, reading the body here.
-        let res = store_or_pass(
+        let (res, stored) = store_or_pass(
             &shared,
             res,
             parts,
@@ -1173,12 +1174,6 @@ fn refresh_in_background<S, ReqBody, ResBody>(
             request_time,
             response_time,
         );
-        let stored = res
-            .headers()
-            .get_all(super::status::CACHE_STATUS.clone())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("; stored"));
         if !stored {
             // The origin no longer lets this be cached (private, no-store, Set-Cookie...): stop
             // serving the old copy.
