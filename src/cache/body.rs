@@ -71,7 +71,7 @@ impl<B> std::fmt::Debug for CacheBody<B> {
 }
 
 /// A response on its way into the cache: the entry waits for its body.
-pub struct StoreJob {
+pub(crate) struct StoreJob {
     shared: Arc<Shared>,
     key: EntryKey,
     entry: Entry,

@@ -116,7 +116,7 @@ mod service;
 mod status;
 mod store;
 
-pub use body::{CacheBody, StoreJob};
+pub use body::CacheBody;
 pub use key::KeyParts;
 #[cfg(feature = "redis")]
 pub use layer::RedisTierStats;
