@@ -6,8 +6,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::layer::Shared;
 use super::service::Waiters;
+use super::state::Shared;
 use super::store::{Entry, EntryKey};
 use crate::error::BoxError;
 

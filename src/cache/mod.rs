@@ -100,6 +100,7 @@
 //! ```
 
 mod body;
+mod builder;
 #[cfg(feature = "redis")]
 mod codec;
 mod directives;
@@ -113,14 +114,17 @@ mod recompress;
 #[cfg(feature = "redis")]
 mod redis_tier;
 mod service;
+mod snapshot;
+mod state;
 mod status;
 mod store;
+mod warm;
 
 pub use body::CacheBody;
+pub use builder::ResponseCacheBuilder;
 pub use key::KeyParts;
-#[cfg(feature = "redis")]
-pub use layer::RedisTierStats;
-pub use layer::{
-    CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer, WarmReport,
-};
+pub use layer::{CacheHandle, ResponseCacheLayer};
 pub use service::{ResponseCache, ResponseFuture};
+#[cfg(feature = "redis")]
+pub use snapshot::RedisTierStats;
+pub use snapshot::{CacheOutcome, CacheStats, WarmReport};

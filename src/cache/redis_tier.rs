@@ -45,8 +45,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec;
-use super::layer::Shared;
 use super::purge::{Purges, Target, Validity};
+use super::state::Shared;
 use super::store::Entry;
 use crate::metrics::{labels, names};
 use crate::redis::{LinkError, RedisLink};
@@ -334,10 +334,10 @@ impl RedisTier {
         }
     }
 
-    pub(crate) fn stats(&self) -> super::layer::RedisTierStats {
+    pub(crate) fn stats(&self) -> super::snapshot::RedisTierStats {
         let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        super::layer::RedisTierStats {
+        super::snapshot::RedisTierStats {
             hits: n(&c.hits),
             stale: n(&c.stale),
             misses: n(&c.misses),
