@@ -15,6 +15,7 @@ use super::policy::StorePolicy;
 use super::purge::Purges;
 use super::state::{Counters, Shared, SizeReport, TtlFn};
 use super::store::MemoryStore;
+use super::tiers::Tiers;
 use crate::error::ConfigError;
 use crate::metrics::names;
 
@@ -270,7 +271,47 @@ impl ResponseCacheBuilder {
     }
 
     /// Checks the configuration and builds the layer.
-    pub fn build(self) -> Result<ResponseCacheLayer, ConfigError> {
+    pub fn build(mut self) -> Result<ResponseCacheLayer, ConfigError> {
+        self.validate()?;
+        describe_metrics();
+        let name = std::mem::take(&mut self.name);
+        let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
+        let tiers = self.tiers(&name, record_ttl);
+        let shared = Shared {
+            store: MemoryStore::new(self.max_bytes),
+            purges: Purges::new(record_ttl, 100_000),
+            flights: Flights::new(),
+            refreshes: Flights::new(),
+            keyer: Keyer::new(self.sort_query).ignoring_host(self.ignore_host),
+            key_fn: self.key_fn,
+            policy: StorePolicy {
+                cache_set_cookie: self.cache_set_cookie,
+                default_ttl: self.default_ttl,
+                heuristic_fraction: self.heuristic_fraction,
+                heuristic_max: self.heuristic_max,
+                max_ttl: self.max_ttl,
+            },
+            route_ttls: self.route_ttls,
+            ttl_fn: self.ttl_fn,
+            grace: self.grace,
+            max_entry_bytes: self.max_entry_bytes,
+            tag_header: self.tag_header,
+            name: name.clone().into_boxed_str(),
+            coalesce: self.coalesce,
+            coalesce_timeout: self.coalesce_timeout,
+            counters: Counters::default(),
+            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+            recompress: self.recompress_hot.map(super::recompress::Recompress::new),
+            tiers,
+            size: SizeReport::new(),
+        };
+        Ok(ResponseCacheLayer::from_shared(Arc::new(shared)))
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// Checks every setting; the error names the first wrong one.
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.max_bytes < 1024 {
             return Err(ConfigError::new("max_bytes", "must be at least 1024 bytes"));
         }
@@ -338,50 +379,31 @@ impl ResponseCacheBuilder {
                 "the number of hits must be at least 1",
             ));
         }
-        describe_metrics();
-        let name = self.name;
-        let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
-        let shared = Shared {
-            store: MemoryStore::new(self.max_bytes),
-            purges: Purges::new(record_ttl, 100_000),
-            flights: Flights::new(),
-            refreshes: Flights::new(),
-            keyer: Keyer::new(self.sort_query).ignoring_host(self.ignore_host),
-            key_fn: self.key_fn,
-            policy: StorePolicy {
-                cache_set_cookie: self.cache_set_cookie,
-                default_ttl: self.default_ttl,
-                heuristic_fraction: self.heuristic_fraction,
-                heuristic_max: self.heuristic_max,
-                max_ttl: self.max_ttl,
-            },
-            route_ttls: self.route_ttls,
-            ttl_fn: self.ttl_fn,
-            grace: self.grace,
-            max_entry_bytes: self.max_entry_bytes,
-            tag_header: self.tag_header,
-            name: name.clone().into_boxed_str(),
-            coalesce: self.coalesce,
-            coalesce_timeout: self.coalesce_timeout,
-            counters: Counters::default(),
-            #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
-            recompress: self.recompress_hot.map(super::recompress::Recompress::new),
-            #[cfg(feature = "redis")]
-            redis: self.redis.map(|(link, seed)| {
-                Arc::new(super::redis_tier::RedisTier::new(
-                    super::redis_tier::TierConfig {
-                        link,
-                        name: name.clone(),
-                        seed,
-                        lease_ttl: self.coalesce_timeout,
-                        lease_wait: self.coalesce_timeout,
-                        record_ttl,
-                    },
-                ))
-            }),
-            size: SizeReport::new(),
+        Ok(())
+    }
+
+    /// The tiers under memory.
+    #[cfg(feature = "redis")]
+    fn tiers(&mut self, name: &str, record_ttl: Duration) -> Tiers {
+        let Some((link, seed)) = self.redis.take() else {
+            return Tiers::Memory;
         };
-        Ok(ResponseCacheLayer::from_shared(Arc::new(shared)))
+        Tiers::MemoryAndRedis(Arc::new(super::redis_tier::RedisTier::new(
+            super::redis_tier::TierConfig {
+                link,
+                name: name.to_owned(),
+                seed,
+                lease_ttl: self.coalesce_timeout,
+                lease_wait: self.coalesce_timeout,
+                record_ttl,
+            },
+        )))
+    }
+
+    /// The tiers under memory: none without the feature `redis`.
+    #[cfg(not(feature = "redis"))]
+    fn tiers(&mut self, _name: &str, _record_ttl: Duration) -> Tiers {
+        Tiers::Memory
     }
 }
 

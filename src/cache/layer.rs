@@ -58,10 +58,7 @@ impl CacheHandle {
     /// Starts the Redis tier's background tasks, so a purge sent before any request still
     /// reaches the fleet (needs a tokio runtime; otherwise the first request starts them).
     fn start_redis(&self) {
-        #[cfg(feature = "redis")]
-        if let Some(tier) = &self.shared.redis {
-            tier.ensure_started(&self.shared);
-        }
+        self.shared.tiers.start(&self.shared);
     }
 
     /// Purges every entry carrying one of `tags`, every variant included. With a Redis tier,

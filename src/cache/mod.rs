@@ -104,7 +104,9 @@ mod builder;
 #[cfg(feature = "redis")]
 mod codec;
 mod directives;
+mod entry;
 mod flight;
+mod future;
 mod key;
 mod layer;
 mod policy;
@@ -113,18 +115,24 @@ mod purge;
 mod recompress;
 #[cfg(feature = "redis")]
 mod redis_tier;
+mod refresh;
+mod request;
+mod respond;
 mod service;
 mod snapshot;
 mod state;
 mod status;
 mod store;
+mod store_job;
+mod tiers;
 mod warm;
 
 pub use body::CacheBody;
 pub use builder::ResponseCacheBuilder;
+pub use future::ResponseFuture;
 pub use key::KeyParts;
 pub use layer::{CacheHandle, ResponseCacheLayer};
-pub use service::{ResponseCache, ResponseFuture};
+pub use service::ResponseCache;
 #[cfg(feature = "redis")]
 pub use snapshot::RedisTierStats;
 pub use snapshot::{CacheOutcome, CacheStats, WarmReport};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::HeaderName;
 use http::request::Parts;
@@ -15,7 +15,9 @@ use super::key::{KeyFn, Keyer};
 use super::policy::StorePolicy;
 use super::purge::{Purges, Target, Validity};
 use super::snapshot::{CacheOutcome, CacheStats};
+use super::status::Fwd;
 use super::store::MemoryStore;
+use super::tiers::Tiers;
 use crate::metrics::{labels, names};
 
 /// A function that gives the default TTL of a request's responses.
@@ -62,6 +64,29 @@ pub(crate) struct Stamp {
     pub(crate) fleet: u64,
 }
 
+/// An origin exchange: why the request went forward, the purge generations current when it
+/// started, and when it was sent and answered (for the entry's age, RFC 9111 4.2.3).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exchange {
+    pub(crate) fwd: Fwd,
+    pub(crate) stamp: Stamp,
+    pub(crate) request_time: SystemTime,
+    pub(crate) response_time: SystemTime,
+}
+
+impl Exchange {
+    /// An exchange starting now; `response_time` is set when the response arrives.
+    pub(crate) fn start(shared: &Shared, fwd: Fwd) -> Self {
+        let now = SystemTime::now();
+        Self {
+            fwd,
+            stamp: shared.stamp(),
+            request_time: now,
+            response_time: now,
+        }
+    }
+}
+
 /// The default seed of the Redis tier's key hashes (any fixed value works; every instance must
 /// use the same one).
 /// State shared by every clone of the layer and its services.
@@ -85,9 +110,8 @@ pub(crate) struct Shared {
     /// Recompression of hot entries, when configured.
     #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
     pub(crate) recompress: Option<super::recompress::Recompress>,
-    /// The shared tier, when configured.
-    #[cfg(feature = "redis")]
-    pub(crate) redis: Option<Arc<super::redis_tier::RedisTier>>,
+    /// The tiers under the memory tier (`store`), when configured.
+    pub(crate) tiers: Tiers,
     /// The memory tier's size gauges.
     pub(crate) size: SizeReport,
 }
@@ -138,20 +162,14 @@ impl Shared {
     pub(crate) fn stamp(&self) -> Stamp {
         Stamp {
             local: self.purges.current(),
-            #[cfg(feature = "redis")]
-            fleet: self.redis.as_ref().map_or(0, |r| r.fleet_generation()),
-            #[cfg(not(feature = "redis"))]
-            fleet: 0,
+            fleet: self.tiers.fleet_generation(),
         }
     }
 
     /// Purges `target` here and, with a Redis tier, in Redis and on every other instance.
     pub(crate) fn purge(&self, target: Target<'_>, hard: bool) {
-        let _generation = self.purge_memory(target, hard);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.redis {
-            redis.publish_purge(target, hard, _generation);
-        }
+        let generation = self.purge_memory(target, hard);
+        self.tiers.publish_purge(target, hard, generation);
     }
 
     /// Purges `target` from the memory tier only: records the purge (checked on read) and,
@@ -190,16 +208,7 @@ impl Shared {
 
     /// Whether a stored entry survived the purges, this instance's and the fleet's.
     pub(crate) fn validity(&self, entry: &super::store::Entry) -> Validity {
-        let local = self.purges.check(entry);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.redis {
-            return match (local, redis.check(entry)) {
-                (Validity::Gone, _) | (_, Validity::Gone) => Validity::Gone,
-                (Validity::Stale, _) | (_, Validity::Stale) => Validity::Stale,
-                _ => Validity::Valid,
-            };
-        }
-        local
+        self.tiers.check(self.purges.check(entry), entry)
     }
 
     /// Publishes the size gauges after a store, at most once a second.
@@ -244,7 +253,7 @@ impl Shared {
         let stale = c.stale.load(Ordering::Relaxed);
         let served = hits + stale;
         let ev = &s.store.evictions;
-        CacheStats {
+        let mut snapshot = CacheStats {
             hits,
             misses,
             stale,
@@ -276,8 +285,9 @@ impl Shared {
             recompressed: 0,
             #[cfg(not(any(feature = "compression-br", feature = "compression-zstd")))]
             recompress_saved_bytes: 0,
-            #[cfg(feature = "redis")]
-            redis: s.redis.as_ref().map(|t| t.stats()),
-        }
+            ..CacheStats::default()
+        };
+        s.tiers.report(&mut snapshot);
+        snapshot
     }
 }

@@ -1,6 +1,6 @@
 //! Filling the cache ahead of traffic: [`CacheHandle::warm`](super::CacheHandle::warm).
 
-use super::service::call_ready;
+use super::request::call_ready;
 use super::snapshot::WarmReport;
 use super::state::Shared;
 
