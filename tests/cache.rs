@@ -1753,7 +1753,10 @@ async fn an_upstream_cache_status_stored_does_not_keep_an_uncacheable_refresh() 
                 (
                     [
                         (header::CACHE_CONTROL, cc),
-                        (HeaderName::from_static("cache-status"), "upstream; fwd=uri-miss; stored"),
+                        (
+                            HeaderName::from_static("cache-status"),
+                            "upstream; fwd=uri-miss; stored",
+                        ),
                     ],
                     format!("v{n}"),
                 )

@@ -799,6 +799,29 @@ impl RedisTier {
         Ok(())
     }
 
+    /// The channel task's poll: loads the records when the last load failed, or when the fleet
+    /// counter stays ahead of what this instance knows for a whole poll (a message was
+    /// missed). `ahead`: a counter value ahead seen at the previous poll. Whether the records
+    /// are in sync after it.
+    async fn poll_counter(&self, synced: bool, ahead: &mut Option<u64>) -> bool {
+        if !synced {
+            return self.resync().await.is_ok();
+        }
+        match self.fleet_counter().await {
+            Ok(n) if n > self.known.load(Ordering::Acquire) => {
+                if ahead.is_some_and(|a| a <= n) {
+                    // Still behind a poll later: a message was missed.
+                    *ahead = None;
+                    return self.resync().await.is_ok();
+                }
+                *ahead = Some(n);
+            }
+            Ok(_) => *ahead = None,
+            Err(_) => {}
+        }
+        true
+    }
+
     async fn fleet_counter(&self) -> Result<u64, LinkError> {
         let gen_key = self.gen_key.clone();
         let n: Option<u64> = self
@@ -859,6 +882,25 @@ async fn outbox_task(tier: Weak<RedisTier>, mut rx: mpsc::Receiver<(String, bool
     }
 }
 
+/// Subscribes to the purge channel, retrying while Redis is away; `false` when the tier is gone.
+async fn subscribe(
+    sub: &fred::clients::SubscriberClient,
+    channel: String,
+    tier: &Weak<RedisTier>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if sub.wait_for_connect().await.is_ok() && sub.subscribe(channel.clone()).await.is_ok() {
+            return true;
+        }
+        if tier.strong_count() == 0 {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Listens to the purge channel, loads the records after each (re)connection, and polls the
 /// fleet counter to notice missed messages.
 async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
@@ -872,16 +914,8 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
     let mut messages = sub.message_rx();
     let _connection = sub.connect();
     // Subscribe first, then load the records: nothing published in between is missed.
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        if sub.wait_for_connect().await.is_ok() && sub.subscribe(channel.clone()).await.is_ok() {
-            break;
-        }
-        if tier.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    if !subscribe(&sub, channel, &tier).await {
+        return;
     }
     // Later connections resubscribe by themselves, and each one loads the records again.
     let _resubscriber = sub.manage_subscriptions();
@@ -927,23 +961,7 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
                 if shared.strong_count() == 0 {
                     break;
                 }
-                if !synced {
-                    synced = t.resync().await.is_ok();
-                    continue;
-                }
-                match t.fleet_counter().await {
-                    Ok(n) if n > t.known.load(Ordering::Acquire) => {
-                        if ahead.is_some_and(|a| a <= n) {
-                            // Still behind a poll later: a message was missed.
-                            synced = t.resync().await.is_ok();
-                            ahead = None;
-                        } else {
-                            ahead = Some(n);
-                        }
-                    }
-                    Ok(_) => ahead = None,
-                    Err(_) => {}
-                }
+                synced = t.poll_counter(synced, &mut ahead).await;
             }
         }
     }
