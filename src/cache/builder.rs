@@ -1,6 +1,5 @@
 //! Configuration of the cache and its validation.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use super::store::MemoryStore;
 use super::tiers::Tiers;
 use crate::error::ConfigError;
 use crate::metrics::names;
+use crate::route::{Route, RouteTable};
 
 /// The default seed of the Redis tier's key hashes (any fixed value works; every instance must
 /// use the same one).
@@ -51,7 +51,7 @@ pub struct ResponseCacheBuilder {
     max_bytes: u64,
     max_entry_bytes: usize,
     default_ttl: Option<Duration>,
-    route_ttls: HashMap<String, Duration>,
+    route_ttls: RouteTable<Duration>,
     ttl_fn: Option<Arc<TtlFn>>,
     max_ttl: Duration,
     grace: Duration,
@@ -66,7 +66,9 @@ pub struct ResponseCacheBuilder {
     ignore_host: bool,
     key_fn: Option<Arc<KeyFn>>,
     #[cfg(feature = "redis")]
-    redis: Option<(crate::redis::RedisLink, u64)>,
+    redis: Option<crate::redis::RedisLink>,
+    #[cfg(feature = "redis")]
+    redis_seed: Option<u64>,
     #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
     recompress_hot: Option<u32>,
 }
@@ -77,7 +79,7 @@ impl Default for ResponseCacheBuilder {
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,
             default_ttl: None,
-            route_ttls: HashMap::new(),
+            route_ttls: RouteTable::default(),
             ttl_fn: None,
             max_ttl: Duration::from_secs(24 * 3600),
             grace: Duration::ZERO,
@@ -93,6 +95,8 @@ impl Default for ResponseCacheBuilder {
             key_fn: None,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            redis_seed: None,
             #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
             recompress_hot: None,
         }
@@ -120,9 +124,11 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// Like [`default_ttl`](Self::default_ttl), for one route (axum's `MatchedPath`; the layer
-    /// must then run inside the router, `Router::layer`).
-    pub fn route_ttl(mut self, route: impl Into<String>, ttl: Duration) -> Self {
+    /// Like [`default_ttl`](Self::default_ttl), for one route or a prefix of routes
+    /// ([`Route`](crate::Route): a string is an exact route, [`Route::prefix`](crate::Route::prefix)
+    /// every route under it). The route of a request is axum's `MatchedPath` when the layer runs
+    /// inside the router (`Router::layer`), else its path (see [`crate::route`]).
+    pub fn route_ttl(mut self, route: impl Into<Route>, ttl: Duration) -> Self {
         self.route_ttls.insert(route.into(), ttl);
         self
     }
@@ -236,15 +242,16 @@ impl ResponseCacheBuilder {
     /// [`crate::redis`].
     #[cfg(feature = "redis")]
     pub fn redis(mut self, link: crate::redis::RedisLink) -> Self {
-        self.redis = Some((link, REDIS_KEY_SEED));
+        self.redis = Some(link);
         self
     }
 
-    /// Like [`redis`](Self::redis), with a secret seed for the keys' hashes, so that clients
-    /// cannot predict where a URL lands. Every instance that shares entries needs the same seed.
+    /// A secret seed for the hashes of the Redis tier's keys, so that clients cannot predict
+    /// where a URL lands. Every instance that shares entries needs the same seed. Default: a
+    /// fixed seed. Needs [`redis`](Self::redis).
     #[cfg(feature = "redis")]
-    pub fn redis_with_seed(mut self, link: crate::redis::RedisLink, seed: u64) -> Self {
-        self.redis = Some((link, seed));
+    pub fn redis_seed(mut self, seed: u64) -> Self {
+        self.redis_seed = Some(seed);
         self
     }
 
@@ -342,7 +349,14 @@ impl ResponseCacheBuilder {
         {
             return Err(ConfigError::new(
                 "route_ttl",
-                format!("the TTL of route {route:?} must be greater than zero and at most max_ttl"),
+                format!("the TTL of route {route} must be greater than zero and at most max_ttl"),
+            ));
+        }
+        #[cfg(feature = "redis")]
+        if self.redis.is_none() && self.redis_seed.is_some() {
+            return Err(ConfigError::new(
+                "redis_seed",
+                "only the Redis tier (`redis`) uses a seed",
             ));
         }
         if self.grace > Duration::from_secs(7 * 24 * 3600) {
@@ -385,9 +399,10 @@ impl ResponseCacheBuilder {
     /// The tiers under memory.
     #[cfg(feature = "redis")]
     fn tiers(&mut self, name: &str, record_ttl: Duration) -> Tiers {
-        let Some((link, seed)) = self.redis.take() else {
+        let Some(link) = self.redis.take() else {
             return Tiers::Memory;
         };
+        let seed = self.redis_seed.unwrap_or(REDIS_KEY_SEED);
         Tiers::MemoryAndRedis(Arc::new(super::redis_tier::RedisTier::new(
             super::redis_tier::TierConfig {
                 link,

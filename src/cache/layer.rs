@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use super::purge::Target;
 use super::service::ResponseCache;
-use super::snapshot::{CacheStats, WarmReport};
+use super::snapshot::{CacheSnapshot, WarmReport};
 use super::state::Shared;
 
 /// An HTTP response cache with RFC 9111 semantics. See the [module docs](super).
@@ -97,7 +97,7 @@ impl CacheHandle {
     /// at a time, and reading every body to its end. Needs a tokio runtime.
     ///
     /// The cache key includes the authority (unless
-    /// [`ignore_host`](ResponseCacheBuilder::ignore_host)), so give each request the `Host`
+    /// [`ignore_host`](super::ResponseCacheBuilder::ignore_host)), so give each request the `Host`
     /// header your clients send (for example `api.example.com`), or the warmed entries will not
     /// be theirs.
     ///
@@ -134,8 +134,8 @@ impl CacheHandle {
         super::warm::warm(&self.shared, service, requests, concurrency).await
     }
 
-    /// Counters and sizes.
-    pub fn stats(&self) -> CacheStats {
+    /// Counters and sizes, now.
+    pub fn snapshot(&self) -> CacheSnapshot {
         self.shared.snapshot()
     }
 }

@@ -23,7 +23,7 @@
 //!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE) invalidate their URI and
 //!   same-origin `Location` / `Content-Location`.
 //! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheOutcome`]
-//!   (a response extension), in [`CacheStats`] and in metrics.
+//!   (a response extension), in [`CacheSnapshot`] (from [`CacheHandle::snapshot`]) and in metrics.
 //!
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
 //! `max_entry_bytes` stream through without being stored.
@@ -53,6 +53,8 @@
 //!   `tower_perf_cache_requests_total{cache_tier="redis", cache_result="error"}` counts it.
 //!
 //! Keys are cluster safe: the keys of one URL share a hash tag, so do the purge keys.
+//! Give every instance the same secret [`redis_seed`](ResponseCacheBuilder::redis_seed), so
+//! clients cannot predict which key a URL hashes to.
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis")] {
@@ -134,5 +136,5 @@ pub use key::KeyParts;
 pub use layer::{CacheHandle, ResponseCacheLayer};
 pub use service::ResponseCache;
 #[cfg(feature = "redis")]
-pub use snapshot::RedisTierStats;
-pub use snapshot::{CacheOutcome, CacheStats, WarmReport};
+pub use snapshot::RedisTierSnapshot;
+pub use snapshot::{CacheOutcome, CacheSnapshot, WarmReport};

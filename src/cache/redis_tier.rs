@@ -334,10 +334,10 @@ impl RedisTier {
         }
     }
 
-    pub(crate) fn stats(&self) -> super::snapshot::RedisTierStats {
+    pub(crate) fn snapshot(&self) -> super::snapshot::RedisTierSnapshot {
         let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        super::snapshot::RedisTierStats {
+        super::snapshot::RedisTierSnapshot {
             hits: n(&c.hits),
             stale: n(&c.stale),
             misses: n(&c.misses),

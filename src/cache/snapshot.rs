@@ -14,9 +14,10 @@ pub enum CacheOutcome {
     Bypass,
 }
 
-/// Cache counters, read through [`CacheHandle::stats`].
+/// Cache counters and sizes, read through [`CacheHandle::snapshot`](super::CacheHandle::snapshot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct CacheStats {
+#[non_exhaustive]
+pub struct CacheSnapshot {
     /// Requests served fresh from the cache.
     pub hits: u64,
     /// Requests that went to the origin.
@@ -43,20 +44,21 @@ pub struct CacheStats {
     pub evicted_explicit: u64,
     /// Entries replaced by a newer response for the same URL and variant.
     pub evicted_replaced: u64,
-    /// Hot entries recompressed at the highest level ([`ResponseCacheBuilder::recompress_hot`]
+    /// Hot entries recompressed at the highest level ([`ResponseCacheBuilder::recompress_hot`](super::ResponseCacheBuilder::recompress_hot)
     /// with a compression feature).
     pub recompressed: u64,
     /// Bytes the recompressions saved per hit, summed over the recompressed entries.
     pub recompress_saved_bytes: u64,
     /// The Redis tier's counters, when there is one.
     #[cfg(feature = "redis")]
-    pub redis: Option<RedisTierStats>,
+    pub redis: Option<RedisTierSnapshot>,
 }
 
-/// Counters of the Redis tier, in [`CacheStats::redis`].
+/// Counters of the Redis tier, in [`CacheSnapshot::redis`].
 #[cfg(feature = "redis")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct RedisTierStats {
+#[non_exhaustive]
+pub struct RedisTierSnapshot {
     /// Requests served from Redis (the memory tier missed), fresh.
     pub hits: u64,
     /// Requests served from Redis while stale.
@@ -84,8 +86,9 @@ pub struct RedisTierStats {
     pub link: crate::redis::LinkStats,
 }
 
-/// What [`CacheHandle::warm`] did.
+/// What [`CacheHandle::warm`](super::CacheHandle::warm) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct WarmReport {
     /// Requests sent.
     pub requested: u64,

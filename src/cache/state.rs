@@ -2,7 +2,6 @@
 //! of a request, the purge stamps, the application of purges to the memory tier, the validity
 //! of an entry against this instance's and the fleet's purges.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -14,11 +13,12 @@ use super::flight::Flights;
 use super::key::{KeyFn, Keyer};
 use super::policy::StorePolicy;
 use super::purge::{Purges, Target, Validity};
-use super::snapshot::{CacheOutcome, CacheStats};
+use super::snapshot::{CacheOutcome, CacheSnapshot};
 use super::status::Fwd;
 use super::store::MemoryStore;
 use super::tiers::Tiers;
 use crate::metrics::{labels, names};
+use crate::route::{route_of, RouteTable};
 
 /// A function that gives the default TTL of a request's responses.
 pub(crate) type TtlFn = dyn Fn(&Parts) -> Option<Duration> + Send + Sync;
@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     pub(crate) keyer: Keyer,
     pub(crate) key_fn: Option<Arc<KeyFn>>,
     pub(crate) policy: StorePolicy,
-    pub(crate) route_ttls: HashMap<String, Duration>,
+    pub(crate) route_ttls: RouteTable<Duration>,
     pub(crate) ttl_fn: Option<Arc<TtlFn>>,
     pub(crate) grace: Duration,
     pub(crate) max_entry_bytes: usize,
@@ -149,10 +149,8 @@ impl Shared {
             }
         }
         if !self.route_ttls.is_empty() {
-            if let Some(route) = crate::util::request::matched_path(&parts.extensions) {
-                if let Some(ttl) = self.route_ttls.get(route) {
-                    return Some(*ttl);
-                }
+            if let Some(ttl) = self.route_ttls.get(route_of(&parts.extensions, &parts.uri)) {
+                return Some(*ttl);
             }
         }
         self.policy.default_ttl
@@ -242,8 +240,8 @@ impl Shared {
             .set(self.store.entry_count() as f64);
     }
 
-    /// Counters and sizes, for [`CacheHandle::stats`](super::CacheHandle::stats).
-    pub(crate) fn snapshot(&self) -> CacheStats {
+    /// Counters and sizes, for [`CacheHandle::snapshot`](super::CacheHandle::snapshot).
+    pub(crate) fn snapshot(&self) -> CacheSnapshot {
         let s = self;
         s.store.sync();
         s.report_size();
@@ -253,7 +251,7 @@ impl Shared {
         let stale = c.stale.load(Ordering::Relaxed);
         let served = hits + stale;
         let ev = &s.store.evictions;
-        let mut snapshot = CacheStats {
+        let mut snapshot = CacheSnapshot {
             hits,
             misses,
             stale,
@@ -285,7 +283,7 @@ impl Shared {
             recompressed: 0,
             #[cfg(not(any(feature = "compression-br", feature = "compression-zstd")))]
             recompress_saved_bytes: 0,
-            ..CacheStats::default()
+            ..CacheSnapshot::default()
         };
         s.tiers.report(&mut snapshot);
         snapshot

@@ -15,7 +15,7 @@ use super::key::Primary;
 use super::purge::{Target, Validity};
 #[cfg(feature = "redis")]
 use super::redis_tier::{LeaseGuard, RedisKey, RedisTier};
-use super::snapshot::CacheStats;
+use super::snapshot::CacheSnapshot;
 use super::state::Shared;
 use super::store::Entry;
 use crate::timings::Timings;
@@ -101,10 +101,10 @@ impl Tiers {
     }
 
     /// Adds the lower tiers' counters to a snapshot.
-    pub(crate) fn report(&self, _snapshot: &mut CacheStats) {
+    pub(crate) fn report(&self, _snapshot: &mut CacheSnapshot) {
         #[cfg(feature = "redis")]
         if let Tiers::MemoryAndRedis(tier) = self {
-            _snapshot.redis = Some(tier.stats());
+            _snapshot.redis = Some(tier.snapshot());
         }
     }
 
