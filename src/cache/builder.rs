@@ -332,6 +332,34 @@ impl ResponseCacheBuilder {
                 ),
             ));
         }
+        self.validate_freshness()?;
+        if self.name.is_empty() || !crate::timings::is_token(&self.name) {
+            return Err(ConfigError::new(
+                "name",
+                format!(
+                    "must be an HTTP token (letters, digits, -._~...), got {:?}",
+                    self.name
+                ),
+            ));
+        }
+        if self.coalesce_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "coalesce",
+                "timeout must be greater than zero",
+            ));
+        }
+        #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
+        if self.recompress_hot == Some(0) {
+            return Err(ConfigError::new(
+                "recompress_hot",
+                "the number of hits must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the freshness settings: TTLs, grace, heuristic.
+    fn validate_freshness(&self) -> Result<(), ConfigError> {
         if self.max_ttl.is_zero() {
             return Err(ConfigError::new("max_ttl", "must be greater than zero"));
         }
@@ -369,28 +397,6 @@ impl ResponseCacheBuilder {
                     "fraction must be between 0 and 1, got {}",
                     self.heuristic_fraction
                 ),
-            ));
-        }
-        if self.name.is_empty() || !crate::timings::is_token(&self.name) {
-            return Err(ConfigError::new(
-                "name",
-                format!(
-                    "must be an HTTP token (letters, digits, -._~...), got {:?}",
-                    self.name
-                ),
-            ));
-        }
-        if self.coalesce_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "coalesce",
-                "timeout must be greater than zero",
-            ));
-        }
-        #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
-        if self.recompress_hot == Some(0) {
-            return Err(ConfigError::new(
-                "recompress_hot",
-                "the number of hits must be at least 1",
             ));
         }
         Ok(())

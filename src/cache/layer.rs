@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use super::purge::Target;
 use super::service::ResponseCache;
-use super::snapshot::{CacheSnapshot, WarmReport};
+use super::snapshot::CacheSnapshot;
 use super::state::Shared;
 
 /// An HTTP response cache with RFC 9111 semantics. See the [module docs](super).
@@ -51,7 +51,7 @@ impl<S> Layer<S> for ResponseCacheLayer {
 /// stale-while-revalidate may still serve them meanwhile. A *hard* purge removes them.
 #[derive(Clone)]
 pub struct CacheHandle {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl CacheHandle {
@@ -90,48 +90,6 @@ impl CacheHandle {
     pub fn purge_all(&self, hard: bool) {
         self.start_redis();
         self.shared.purge(Target::All, hard);
-    }
-
-    /// Fills the cache by sending `requests` through `service` (usually the whole application,
-    /// this cache included, so that responses are stored the normal way), at most `concurrency`
-    /// at a time, and reading every body to its end. Needs a tokio runtime.
-    ///
-    /// The cache key includes the authority (unless
-    /// [`ignore_host`](super::ResponseCacheBuilder::ignore_host)), so give each request the `Host`
-    /// header your clients send (for example `api.example.com`), or the warmed entries will not
-    /// be theirs.
-    ///
-    /// ```
-    /// # async fn warm_up(app: axum::Router, cache: tower_perf::cache::CacheHandle) {
-    /// let pages = (1..=5).map(|p| {
-    ///     http::Request::get(format!("/api/items?page={p}"))
-    ///         .header("host", "api.example.com")
-    ///         .body(axum::body::Body::empty())
-    ///         .unwrap()
-    /// });
-    /// let report = cache.warm(app, pages, 4).await;
-    /// println!("warmed {} of {}", report.stored + report.already_cached, report.requested);
-    /// # }
-    /// ```
-    pub async fn warm<S, I, ReqBody, ResBody>(
-        &self,
-        service: S,
-        requests: I,
-        concurrency: usize,
-    ) -> WarmReport
-    where
-        S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
-        I: IntoIterator<Item = http::Request<ReqBody>>,
-        ReqBody: Send + 'static,
-        ResBody: http_body::Body + Send + 'static,
-        ResBody::Data: Send,
-    {
-        super::warm::warm(&self.shared, service, requests, concurrency).await
     }
 
     /// Counters and sizes, now.

@@ -3,25 +3,22 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Buf;
 use http::header::{self, HeaderName};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body::Body;
 use tokio::time::Instant;
-use tower_service::Service;
 
 use super::directives::CacheControl;
 use super::entry::refreshed_entry;
 use super::flight::FlightGuard;
 use super::key::Primary;
 use super::policy;
-use super::request::{call_ready, clone_parts, RequestCtx, StoreVerdict};
+use super::request::{call_ready, clone_parts, Origin, OriginBody, RequestCtx, StoreVerdict};
 use super::state::{Exchange, Shared};
 use super::status::Fwd;
 use super::store::{Entry, EntryKey};
 use super::store_job::{store_refreshed, Waiters};
-use crate::error::BoxError;
 use crate::reject::Rejected;
 
 /// The request headers a client uses to ask for a conditional response.
@@ -41,13 +38,9 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     primary: Primary,
     parts: &Parts,
 ) where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Buf + Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: OriginBody,
 {
     let variant = shared.keyer.variant(&entry.vary, &parts.headers);
     let Some(guard) = shared.refreshes.try_lead(primary ^ variant.rotate_left(17)) else {
@@ -87,11 +80,9 @@ struct Refresh {
 impl Refresh {
     async fn run<S, ReqBody, ResBody>(self, mut svc: S)
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        ReqBody: Default,
-        ResBody: Body,
-        ResBody::Data: Buf,
-        ResBody::Error: Into<BoxError>,
+        S: Origin<ReqBody, ResBody>,
+        ReqBody: Default + Send + 'static,
+        ResBody: OriginBody,
     {
         let shared = &self.shared;
         let mut ex = Exchange::start(shared, Fwd::Stale);

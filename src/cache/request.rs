@@ -39,6 +39,42 @@ use super::tiers::TierQuery;
 use crate::reject::Rejected;
 use crate::timings::Timings;
 
+/// The inner service as the request path needs it: cloned for background refreshes, its
+/// futures and errors sent across tasks. Implemented for every such service.
+pub(crate) trait Origin<ReqBody, ResBody>:
+    Service<
+        Request<ReqBody>,
+        Response = Response<ResBody>,
+        Future: Send + 'static,
+        Error: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, ReqBody, ResBody> Origin<ReqBody, ResBody> for T
+where
+    T: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    T::Future: Send + 'static,
+    T::Error: Send + 'static,
+{
+}
+
+/// The origin's response body as the cache needs it: read into entries, sent across tasks.
+pub(crate) trait OriginBody:
+    Body<Data: bytes::Buf + Send, Error: Into<crate::error::BoxError>> + Send + 'static
+{
+}
+
+impl<B> OriginBody for B
+where
+    B: Body + Send + 'static,
+    B::Data: bytes::Buf + Send,
+    B::Error: Into<crate::error::BoxError>,
+{
+}
+
 /// One request's way through the cache, from the lookup to the store.
 pub(crate) struct RequestCtx {
     pub(crate) shared: Arc<Shared>,

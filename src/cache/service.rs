@@ -13,7 +13,9 @@ use super::entry::strip_tags;
 use super::future::ResponseFuture;
 use super::key::is_cacheable_method;
 use super::refresh::refresh_in_background;
-use super::request::{host, invalidate_after_unsafe, lookup_head, Forwarded, Found, RequestCtx};
+use super::request::{
+    host, invalidate_after_unsafe, lookup_head, Forwarded, Found, Origin, OriginBody, RequestCtx,
+};
 use super::respond::{bypass, decide_without_origin, gateway_timeout, serve};
 #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
 use super::snapshot::CacheOutcome;
@@ -85,13 +87,9 @@ fn try_serve<S, ReqBody, ResBody>(
     req: &Request<ReqBody>,
 ) -> Option<Response<CacheBody<ResBody>>>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Buf + Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: OriginBody,
 {
     if !is_cacheable_method(req.method()) {
         return None;
@@ -147,13 +145,9 @@ async fn handle<S, ReqBody, ResBody>(
     req: Request<ReqBody>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
-    ResBody: Body + Send + 'static,
-    ResBody::Data: Buf + Send,
-    ResBody::Error: Into<BoxError>,
+    ResBody: OriginBody,
 {
     let start = Instant::now();
     shared.tiers.start(&shared);
