@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
         for uri in &uris {
             call(&a, uri).await;
         }
-        while ha.stats().redis.map_or(0, |r| r.stores) < URLS as u64 {
+        while ha.snapshot().redis.map_or(0, |r| r.stores) < URLS as u64 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -194,7 +194,7 @@ fn bench(c: &mut Criterion) {
         },
     );
     g.finish();
-    let stats = hb.stats().redis.expect("redis tier");
+    let stats = hb.snapshot().redis.expect("redis tier");
     eprintln!(
         "instance B: {} Redis hits, {} misses, {} errors",
         stats.hits, stats.misses, stats.errors

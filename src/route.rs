@@ -166,12 +166,6 @@ impl<T> RouteTable<T> {
         let prefixes = self.prefixes.iter().map(|(p, v)| (Route::prefix(&**p), v));
         exact.chain(prefixes)
     }
-
-    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
-        self.exact
-            .values()
-            .chain(self.prefixes.iter().map(|(_, v)| v))
-    }
 }
 
 impl<T: fmt::Debug> fmt::Debug for RouteTable<T> {

@@ -21,7 +21,7 @@ use axum::Router;
 use common::{client, serve, settle};
 use futures_util::future::join_all;
 use tower_perf::cache::ResponseCacheLayer;
-use tower_perf::Rejected;
+use tower_perf::{Rejected, Route};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -225,7 +225,7 @@ async fn cacheable_get_is_a_miss_then_a_hit_then_stale_after_its_max_age() {
     assert_eq!(second.header("cache-control"), Some(PUBLIC_60));
     assert_eq!(calls.get(), 1, "the hit did not reach the origin");
 
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.hits, 1, "{stats:?}");
     assert_eq!(stats.misses, 1, "{stats:?}");
     assert_eq!(stats.stale, 0, "{stats:?}");
@@ -250,7 +250,7 @@ async fn cacheable_get_is_a_miss_then_a_hit_then_stale_after_its_max_age() {
     assert_eq!(fourth.text(), "body-2");
     assert!(fourth.cs().flag("hit"));
     assert_eq!(calls.get(), 2);
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!((stats.hits, stats.misses), (2, 2), "{stats:?}");
 }
 
@@ -300,7 +300,7 @@ async fn concurrent_misses_on_one_key_reach_the_origin_once() {
         1,
         "one origin request for 1,000 concurrent misses"
     );
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.misses, 1, "{stats:?}");
     assert_eq!(stats.hits, 999, "{stats:?}");
     assert!(
@@ -736,7 +736,7 @@ async fn soft_purge_serves_stale_while_revalidating_once_in_the_background() {
 
     let_background_run().await;
     assert_eq!(calls.get(), 2, "one background revalidation");
-    assert_eq!(handle.stats().stale, 1);
+    assert_eq!(handle.snapshot().stale, 1);
 
     let fresh = get_url(&client, &url).await;
     assert_eq!(fresh.text(), "list v2");
@@ -880,7 +880,7 @@ async fn memory_stays_within_the_byte_budget() {
             assert_eq!(r.body.len(), 4096);
             assert!(r.body.iter().all(|&b| b == b'a' + (n % 26) as u8));
         }
-        let stats = handle.stats();
+        let stats = handle.snapshot();
         assert_eq!(stats.max_bytes, 64 * 1024);
         assert!(
             stats.bytes <= stats.max_bytes,
@@ -894,7 +894,7 @@ async fn memory_stays_within_the_byte_budget() {
         );
     }
     assert_eq!(calls.get(), 200);
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert!(stats.evicted_size > 0, "{stats:?}");
     assert!(stats.entries > 0, "{stats:?}");
 }
@@ -1228,7 +1228,7 @@ async fn request_no_store_bypasses_the_cache_and_stores_nothing() {
     let cs = r.cs();
     assert_eq!(cs.fwd(), Some("bypass"), "{cs:?}");
     assert!(!cs.flag("stored"), "{cs:?}");
-    assert_eq!(handle.stats().bypass, 1);
+    assert_eq!(handle.snapshot().bypass, 1);
 
     let r = get_url(&client, &url).await;
     assert_eq!(r.text(), "body-2", "nothing was stored");
@@ -1282,7 +1282,7 @@ async fn max_stale_accepts_a_stale_entry_without_the_origin() {
     assert_eq!(r.cs().detail(), Some("max-stale"), "{:?}", r.cs());
     assert_eq!(r.header("age"), Some("20"));
     assert_eq!(calls.get(), 1);
-    assert_eq!(handle.stats().stale, 1);
+    assert_eq!(handle.snapshot().stale, 1);
 
     // Staler than the client accepts: the origin.
     let r = get_with(&client, &url, &[("cache-control", "max-stale=5")]).await;
@@ -1491,6 +1491,12 @@ fn bad_configuration_fails_at_build_naming_the_field() {
         "heuristic"
     );
     assert_eq!(field(b().coalesce(true, Duration::ZERO)), "coalesce");
+    assert_eq!(
+        field(b().route_ttl(Route::prefix("/a"), Duration::ZERO)),
+        "route_ttl"
+    );
+    #[cfg(feature = "redis")]
+    assert_eq!(field(b().redis_seed(7)), "redis_seed");
     let err = b().max_entry_bytes(0).build().unwrap_err();
     assert!(err.to_string().contains("max_entry_bytes"), "{err}");
     // And the defaults are valid.
@@ -1544,6 +1550,28 @@ async fn route_ttl_gives_freshness_to_responses_without_any() {
         assert_eq!(cs.detail(), Some("no-freshness"), "{cs:?}");
     }
     assert_eq!(without.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefix_route_ttl_covers_every_route_under_it_and_an_exact_one_wins() {
+    let calls = Calls::default();
+    let plain = |State(calls): State<Calls>| async move { format!("plain {}", calls.inc()) };
+    let cache = ResponseCacheLayer::builder()
+        .route_ttl(Route::prefix("/api/"), Duration::from_secs(30))
+        .route_ttl("/api/live", Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/api/items/{id}", get(plain))
+        .route("/api/live", get(plain))
+        .layer(cache)
+        .with_state(calls.clone());
+    let addr = serve(app).await;
+    let client = client();
+    let items = get_url(&client, &format!("http://{addr}/api/items/1")).await;
+    assert_eq!(items.cs().param("ttl"), Some("30"), "{:?}", items.cs());
+    let live = get_url(&client, &format!("http://{addr}/api/live")).await;
+    assert_eq!(live.cs().param("ttl"), Some("5"), "{:?}", live.cs());
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -1690,22 +1718,29 @@ async fn a_canceled_leader_never_leaves_the_key_locked() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_refresh_that_is_no_longer_cacheable_drops_the_stale_copy() {
+/// A response cacheable with a stale-while-revalidate window, then `private` (with `extra`
+/// headers) from the second call on: the stale copy is served once, refreshed in the background
+/// where the origin now says private, and must then be gone.
+async fn refresh_turns_private(extra: &'static [(&'static str, &'static str)]) {
     let calls = Arc::new(AtomicUsize::new(0));
     let cache = ResponseCacheLayer::new();
     let app = Router::new()
         .route(
             "/r",
-            get(|State(calls): State<Arc<AtomicUsize>>| async move {
+            get(move |State(calls): State<Arc<AtomicUsize>>| async move {
                 let n = calls.fetch_add(1, SeqCst) + 1;
-                // First cacheable with a stale-while-revalidate window, then private.
+                let mut res = format!("v{n}").into_response();
                 let cc = if n == 1 {
                     "public, max-age=1, stale-while-revalidate=60"
                 } else {
                     "private, max-age=60"
                 };
-                ([(header::CACHE_CONTROL, cc)], format!("v{n}"))
+                let headers = res.headers_mut();
+                headers.insert(header::CACHE_CONTROL, cc.parse().unwrap());
+                for (k, v) in extra {
+                    headers.insert(HeaderName::from_static(k), v.parse().unwrap());
+                }
+                res
             }),
         )
         .layer(cache)
@@ -1731,6 +1766,19 @@ async fn a_refresh_that_is_no_longer_cacheable_drops_the_stale_copy() {
     // The old copy is gone: the next request goes to the origin instead of being served stale.
     let (cs, body) = get().await;
     assert_eq!(body, "v3", "{cs}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_is_no_longer_cacheable_drops_the_stale_copy() {
+    refresh_turns_private(&[]).await;
+}
+
+/// Another cache's member in `Cache-Status` (an upstream cache that stored the response) says
+/// nothing about what this cache did: a background refresh whose response is no longer
+/// cacheable drops the stale copy even when the origin's `Cache-Status` says `stored`.
+#[tokio::test(start_paused = true)]
+async fn an_upstream_cache_status_stored_does_not_keep_an_uncacheable_refresh() {
+    refresh_turns_private(&[("cache-status", "upstream; fwd=uri-miss; stored")]).await;
 }
 
 // ---------------------------------------------------------------------------------------------

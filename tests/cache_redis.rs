@@ -117,7 +117,7 @@ async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durati
 }
 
 fn stores(h: &CacheHandle) -> u64 {
-    h.stats().redis.expect("redis tier").stores
+    h.snapshot().redis.expect("redis tier").stores
 }
 
 #[tokio::test]
@@ -149,7 +149,7 @@ async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other
         second.cache_status
     );
     assert_eq!(origin.calls.load(SeqCst), 1, "the origin was asked once");
-    let stats = hb.stats();
+    let stats = hb.snapshot();
     assert_eq!(stats.redis.unwrap().hits, 1);
 
     // The Redis hit filled B's memory tier: the next one does not need Redis.
@@ -160,7 +160,7 @@ async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other
         "{}",
         third.cache_status
     );
-    assert_eq!(hb.stats().redis.unwrap().hits, 1);
+    assert_eq!(hb.snapshot().redis.unwrap().hits, 1);
 
     // Every key this tier wrote has a TTL.
     let keys = redis.keys("*");
@@ -187,14 +187,14 @@ async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
     assert_eq!(origin.calls.load(SeqCst), 1);
     // Both instances listen to the channel before the purge is sent.
     until(Duration::from_secs(5), || {
-        ha.stats().redis.unwrap().listening && hb.stats().redis.unwrap().listening
+        ha.snapshot().redis.unwrap().listening && hb.snapshot().redis.unwrap().listening
     })
     .await
     .expect("both instances loaded the purge records");
 
     ha.purge_tags(["items"], false);
     let took = until(Duration::from_secs(5), || {
-        hb.stats().redis.unwrap().purges_received >= 1
+        hb.snapshot().redis.unwrap().purges_received >= 1
     })
     .await
     .expect("B received the purge");
@@ -216,15 +216,15 @@ async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
     assert_eq!(origin.calls.load(SeqCst), 2);
 
     // A hard purge also gives B's memory back at once.
-    assert_eq!(hb.stats().entries, 1);
+    assert_eq!(hb.snapshot().entries, 1);
     ha.purge_tags(["items"], true);
     until(Duration::from_secs(5), || {
-        hb.stats().redis.unwrap().purges_received >= 2
+        hb.snapshot().redis.unwrap().purges_received >= 2
     })
     .await
     .expect("B received the hard purge");
     assert!(
-        until(Duration::from_secs(2), || hb.stats().entries == 0)
+        until(Duration::from_secs(2), || hb.snapshot().entries == 0)
             .await
             .is_some(),
         "B dropped the entry"
@@ -249,7 +249,7 @@ async fn requests_are_answered_while_redis_is_down_and_the_tier_comes_back() {
             assert!(r.body.starts_with(&format!("item {}", i % 4)), "{}", r.body);
         }
     }
-    let link = hb.stats().redis.unwrap();
+    let link = hb.snapshot().redis.unwrap();
     assert!(link.errors > 0, "B counted Redis errors: {link:?}");
     assert!(link.link.opened > 0, "B's link breaker opened: {link:?}");
 
@@ -260,7 +260,7 @@ async fn requests_are_answered_while_redis_is_down_and_the_tier_comes_back() {
             let path = format!("/items/back-{n}");
             get_url(&format!("{a}{path}")).await;
             let stored = until(Duration::from_millis(500), || {
-                ha.stats().redis.unwrap().stores > 1
+                ha.snapshot().redis.unwrap().stores > 1
             })
             .await;
             if stored.is_none() {
@@ -308,7 +308,7 @@ async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced() {
         r.body, "item 9 version 2",
         "the corrupt value was not served"
     );
-    assert_eq!(hb.stats().redis.unwrap().corrupt, 1);
+    assert_eq!(hb.snapshot().redis.unwrap().corrupt, 1);
     // B's response replaced it in Redis.
     until(Duration::from_secs(5), || stores(&hb) == 1)
         .await
@@ -334,7 +334,8 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
     // other waits on it.
     until(Duration::from_secs(10), || {
         origin.calls.load(SeqCst) == 1
-            && ha.stats().redis.unwrap().lease_waits + hb.stats().redis.unwrap().lease_waits == 1
+            && ha.snapshot().redis.unwrap().lease_waits + hb.snapshot().redis.unwrap().lease_waits
+                == 1
     })
     .await
     .expect("one instance at the origin, the other waiting on its lease");
@@ -348,7 +349,8 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
         1,
         "one origin request for the fleet"
     );
-    let waited = hb.stats().redis.unwrap().lease_waits + ha.stats().redis.unwrap().lease_waits;
+    let waited =
+        hb.snapshot().redis.unwrap().lease_waits + ha.snapshot().redis.unwrap().lease_waits;
     assert_eq!(waited, 1, "one instance waited on the other's lease");
 }
 
@@ -390,7 +392,8 @@ async fn an_uncacheable_response_releases_the_lease_at_once() {
     // answers with a response that is not stored.
     until(Duration::from_secs(10), || {
         calls.load(SeqCst) == 1
-            && ha.stats().redis.unwrap().lease_waits + hb.stats().redis.unwrap().lease_waits == 1
+            && ha.snapshot().redis.unwrap().lease_waits + hb.snapshot().redis.unwrap().lease_waits
+                == 1
     })
     .await
     .expect("one instance waits on the other's lease");
@@ -421,7 +424,7 @@ async fn a_redis_that_restarts_empty_does_not_bring_purged_entries_back() {
     until(Duration::from_secs(5), || stores(&ha) == 1).await;
     get_url(format!("{b}/items/5")).await; // now in B's memory
     until(Duration::from_secs(5), || {
-        ha.stats().redis.unwrap().listening && hb.stats().redis.unwrap().listening
+        ha.snapshot().redis.unwrap().listening && hb.snapshot().redis.unwrap().listening
     })
     .await
     .expect("listening");
@@ -429,15 +432,15 @@ async fn a_redis_that_restarts_empty_does_not_bring_purged_entries_back() {
     // A soft purge: B's memory entry becomes stale and must be revalidated.
     ha.purge_tags(["items"], false);
     until(Duration::from_secs(5), || {
-        hb.stats().redis.unwrap().purges_received >= 1
+        hb.snapshot().redis.unwrap().purges_received >= 1
     })
     .await
     .expect("B received the purge");
 
-    let resyncs = hb.stats().redis.unwrap().resyncs;
+    let resyncs = hb.snapshot().redis.unwrap().resyncs;
     redis.restart();
     until(Duration::from_secs(10), || {
-        hb.stats().redis.unwrap().resyncs > resyncs
+        hb.snapshot().redis.unwrap().resyncs > resyncs
     })
     .await
     .expect("B reloaded the (now empty) purge records after reconnecting");

@@ -1374,10 +1374,10 @@ async fn hot_cache_entries_are_recompressed_at_the_best_level() {
         assert_eq!(h.get("etag").unwrap(), first_headers.get("etag").unwrap());
     }
     let start = std::time::Instant::now();
-    while handle.stats().recompressed == 0 && start.elapsed() < Duration::from_secs(30) {
+    while handle.snapshot().recompressed == 0 && start.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stats = handle.stats();
+    let stats = handle.snapshot();
     assert_eq!(stats.recompressed, 1, "{stats:?}");
 
     let (status, headers, better) = fetch(&url, Some("br")).await;

@@ -134,7 +134,7 @@ async fn prometheus_text_is_stable() {
     for _ in 0..100 {
         settle().await;
         // Brings the cache's size gauges up to date (moka applies writes in batches).
-        cache_handle.stats();
+        cache_handle.snapshot();
         rendered = handle.render();
         if rendered.contains("http_response_status_code=\"499\"") {
             break;

@@ -207,7 +207,7 @@ async fn the_cache_stores_the_compressed_variant_and_a_hit_costs_no_compression(
         "no compression on a hit"
     );
     assert_eq!(app.data_calls.load(SeqCst), 1);
-    assert_eq!(app.cache.stats().hits, 1);
+    assert_eq!(app.cache.snapshot().hits, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,7 +220,7 @@ async fn the_rate_limit_answers_before_the_cache() {
     assert_eq!(limited.status, 429);
     assert!(!limited.header("retry-after").is_empty());
     assert_eq!(
-        app.cache.stats().hits,
+        app.cache.snapshot().hits,
         1,
         "the third request never reached the cache"
     );
@@ -354,7 +354,7 @@ async fn a_stack_from_configuration_serves_compressed_hits() {
     let second = get_gzip(format!("{base}/data")).await;
     assert!(second.header("cache-status").contains("hit"));
     assert_eq!(second.body, first.body);
-    assert_eq!(handles.cache.stats().hits, 1);
+    assert_eq!(handles.cache.snapshot().hits, 1);
     assert_eq!(compressions(&handles.compression), 1);
     assert_eq!(handles.queue.snapshot().limit, 8);
     assert_eq!(handles.rate_limit.snapshot().allowed, 2);
@@ -474,7 +474,7 @@ async fn one_redis_link_gives_the_cache_its_tier_and_the_rate_limit_its_shared_q
 
     assert_eq!(get_gzip(format!("{a}/data")).await.status, 200);
     let stored = async {
-        while ha.cache.stats().redis.expect("a Redis tier").stores == 0 {
+        while ha.cache.snapshot().redis.expect("a Redis tier").stores == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };

@@ -64,7 +64,7 @@ pub(crate) async fn purge_cache(
     tracing::info!(tags = ?req.tags, uri = ?req.uri, prefix = ?req.prefix, hard = req.hard, "cache purged");
     Ok(Json(json!({
         "purged": { "tags": req.tags, "uri": req.uri, "prefix": req.prefix, "hard": req.hard },
-        "cache": cache.stats(),
+        "cache": cache.snapshot(),
     }))
     .into_response())
 }
@@ -77,7 +77,7 @@ pub(crate) async fn admin_stats(State(state): State<AppState>) -> Response {
         // The most recent slow requests, newest first, with their phases and request ids.
         "slow_requests": layers.slow.slow_requests(),
         // Hits, misses, stale, entries, bytes, hit ratio, evictions.
-        "cache": layers.cache.stats(),
+        "cache": layers.cache.snapshot(),
         // Every circuit breaker (one per route) with its state and window figures.
         "breakers": layers.breaker.snapshot(),
         // Concurrency limit, in flight, queue lengths, waits and outcomes per priority class.

@@ -1,14 +1,11 @@
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::layer::Shared;
-use super::service::Waiters;
-use super::store::{Entry, EntryKey};
+use super::store_job::StoreJob;
 use crate::error::BoxError;
 
 pin_project! {
@@ -67,95 +64,6 @@ impl<B> std::fmt::Debug for CacheBody<B> {
             Kind::Origin { .. } => "origin",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
-    }
-}
-
-/// A response on its way into the cache: the entry waits for its body.
-pub struct StoreJob {
-    shared: Arc<Shared>,
-    key: EntryKey,
-    entry: Entry,
-    // The leader's flight (landed `Stored` when the entry is in, `NotStored` if dropped first)
-    // and the Redis copy.
-    waiters: Waiters,
-    chunks: Vec<Bytes>,
-    len: usize,
-    max: usize,
-}
-
-impl StoreJob {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        key: EntryKey,
-        entry: Entry,
-        waiters: Waiters,
-        max: usize,
-    ) -> Self {
-        Self {
-            shared,
-            key,
-            entry,
-            waiters,
-            chunks: Vec::new(),
-            len: 0,
-            max,
-        }
-    }
-
-    /// Copies a chunk; `false` when the body grew past the limit (the job is then abandoned).
-    fn push(&mut self, chunk: &Bytes) -> bool {
-        self.len += chunk.len();
-        if self.len > self.max {
-            return false;
-        }
-        if !chunk.is_empty() {
-            // A clone of `Bytes` shares the buffer: nothing is copied until `finish`.
-            self.chunks.push(chunk.clone());
-        }
-        true
-    }
-
-    fn finish(mut self: Box<Self>) {
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len);
-                for c in &self.chunks {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
-            }
-        };
-        let StoreJob {
-            shared,
-            key,
-            mut entry,
-            waiters,
-            ..
-        } = *self;
-        // The length is known now; a HEAD answered from this entry must announce it (axum
-        // and hyper add `Content-Length` outside this layer, from the body they see).
-        if !entry.headers.contains_key(http::header::CONTENT_LENGTH) {
-            entry.headers.insert(
-                http::header::CONTENT_LENGTH,
-                http::HeaderValue::from(body.len()),
-            );
-        }
-        entry.body = body;
-        let entry = Arc::new(entry);
-        shared.store.insert(key, entry.clone());
-        shared.report_size_soon();
-        waiters.stored(&shared, &entry);
-    }
-}
-
-impl std::fmt::Debug for StoreJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreJob")
-            .field("len", &self.len)
-            .field("max", &self.max)
-            .finish_non_exhaustive()
     }
 }
 

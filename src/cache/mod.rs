@@ -23,7 +23,7 @@
 //!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE) invalidate their URI and
 //!   same-origin `Location` / `Content-Location`.
 //! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheOutcome`]
-//!   (a response extension), in [`CacheStats`] and in metrics.
+//!   (a response extension), in [`CacheSnapshot`] (from [`CacheHandle::snapshot`]) and in metrics.
 //!
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
 //! `max_entry_bytes` stream through without being stored.
@@ -53,6 +53,8 @@
 //!   `tower_perf_cache_requests_total{cache_tier="redis", cache_result="error"}` counts it.
 //!
 //! Keys are cluster safe: the keys of one URL share a hash tag, so do the purge keys.
+//! Give every instance the same secret [`redis_seed`](ResponseCacheBuilder::redis_seed), so
+//! clients cannot predict which key a URL hashes to.
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis")] {
@@ -100,10 +102,13 @@
 //! ```
 
 mod body;
+mod builder;
 #[cfg(feature = "redis")]
 mod codec;
 mod directives;
+mod entry;
 mod flight;
+mod future;
 mod key;
 mod layer;
 mod policy;
@@ -112,15 +117,24 @@ mod purge;
 mod recompress;
 #[cfg(feature = "redis")]
 mod redis_tier;
+mod refresh;
+mod request;
+mod respond;
 mod service;
+mod snapshot;
+mod state;
 mod status;
 mod store;
+mod store_job;
+mod tiers;
+mod warm;
 
-pub use body::{CacheBody, StoreJob};
+pub use body::CacheBody;
+pub use builder::ResponseCacheBuilder;
+pub use future::ResponseFuture;
 pub use key::KeyParts;
+pub use layer::{CacheHandle, ResponseCacheLayer};
+pub use service::ResponseCache;
 #[cfg(feature = "redis")]
-pub use layer::RedisTierStats;
-pub use layer::{
-    CacheHandle, CacheOutcome, CacheStats, ResponseCacheBuilder, ResponseCacheLayer, WarmReport,
-};
-pub use service::{ResponseCache, ResponseFuture};
+pub use snapshot::RedisTierSnapshot;
+pub use snapshot::{CacheOutcome, CacheSnapshot, WarmReport};

@@ -13,7 +13,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, ETAG};
 use http::{HeaderMap, HeaderValue};
 
 use super::key::Primary;
-use super::layer::Shared;
+use super::state::Shared;
 use super::store::{Entry, EntryKey};
 
 /// At most this many recompressions at a time: they run on the blocking pool, and the best

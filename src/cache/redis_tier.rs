@@ -45,8 +45,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::codec;
-use super::layer::Shared;
 use super::purge::{Purges, Target, Validity};
+use super::state::Shared;
 use super::store::Entry;
 use crate::metrics::{labels, names};
 use crate::redis::{LinkError, RedisLink};
@@ -65,8 +65,8 @@ return 1
 ";
 
 /// Records a purge under the next generation, prunes old records, publishes it.
-/// KEYS: gen, purges, idx. ARGV: field, hard (0/1), (unused), record ttl ms, max records,
-/// channel, instance id.
+/// KEYS: gen, purges, idx. ARGV: field, hard (0/1), record ttl ms, max records, channel,
+/// instance id.
 ///
 /// Generations are at least the Redis server's time in milliseconds, so the counter keeps
 /// moving forward even when its key expired (every key here has a TTL) or was lost.
@@ -74,7 +74,7 @@ const PURGE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = math.max((tonumber(redis.call('GET', KEYS[1]) or '0') or 0) + 1, now)
-local ttl = tonumber(ARGV[4]) * 2
+local ttl = tonumber(ARGV[3]) * 2
 redis.call('SET', KEYS[1], string.format('%d', n), 'PX', ttl)
 local field = ARGV[1]
 local soft, hard = 0, 0
@@ -89,12 +89,12 @@ if field ~= '!all' then
   redis.call('ZADD', KEYS[3], now, field)
 end
 local floor = tonumber(redis.call('HGET', KEYS[2], '!floor') or '0') or 0
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 100)
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]), 'LIMIT', 0, 100)
 for _, f in ipairs(old) do
   redis.call('HDEL', KEYS[2], f)
   redis.call('ZREM', KEYS[3], f)
 end
-local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[5])
+local over = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
 if over > 0 then
   for _, f in ipairs(redis.call('ZRANGE', KEYS[3], 0, over - 1)) do
     local r = redis.call('HGET', KEYS[2], f)
@@ -109,7 +109,7 @@ if over > 0 then
 end
 redis.call('PEXPIRE', KEYS[2], ttl)
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ttl) end
-redis.call('PUBLISH', ARGV[6], ARGV[7] .. ' ' .. string.format('%d', n) .. ' ' .. ARGV[2] .. ' ' .. field)
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. string.format('%d', n) .. ' ' .. ARGV[2] .. ' ' .. field)
 return n
 ";
 
@@ -334,10 +334,10 @@ impl RedisTier {
         }
     }
 
-    pub(crate) fn stats(&self) -> super::layer::RedisTierStats {
+    pub(crate) fn snapshot(&self) -> super::snapshot::RedisTierSnapshot {
         let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        super::layer::RedisTierStats {
+        super::snapshot::RedisTierSnapshot {
             hits: n(&c.hits),
             stale: n(&c.stale),
             misses: n(&c.misses),
@@ -703,25 +703,25 @@ impl RedisTier {
         self.update_oldest(&pending);
     }
 
+    /// The `ARGV` of the [`PURGE`] script.
+    fn purge_args(&self, field: &str, hard: bool) -> Vec<fred::types::Value> {
+        vec![
+            field.into(),
+            if hard { "1" } else { "0" }.into(),
+            (self.record_ttl.as_millis() as i64).into(),
+            (self.max_records as i64).into(),
+            self.channel.clone().into(),
+            self.instance.clone().into(),
+        ]
+    }
+
     async fn send_purge(&self, field: &str, hard: bool) -> Result<u64, LinkError> {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
         let keys: Vec<fred::types::Key> = vec![
             self.gen_key.clone().into(),
             self.records_key.clone().into(),
             self.idx_key.clone().into(),
         ];
-        let args: Vec<fred::types::Value> = vec![
-            field.into(),
-            if hard { "1" } else { "0" }.into(),
-            now_ms.into(),
-            (self.record_ttl.as_millis() as i64).into(),
-            (self.max_records as i64).into(),
-            self.channel.clone().into(),
-            self.instance.clone().into(),
-        ];
+        let args = self.purge_args(field, hard);
         let n: i64 = self
             .link
             .script("cache-purge", &self.purge_script, keys, args)
@@ -799,6 +799,29 @@ impl RedisTier {
         Ok(())
     }
 
+    /// The channel task's poll: loads the records when the last load failed, or when the fleet
+    /// counter stays ahead of what this instance knows for a whole poll (a message was
+    /// missed). `ahead`: a counter value ahead seen at the previous poll. Whether the records
+    /// are in sync after it.
+    async fn poll_counter(&self, synced: bool, ahead: &mut Option<u64>) -> bool {
+        if !synced {
+            return self.resync().await.is_ok();
+        }
+        match self.fleet_counter().await {
+            Ok(n) if n > self.known.load(Ordering::Acquire) => {
+                if ahead.is_some_and(|a| a <= n) {
+                    // Still behind a poll later: a message was missed.
+                    *ahead = None;
+                    return self.resync().await.is_ok();
+                }
+                *ahead = Some(n);
+            }
+            Ok(_) => *ahead = None,
+            Err(_) => {}
+        }
+        true
+    }
+
     async fn fleet_counter(&self) -> Result<u64, LinkError> {
         let gen_key = self.gen_key.clone();
         let n: Option<u64> = self
@@ -859,6 +882,25 @@ async fn outbox_task(tier: Weak<RedisTier>, mut rx: mpsc::Receiver<(String, bool
     }
 }
 
+/// Subscribes to the purge channel, retrying while Redis is away; `false` when the tier is gone.
+async fn subscribe(
+    sub: &fred::clients::SubscriberClient,
+    channel: String,
+    tier: &Weak<RedisTier>,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if sub.wait_for_connect().await.is_ok() && sub.subscribe(channel.clone()).await.is_ok() {
+            return true;
+        }
+        if tier.strong_count() == 0 {
+            return false;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Listens to the purge channel, loads the records after each (re)connection, and polls the
 /// fleet counter to notice missed messages.
 async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
@@ -872,16 +914,8 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
     let mut messages = sub.message_rx();
     let _connection = sub.connect();
     // Subscribe first, then load the records: nothing published in between is missed.
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        if sub.wait_for_connect().await.is_ok() && sub.subscribe(channel.clone()).await.is_ok() {
-            break;
-        }
-        if tier.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    if !subscribe(&sub, channel, &tier).await {
+        return;
     }
     // Later connections resubscribe by themselves, and each one loads the records again.
     let _resubscriber = sub.manage_subscriptions();
@@ -927,23 +961,7 @@ async fn channel_task(tier: Weak<RedisTier>, shared: Weak<Shared>) {
                 if shared.strong_count() == 0 {
                     break;
                 }
-                if !synced {
-                    synced = t.resync().await.is_ok();
-                    continue;
-                }
-                match t.fleet_counter().await {
-                    Ok(n) if n > t.known.load(Ordering::Acquire) => {
-                        if ahead.is_some_and(|a| a <= n) {
-                            // Still behind a poll later: a message was missed.
-                            synced = t.resync().await.is_ok();
-                            ahead = None;
-                        } else {
-                            ahead = Some(n);
-                        }
-                    }
-                    Ok(_) => ahead = None,
-                    Err(_) => {}
-                }
+                synced = t.poll_counter(synced, &mut ahead).await;
             }
         }
     }
@@ -967,6 +985,18 @@ mod tests {
             lease_wait: Duration::from_secs(1),
             record_ttl: Duration::from_secs(60),
         })
+    }
+
+    /// Every argument sent to the purge script is one the script reads.
+    #[test]
+    fn the_purge_script_reads_every_argument_it_is_sent() {
+        let args = tier().purge_args("t:a", true);
+        for i in 1..=args.len() {
+            assert!(
+                PURGE.contains(&format!("ARGV[{i}]")),
+                "ARGV[{i}] is sent but never read"
+            );
+        }
     }
 
     fn oldest(t: &RedisTier) -> u64 {

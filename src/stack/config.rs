@@ -58,8 +58,8 @@ pub struct PerfConfig {
 pub struct SlowConfig {
     /// Requests at or above this are slow. Default: 1000.
     pub threshold_ms: u64,
-    /// Thresholds of routes slow by nature (a streamed export), replacing `threshold_ms`.
-    /// Default: none.
+    /// Thresholds of routes slow by nature (a streamed export), replacing `threshold_ms`; a
+    /// key ending in `*` is a prefix. Default: none.
     pub route_threshold_ms: BTreeMap<String, u64>,
     /// Send `Server-Timing`. Default: true.
     pub server_timing: bool,
@@ -120,8 +120,8 @@ pub struct CacheConfig {
     pub max_entry_kb: usize,
     /// Freshness for responses that carry none; absent: only what responses say.
     pub default_ttl_secs: Option<u64>,
-    /// Freshness of the responses of a route that carry none, replacing `default_ttl_secs`.
-    /// Default: none.
+    /// Freshness of the responses of a route that carry none, replacing `default_ttl_secs`;
+    /// a key ending in `*` is a prefix. Default: none.
     pub route_ttl_secs: BTreeMap<String, u64>,
     /// Stale-while-revalidate / stale-if-error for responses that set none. Default: 0.
     pub grace_secs: u64,

@@ -84,19 +84,6 @@ pub(super) fn route_of_key(key: &str) -> Route {
     }
 }
 
-/// The route of `key` for a layer that takes exact routes only (today's `route_threshold` and
-/// `route_ttl`).
-fn exact_route<'a>(config_key: &'static str, key: &'a str) -> Result<&'a str, ConfigError> {
-    let route = route_of_key(key);
-    if route.is_prefix() {
-        return Err(ConfigError::new(
-            config_key,
-            format!("{key:?}: a prefix route is not supported here; give the route template"),
-        ));
-    }
-    Ok(key)
-}
-
 /// Refuses a zero `value` of `key`.
 fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
@@ -185,8 +172,7 @@ impl CacheConfig {
             b = b.default_ttl(Duration::from_secs(ttl));
         }
         for (key, secs) in &self.route_ttl_secs {
-            let route = exact_route("cache.route_ttl_secs", key)?;
-            b = b.route_ttl(route, Duration::from_secs(*secs));
+            b = b.route_ttl(route_of_key(key), Duration::from_secs(*secs));
         }
         if let Some(_hits) = self.recompress_hot {
             #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
