@@ -469,3 +469,240 @@ async fn the_stream_is_computed_once_per_interval_for_all_viewers() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(app.console.snapshots_computed(), idle);
 }
+
+// ------------------------------------------------------------------------------------------------
+// In a real browser: headless Chromium (Debian `chromium`; `scripts/test.sh` installs it).
+// ------------------------------------------------------------------------------------------------
+
+/// Longest a Chromium run may take before it is killed and the test fails.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
+
+/// The Chromium binary, if one is installed.
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|bin| {
+            std::process::Command::new(bin)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Loads `url` in headless Chromium, lets the page run (its own `frames=N` parameter closes
+/// the stream, so the browser's virtual time can run out), and returns the DOM it ends with.
+/// `extra` adds flags (a screenshot). The run is killed after [`BROWSER_DEADLINE`].
+async fn browse(bin: &str, url: &str, extra: &[String]) -> Result<String, String> {
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("tower-perf-console-{}-{n}", std::process::id()));
+    let child = tokio::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .args([
+            "--no-first-run",
+            "--disable-extensions",
+            "--window-size=1400,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--virtual-time-budget=30000")
+        .args(extra)
+        .args(extra.is_empty().then_some("--dump-dom"))
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {bin}: {e}"))?;
+    let output = tokio::time::timeout(BROWSER_DEADLINE, child.wait_with_output()).await;
+    let _ = std::fs::remove_dir_all(&profile);
+    let output = output
+        .map_err(|_| format!("{bin} did not finish within {BROWSER_DEADLINE:?} (killed)"))?
+        .map_err(|e| format!("{bin}: {e}"))?;
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    if extra.is_empty() && !dom.contains("<html") {
+        return Err(format!(
+            "{bin} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(dom)
+}
+
+/// The `data-k` / `data-v` pairs of the page, and the `body`'s `data-*` attributes.
+fn figures(dom: &str) -> BTreeMap<String, String> {
+    let unescape = |s: &str| {
+        s.replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    };
+    let mut map = BTreeMap::new();
+    for part in dom.split("data-k=\"").skip(1) {
+        let Some((key, rest)) = part.split_once('"') else {
+            continue;
+        };
+        let Some(value) = rest
+            .strip_prefix(" data-v=\"")
+            .and_then(|r| r.split_once('"'))
+        else {
+            continue;
+        };
+        map.insert(unescape(key), unescape(value.0));
+    }
+    let body = dom
+        .split("<body")
+        .nth(1)
+        .and_then(|b| b.split_once('>'))
+        .map_or("", |b| b.0);
+    for attr in ["frames", "errors", "done"] {
+        let needle = format!("data-{attr}=\"");
+        if let Some(v) = body.split(&needle).nth(1).and_then(|v| v.split_once('"')) {
+            map.insert(format!("body.{attr}"), v.0.to_owned());
+        }
+    }
+    map
+}
+
+/// Asserts that what the page shows is what the server's snapshot says.
+fn assert_page_matches(page: &BTreeMap<String, String>, snap: &Value) {
+    let number = |key: &str| -> f64 {
+        let v = page
+            .get(key)
+            .unwrap_or_else(|| panic!("page has no {key}: {page:#?}"));
+        v.parse().unwrap_or_else(|_| panic!("{key} = {v:?}"))
+    };
+    let same = |key: &str, want: &Value| {
+        let want = want
+            .as_f64()
+            .unwrap_or_else(|| panic!("snapshot {key}: {want}"));
+        assert_eq!(number(key), want, "{key}");
+    };
+    for r in snap["latency"]["routes"].as_array().unwrap() {
+        let k = format!("route:{}:", r["route"].as_str().unwrap());
+        for (field, value) in [
+            ("count", &r["window"]["count"]),
+            ("errors", &r["window"]["errors"]),
+            ("p50", &r["window"]["p50_ms"]),
+            ("p95", &r["window"]["p95_ms"]),
+            ("p99", &r["window"]["p99_ms"]),
+            ("total", &r["total"]["count"]),
+            ("total_errors", &r["total"]["errors"]),
+        ] {
+            same(&format!("{k}{field}"), value);
+        }
+    }
+    let cache = &snap["cache"];
+    for field in ["hits", "misses", "stale", "hit_ratio"] {
+        same(&format!("cache.memory.{field}"), &cache[field]);
+    }
+    for field in ["entries", "bytes", "evicted_size"] {
+        same(&format!("cache.{field}"), &cache[field]);
+    }
+    for field in ["limit", "in_flight", "queued"] {
+        same(&format!("queue.{field}"), &snap["queue"][field]);
+    }
+    for field in ["allowed", "limited", "bypassed"] {
+        same(&format!("rate_limit.{field}"), &snap["rate_limit"][field]);
+    }
+    for b in snap["breakers"]["breakers"].as_array().unwrap() {
+        let k = format!("breaker:{}:", b["key"].as_str().unwrap());
+        assert_eq!(page[&format!("{k}state")], b["state"].as_str().unwrap());
+        same(&format!("{k}failure_rate"), &b["failure_rate"]);
+    }
+    assert_eq!(
+        page["compression.tier"],
+        snap["compression"]["tier"].as_str().unwrap()
+    );
+    assert_eq!(page["body.errors"], "0", "script errors on the page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_live_figures_in_chromium() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED: no chromium installed (scripts/test.sh installs Debian's `chromium`)");
+        return;
+    };
+    if let Err(e) = browse(bin, "about:blank", &[]).await {
+        eprintln!("SKIPPED: {bin} cannot start here (--headless --no-sandbox): {e}");
+        return;
+    }
+    let app = start(
+        AdminAuthLayer::loopback_only(),
+        Duration::from_millis(200),
+        true,
+    )
+    .await;
+    let c = client();
+    let get = |path: &str| c.get(format!("{}{path}", app.base)).send();
+
+    // Traffic: a miss, a hit, an error; then the quota (burst 3) runs out.
+    for path in [
+        "/api/items",
+        "/api/items",
+        "/api/fail",
+        "/api/items",
+        "/api/items",
+    ] {
+        get(path).await.unwrap();
+    }
+    app.handles.breaker.force_open("/api/fail");
+    let console = format!("{}/admin/console", app.base);
+    let snapshot = || async {
+        let r = c.get(format!("{console}/snapshot")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+
+    let dom = browse(bin, &format!("{console}?frames=3"), &[])
+        .await
+        .unwrap();
+    let first = figures(&dom);
+    assert!(first.contains_key("body.frames"), "{dom}");
+    let snap = snapshot().await;
+    assert!(
+        first["body.frames"].parse::<u32>().unwrap() >= 3,
+        "{first:#?}"
+    );
+    assert_eq!(first["body.done"], "true");
+    assert_page_matches(&first, &snap);
+    assert_eq!(first["breaker:/api/fail:state"], "open");
+    assert_eq!(first["cache.memory.hits"], "1");
+    // Four requests, the limited one included (the tracker is outermost).
+    assert_eq!(first["route:/api/items:total"], "4");
+    assert!(first["rate_limit.limited"].parse::<u64>().unwrap() >= 1);
+
+    // More traffic: the page follows. And a purge from the page's form reaches the cache.
+    app.handles.rate_limit.clear();
+    for _ in 0..2 {
+        get("/api/items").await.unwrap();
+    }
+    let url = format!("{console}?frames=2&purge-tag=items");
+    let second = figures(&browse(bin, &url, &[]).await.unwrap());
+    assert_page_matches(&second, &snapshot().await);
+    assert_eq!(second["cache.memory.hits"], "3");
+    assert_eq!(second["route:/api/items:total"], "6");
+    assert_eq!(second["control:purge"], "200", "{second:#?}");
+    let misses = app.handles.cache.snapshot().misses;
+    let after = get("/api/items").await.unwrap();
+    assert_eq!(after.status(), 200);
+    assert_eq!(
+        app.handles.cache.snapshot().misses,
+        misses + 1,
+        "purged from the page"
+    );
+
+    // A picture for people to look at (not committed).
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console.png");
+    let flag = format!("--screenshot={}", shot.display());
+    browse(bin, &format!("{console}?frames=2"), &[flag])
+        .await
+        .unwrap();
+    assert!(shot.exists(), "no screenshot at {}", shot.display());
+    eprintln!("screenshot: {}", shot.display());
+}
