@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing
-# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page), then checks formatting, lints and docs,
-# runs every test with all features, and builds the examples and benches.
+# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page), then
+# checks formatting, lints and docs, runs every test with all features, and builds the examples
+# and benches.
 #
 # Usage: scripts/test.sh          (from anywhere; it works from the repository root)
 set -euo pipefail

@@ -97,16 +97,24 @@ async fn snapshot(State(console): State<Console>) -> Response {
         .into_response()
 }
 
-/// `{"error": message}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A control's refusal: `{"error": message}` with `status`.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Refused {
+    Refused(status, message.into())
 }
 
 /// The controls' gate: the [`Admin`] mark, and a JSON body of the right shape.
 fn admitted<T>(
     admin: Option<Extension<Admin>>,
     body: Result<Json<T>, JsonRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Refused> {
     if admin.is_none() {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -134,11 +142,8 @@ async fn purge(
     State(console): State<Console>,
     admin: Option<Extension<Admin>>,
     body: Result<Json<Purge>, JsonRejection>,
-) -> Response {
-    let req = match admitted(admin, body) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
+) -> Result<Response, Refused> {
+    let req = admitted(admin, body)?;
     let cache = &console.handles().cache;
     match (req.tag.as_deref(), req.prefix.as_deref()) {
         (Some(tag), None) if !tag.is_empty() && tag.len() <= 200 => {
@@ -148,15 +153,17 @@ async fn purge(
             cache.purge_prefix(prefix, req.hard);
         }
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "give one of `tag` (1 to 200 characters) or `prefix` (a path starting with '/')",
-            )
+            ))
         }
     }
     tracing::info!(tag = ?req.tag, prefix = ?req.prefix, hard = req.hard, "console: cache purged");
-    Json(json!({ "purged": { "tag": req.tag, "prefix": req.prefix, "hard": req.hard } }))
-        .into_response()
+    Ok(
+        Json(json!({ "purged": { "tag": req.tag, "prefix": req.prefix, "hard": req.hard } }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -170,29 +177,26 @@ async fn breaker(
     State(console): State<Console>,
     admin: Option<Extension<Admin>>,
     body: Result<Json<BreakerAction>, JsonRejection>,
-) -> Response {
-    let req = match admitted(admin, body) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
+) -> Result<Response, Refused> {
+    let req = admitted(admin, body)?;
     let breakers = &console.handles().breaker;
     // Only breakers the layer made: `force_open` would make one for any key.
     if breakers.state(&req.key).is_none() {
-        return error(StatusCode::NOT_FOUND, "no breaker with this key");
+        return Err(error(StatusCode::NOT_FOUND, "no breaker with this key"));
     }
     match req.action.as_str() {
         "open" => breakers.force_open(&req.key),
         "close" => _ = breakers.force_close(&req.key),
         "reset" => _ = breakers.reset(&req.key),
         _ => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "`action` is one of \"open\", \"close\", \"reset\"",
-            )
+            ))
         }
     }
     tracing::info!(key = %req.key, action = %req.action, "console: breaker forced");
-    Json(json!({ "breaker": breakers.breaker(&req.key) })).into_response()
+    Ok(Json(json!({ "breaker": breakers.breaker(&req.key) })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -205,18 +209,15 @@ async fn reset_client(
     State(console): State<Console>,
     admin: Option<Extension<Admin>>,
     body: Result<Json<ResetClient>, JsonRejection>,
-) -> Response {
-    let req = match admitted(admin, body) {
-        Ok(req) => req,
-        Err(response) => return response,
-    };
+) -> Result<Response, Refused> {
+    let req = admitted(admin, body)?;
     let Ok(ip) = req.client.trim().parse::<IpAddr>() else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "`client` is an IP address (clients are keyed by address)",
-        );
+        ));
     };
     let forgotten = console.handles().rate_limit.reset(ClientKey::ip(ip));
     tracing::info!(client = %ip, forgotten, "console: client quota reset");
-    Json(json!({ "client": ip, "forgotten": forgotten })).into_response()
+    Ok(Json(json!({ "client": ip, "forgotten": forgotten })).into_response())
 }
