@@ -78,6 +78,26 @@ async fn start(auth: AdminAuthLayer, interval: Duration, peer: bool) -> App {
     }
 }
 
+/// [`start`] with the token, one snapshot per second.
+async fn with_token() -> App {
+    start(
+        AdminAuthLayer::token(TOKEN).unwrap(),
+        Duration::from_secs(1),
+        true,
+    )
+    .await
+}
+
+/// [`start`] in loopback mode, one snapshot per second.
+async fn local() -> App {
+    start(
+        AdminAuthLayer::loopback_only(),
+        Duration::from_secs(1),
+        true,
+    )
+    .await
+}
+
 async fn status(req: reqwest::RequestBuilder) -> StatusCode {
     let status = req.send().await.expect("request").status();
     StatusCode::from_u16(status.as_u16()).unwrap()
@@ -85,12 +105,7 @@ async fn status(req: reqwest::RequestBuilder) -> StatusCode {
 
 #[tokio::test(start_paused = true)]
 async fn admin_routes_need_the_token() {
-    let app = start(
-        AdminAuthLayer::token(TOKEN).unwrap(),
-        Duration::from_secs(1),
-        true,
-    )
-    .await;
+    let app = with_token().await;
     let c = client();
     let url = format!("{}/admin/stats", app.base);
 
@@ -150,12 +165,7 @@ async fn admin_routes_need_the_token() {
 
 #[tokio::test(start_paused = true)]
 async fn only_authenticated_admins_bypass_the_rate_limit() {
-    let app = start(
-        AdminAuthLayer::token(TOKEN).unwrap(),
-        Duration::from_secs(1),
-        true,
-    )
-    .await;
+    let app = with_token().await;
     let c = client();
     let url = format!("{}/api/items", app.base);
 
@@ -193,12 +203,7 @@ async fn only_authenticated_admins_bypass_the_rate_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn loopback_only_without_a_token() {
-    let app = start(
-        AdminAuthLayer::loopback_only(),
-        Duration::from_secs(1),
-        true,
-    )
-    .await;
+    let app = local().await;
     let c = client();
     let url = format!("{}/admin/stats", app.base);
     assert_eq!(status(c.get(&url)).await, 200);
@@ -270,12 +275,7 @@ async fn post(c: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
 
 #[tokio::test(start_paused = true)]
 async fn console_controls_purge_break_and_reset() {
-    let app = start(
-        AdminAuthLayer::loopback_only(),
-        Duration::from_secs(1),
-        true,
-    )
-    .await;
+    let app = local().await;
     let c = client();
     let console = format!("{}/admin/console", app.base);
     let items = format!("{}/api/items", app.base);

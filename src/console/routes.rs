@@ -3,13 +3,13 @@
 use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -110,19 +110,29 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refused {
     Refused(status, message.into())
 }
 
-/// The controls' gate: the [`Admin`] mark, and a JSON body of the right shape.
-fn admitted<T>(
-    admin: Option<Extension<Admin>>,
-    body: Result<Json<T>, JsonRejection>,
-) -> Result<T, Refused> {
-    if admin.is_none() {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the console's controls need an administrator (mount it behind AdminAuthLayer)",
-        ));
+/// A control's request: the [`Admin`] mark (else `403`), and a JSON body of type `T` (else
+/// axum's status for it: `400`, `415`, `422`).
+struct Control<T>(T);
+
+impl<S, T> FromRequest<S> for Control<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = Refused;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.extensions().get::<Admin>().is_none() {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "the console's controls need an administrator (mount it behind AdminAuthLayer)",
+            ));
+        }
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(t)) => Ok(Self(t)),
+            Err(e) => Err(error(e.status(), e.body_text())),
+        }
     }
-    body.map(|Json(t)| t)
-        .map_err(|e| error(e.status(), e.body_text()))
 }
 
 #[derive(Deserialize)]
@@ -140,10 +150,8 @@ fn yes() -> bool {
 
 async fn purge(
     State(console): State<Console>,
-    admin: Option<Extension<Admin>>,
-    body: Result<Json<Purge>, JsonRejection>,
+    Control(req): Control<Purge>,
 ) -> Result<Response, Refused> {
-    let req = admitted(admin, body)?;
     let cache = &console.handles().cache;
     match (req.tag.as_deref(), req.prefix.as_deref()) {
         (Some(tag), None) if !tag.is_empty() && tag.len() <= 200 => {
@@ -175,10 +183,8 @@ struct BreakerAction {
 
 async fn breaker(
     State(console): State<Console>,
-    admin: Option<Extension<Admin>>,
-    body: Result<Json<BreakerAction>, JsonRejection>,
+    Control(req): Control<BreakerAction>,
 ) -> Result<Response, Refused> {
-    let req = admitted(admin, body)?;
     let breakers = &console.handles().breaker;
     // Only breakers the layer made: `force_open` would make one for any key.
     if breakers.state(&req.key).is_none() {
@@ -207,10 +213,8 @@ struct ResetClient {
 
 async fn reset_client(
     State(console): State<Console>,
-    admin: Option<Extension<Admin>>,
-    body: Result<Json<ResetClient>, JsonRejection>,
+    Control(req): Control<ResetClient>,
 ) -> Result<Response, Refused> {
-    let req = admitted(admin, body)?;
     let Ok(ip) = req.client.trim().parse::<IpAddr>() else {
         return Err(error(
             StatusCode::BAD_REQUEST,
