@@ -65,7 +65,7 @@
 //! # Performance
 //!
 //! Measured with `cargo bench --bench compression` on the shared 2-core machine (figures in the
-//! README's performance section, ratios from one run).
+//! BENCHMARKS.md, ratios from one run).
 //!
 //! # Example
 //!
