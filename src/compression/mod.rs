@@ -64,7 +64,7 @@
 //!
 //! # Performance
 //!
-//! Measured with `cargo bench --bench compression` on the shared 2-core machine (figures in the
+//! Measured with `cargo bench --bench compression` on the shared 2-core machine (figures in
 //! BENCHMARKS.md, ratios from one run).
 //!
 //! # Example
