@@ -380,31 +380,7 @@ pin_project! {
     }
 }
 
-impl<B> fmt::Debug for AdminAuthBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminAuthBody")
-            .field("kind", &self.inner.kind())
-            .finish()
-    }
-}
-
-impl<B> http_body::Body for AdminAuthBody<B>
-where
-    B: http_body::Body,
-    B::Data: From<Bytes>,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    crate::util::macros::forward_body_hints!(inner);
-}
+crate::util::macros::inner_or_bytes_body!(AdminAuthBody);
 
 #[cfg(test)]
 mod tests {

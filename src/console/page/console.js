@@ -18,6 +18,8 @@ const history = new Map(); // route -> [{t, rate, p99}]
 let previous = null; // the last snapshot, for rates
 let frames = 0;
 let pendingControls = 0;
+let lastSeq = 0; // seq of the latest snapshot drawn
+let settledAfter = 0; // seq current when the last control answered: later frames show its effect
 let source = null;
 
 let jsErrors = 0;
@@ -288,6 +290,7 @@ function draw(s) {
   drawRateLimit(s.rate_limit);
   drawSlow(s.slow_requests);
   previous = s;
+  lastSeq = s.seq;
   frames += 1;
   body.dataset.frames = String(frames);
   body.dataset.seq = String(s.seq);
@@ -313,6 +316,7 @@ async function control(path, payload) {
     out.textContent = `${path}: ${e}`;
   } finally {
     pendingControls -= 1;
+    settledAfter = lastSeq;
     maybeClose();
   }
 }
@@ -329,8 +333,12 @@ $("reset-form").addEventListener("submit", (e) => {
   control("rate-limit/reset", { client: e.target.client.value.trim() });
 });
 
+// Closes the stream once `frames=N` snapshots were drawn, no control is pending, and, after a
+// control, a snapshot computed after its answer was drawn (the one after the next: the next
+// may have been computed before it).
 function maybeClose() {
-  if (maxFrames && frames >= maxFrames && pendingControls === 0 && source) {
+  const settled = pendingControls === 0 && (settledAfter === 0 || lastSeq > settledAfter + 1);
+  if (maxFrames && frames >= maxFrames && settled && source) {
     source.close();
     source = null;
     $("status").textContent = "stopped";
