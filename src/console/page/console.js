@@ -4,11 +4,16 @@
 // value), so tests and scripts can read the page. Strings from the server (routes, paths,
 // request ids) only ever go into `textContent`, never into HTML.
 //
-// Query parameters, for scripted use: `frames=N` closes the stream after N snapshots (a
-// headless browser can then finish); `purge-tag=T` submits the purge form for tag T once the
-// first snapshot is shown.
+// Query parameters, for scripted use: `frames=N` closes the stream after N snapshots, or at the
+// first script error (a headless browser can then finish); `purge-tag=T` submits the purge form
+// for tag T once the first snapshot is shown.
+//
+// What the page keeps is bounded: the last five minutes of points per route (at most
+// MAX_POINTS), routes the server still reports, and the last snapshot.
 
-const HISTORY = 300; // points kept per route (five minutes at one per second)
+const HISTORY_MS = 300000; // the charts' span: five minutes, older points are dropped
+const MAX_POINTS = 3000; // per route, whatever the interval (at least 100 ms)
+const MIN_SPAN_MS = 10000; // a page just opened charts its first ten seconds
 const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf", "#ff7b72", "#e3b341"];
 const params = new URLSearchParams(location.search);
 const maxFrames = Number(params.get("frames")) || 0;
@@ -29,6 +34,10 @@ function reportError(message) {
   const el = document.getElementById("js-errors");
   el.hidden = false;
   el.textContent = `${jsErrors} script error(s): ${message}`;
+  el.dataset.k = "js-errors";
+  el.dataset.v = el.textContent;
+  // A scripted run (`frames=N`) ends at the first error, so that it is reported at once.
+  if (maxFrames && source) stop("failed");
 }
 window.addEventListener("error", (e) => reportError(e.message));
 window.addEventListener("unhandledrejection", (e) => reportError(String(e.reason)));
@@ -94,7 +103,10 @@ function drawRoutes(s) {
     const k = `route:${r.route}:`;
     const points = history.get(r.route) || [];
     points.push({ t: s.unix_ms, rate, p99: w.p99_ms });
-    while (points.length > HISTORY) points.shift();
+    const oldest = s.unix_ms - HISTORY_MS;
+    let drop = Math.max(0, points.length - MAX_POINTS);
+    while (drop < points.length && points[drop].t < oldest) drop += 1;
+    if (drop) points.splice(0, drop);
     history.set(r.route, points);
     rows.push(row([
       el("td", r.route, `${k}route`),
@@ -111,9 +123,11 @@ function drawRoutes(s) {
     ]));
   }
   fill("routes", rows);
+  const reported = new Set(s.latency.routes.map((r) => r.route));
+  for (const route of [...history.keys()]) if (!reported.has(route)) history.delete(route);
   $("window").textContent = num(s.latency.window_ms / 1000);
-  drawChart($("chart-rate"), "rate");
-  drawChart($("chart-p99"), "p99");
+  drawChart($("chart-rate"), "rate", s.unix_ms);
+  drawChart($("chart-p99"), "p99", s.unix_ms);
   const legend = [];
   [...history.keys()].forEach((route, i) => {
     const item = el("span", route);
@@ -125,15 +139,19 @@ function drawRoutes(s) {
   fill("legend", legend);
 }
 
-function drawChart(canvas, field) {
+// `now`: the snapshot's time (the server's clock, as every point's), the chart's right edge.
+function drawChart(canvas, field, now) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width;
   const h = canvas.height;
   ctx.clearRect(0, 0, w, h);
-  const now = Date.now();
-  const span = HISTORY * 1000;
+  let first = now;
   let max = 1;
-  for (const points of history.values()) for (const p of points) max = Math.max(max, p[field] || 0);
+  for (const points of history.values()) {
+    if (points.length) first = Math.min(first, points[0].t);
+    for (const p of points) max = Math.max(max, p[field] || 0);
+  }
+  const span = Math.min(HISTORY_MS, Math.max(MIN_SPAN_MS, now - first));
   ctx.strokeStyle = "#26323d";
   ctx.fillStyle = "#8b98a5";
   ctx.font = "11px sans-serif";
@@ -142,7 +160,7 @@ function drawChart(canvas, field) {
     ctx.beginPath(); ctx.moveTo(30, y); ctx.lineTo(w, y); ctx.stroke();
     ctx.fillText(num(max * f, max < 10 ? 1 : 0), 2, y + 4);
   }
-  ctx.fillText("-5 min", 30, h - 2);
+  ctx.fillText(span >= HISTORY_MS ? "-5 min" : `-${num(span / 1000)} s`, 30, h - 2);
   ctx.fillText("now", w - 24, h - 2);
   [...history.values()].forEach((points, i) => {
     ctx.strokeStyle = COLORS[i % COLORS.length];
@@ -177,7 +195,7 @@ function drawCache(c) {
       el("td", num(r.hits), "cache.redis.hits", r.hits),
       el("td", num(r.misses), "cache.redis.misses", r.misses),
       el("td", num(r.stale), "cache.redis.stale", r.stale),
-      el("td", `${num(r.errors)} errors, link ${r.link.open ? "open (skipped)" : "closed"}`, "cache.redis.errors", r.errors, r.errors ? "warn" : ""),
+      el("td", `${num(r.stores)} stored, ${num(r.errors)} errors, link ${r.link.open ? "open (skipped)" : "closed"}`, "cache.redis.errors", r.errors, r.errors ? "warn" : ""),
     ]));
   }
   fill("cache-tiers", tiers);
@@ -248,7 +266,7 @@ function drawCompression(c) {
       el("td", e.encoding),
       el("td", e.level === null ? "identity" : e.level, `${k}level`, e.level),
       el("td", num(e.responses), `${k}responses`, e.responses),
-      el("td", num(e.ratio, 2), `${k}ratio`, e.ratio),
+      el("td", e.input_bytes ? num(e.ratio, 2) : "-", `${k}ratio`, e.ratio),
       el("td", bytes(e.input_bytes), `${k}input_bytes`, e.input_bytes),
       el("td", bytes(e.output_bytes), `${k}output_bytes`, e.output_bytes),
       el("td", e.last_decision || "-", `${k}last_decision`, e.last_decision),
@@ -271,7 +289,7 @@ function drawSlow(list) {
     const phases = (e.phases || []).map((p) => `${p.name} ${num(p.ms, 1)}`).join(", ");
     return row([
       el("td", new Date(e.unix_ms).toLocaleTimeString()),
-      el("td", e.method),
+      el("td", e.method, null, null, "text"),
       el("td", e.path, `${k}path`, e.path, "text"),
       el("td", e.status === null ? "-" : e.status, `${k}status`, e.status),
       el("td", num(e.duration_ms, 1), `${k}duration`, e.duration_ms),
@@ -338,12 +356,14 @@ $("reset-form").addEventListener("submit", (e) => {
 // may have been computed before it).
 function maybeClose() {
   const settled = pendingControls === 0 && (settledAfter === 0 || lastSeq > settledAfter + 1);
-  if (maxFrames && frames >= maxFrames && settled && source) {
-    source.close();
-    source = null;
-    $("status").textContent = "stopped";
-    body.dataset.done = "true";
-  }
+  if (maxFrames && frames >= maxFrames && settled && source) stop("stopped");
+}
+
+function stop(status) {
+  source.close();
+  source = null;
+  $("status").textContent = status;
+  body.dataset.done = "true";
 }
 
 function autoPurge() {
