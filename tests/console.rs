@@ -484,6 +484,14 @@ async fn the_stream_is_computed_once_per_interval_for_all_viewers() {
     let idle = app.console.snapshots_computed();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(app.console.snapshots_computed(), idle);
+
+    // A viewer after the idle spell is sent a fresh snapshot, not the one left from before.
+    let r = c
+        .get(format!("{}/admin/console/events", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_events(r, 1).await[0].0, idle + 1);
 }
 
 /// The `id` of the next `snapshot` event of `body` (an event stream read without a socket).

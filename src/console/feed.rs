@@ -92,12 +92,18 @@ impl Console {
         u64::try_from(self.inner.interval.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A viewer's event stream: the `retry` line, the latest frame if there is one, then each
-    /// new frame. Frames a slow viewer missed are skipped, never queued.
+    /// A viewer's event stream: the `retry` line, the latest frame if the feed is running (one
+    /// left from before an idle spell would be old news), then each new frame. Frames a slow
+    /// viewer missed are skipped, never queued.
     pub(super) fn events(&self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         self.start();
+        let running = self.viewers() > 0;
         let mut rx = self.inner.frames.subscribe();
-        let latest = rx.borrow_and_update().as_ref().map(|f| f.event.clone());
+        let latest = rx
+            .borrow_and_update()
+            .as_ref()
+            .filter(|_| running)
+            .map(|f| f.event.clone());
         let first = std::iter::once(Bytes::from_static(RETRY)).chain(latest);
         let rest = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.changed().await.ok()?;
