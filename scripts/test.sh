@@ -13,7 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need -------------------------------------------------------------------
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-# The console's browser test (tests/console.rs) drives headless Chromium.
+# The console's browser test (tests/console.rs) drives headless Chromium; without it the test
+# fails (TOWER_PERF_SKIP_BROWSER=1 skips it).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"

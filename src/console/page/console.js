@@ -14,7 +14,7 @@
 const HISTORY_MS = 300000; // the charts' span: five minutes, older points are dropped
 const MAX_POINTS = 3000; // per route, whatever the interval (at least 100 ms)
 const MIN_SPAN_MS = 10000; // a page just opened charts its first ten seconds
-const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf", "#ff7b72", "#e3b341"];
+const COLORS = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf", "#ff7b72", "#e3b341", "#7ee787", "#a5d6ff", "#ffa657", "#d2a8ff"];
 const params = new URLSearchParams(location.search);
 const maxFrames = Number(params.get("frames")) || 0;
 const base = location.pathname.replace(/\/+$/, "") + "/";
