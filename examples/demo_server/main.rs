@@ -31,7 +31,7 @@
 //! # Run it
 //!
 //! ```text
-//! cargo run --release --example demo_server --features console
+//! cargo run --release --example demo_server
 //!
 //! # Make the 50 ms dashboard count as slow (past the cache, which was warmed at start-up),
 //! # then look at the slow log:
