@@ -91,6 +91,8 @@ pub(crate) async fn admin_stats(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // A few reads of /proc: fresh CPU, memory and file figures for this scrape.
+    crate::PROCESS_METRICS.collect();
     (
         [(
             CONTENT_TYPE,
