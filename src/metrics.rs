@@ -123,8 +123,9 @@ pub mod names {
     pub const CACHE_SIZE_BYTES: &str = "tower_perf_cache_size_bytes";
     /// Gauge: entries held by a cache tier. Label: `cache_tier`.
     pub const CACHE_ENTRIES: &str = "tower_perf_cache_entries";
-    /// Counter: purges asked of this instance (`CacheHandle::purge_*`), whether or not they
-    /// removed anything. Label: `purge_target` (`tag`, `uri`, `prefix`, `all`).
+    /// Counter: purges asked of this instance (`CacheHandle::purge_*`, a `PURGE` request) and
+    /// invalidations by an unsafe method's response, whether or not they removed anything.
+    /// Label: `purge_target` (`tag`, `uri`, `prefix`, `all`).
     pub const CACHE_PURGES_TOTAL: &str = "tower_perf_cache_purges_total";
     /// Counter: entries removed from the memory tier. Label: `cause` (`expired`, `size`,
     /// `explicit`, `replaced`).

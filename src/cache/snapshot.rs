@@ -31,8 +31,9 @@ pub struct CacheSnapshot {
     /// `private`, an unknown length past the entry limit, a status never stored, ...): not cache
     /// candidates, so neither misses nor part of [`hit_ratio`](Self::hit_ratio).
     pub uncacheable: u64,
-    /// Purges asked of this instance (by tag, URI, prefix or all), whether or not they removed
-    /// anything; purges received from other instances through Redis are not counted.
+    /// Purges asked of this instance (by tag, URI, prefix or all) and invalidations by an
+    /// unsafe method's response (RFC 9111 4.4), whether or not they removed anything; purges
+    /// received from other instances through Redis are not counted.
     pub purges: u64,
     /// Responses served after waiting for another request's origin response (coalescing).
     pub collapsed: u64,

@@ -61,7 +61,7 @@ impl Counters {
         }
     }
 
-    /// Counts a purge asked of this instance.
+    /// Counts a purge asked of this instance (or an invalidation).
     pub(crate) fn count_purge(&self, target: Target<'_>) {
         let (idx, label) = match target {
             Target::Tag(_) => (0, "tag"),
