@@ -300,20 +300,51 @@ fn features() -> String {
     list.join(",")
 }
 
-/// Builds the demo server with this test's features and returns its path.
+/// Builds the demo server with this test's features, profile and target directory, and
+/// returns its path.
 fn build_demo() -> PathBuf {
+    // This test runs as <target dir>/<profile dir>/deps/monitoring-<hash>.
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(name) => name,
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--example", "demo_server"])
-        .args(["--manifest-path", manifest, "--no-default-features"])
-        .args(["--features", &features()])
-        .status()
-        .expect("cargo");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--example", "demo_server"])
+        .args(["--manifest-path", manifest, "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--no-default-features", "--features", &features()]);
+    // The variables cargo sets for this test's run describe this package: build scripts that
+    // watch them (ring's `rerun-if-env-changed=CARGO_PKG_NAME`, ...) would run again, and the
+    // next `cargo test` would rebuild them once more.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_test = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&&*name)
+            || name == "OUT_DIR";
+        if set_for_the_test {
+            cmd.env_remove(&*name);
+        }
+    }
+    let status = cmd.status().expect("cargo");
     assert!(status.success(), "cargo build --example demo_server failed");
-    // This test runs as target/<profile>/deps/monitoring-<hash>.
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
     let demo = profile_dir.join("examples/demo_server");
     assert!(demo.exists(), "{} missing after the build", demo.display());
     demo
@@ -350,7 +381,7 @@ async fn start_demo(client: &reqwest::Client, redis_url: Option<String>) -> (Pro
         .env("PORT", port.to_string())
         // The dashboard (a 50 ms query) counts as slow.
         .env("SLOW_THRESHOLD_MS", "10")
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "error,tower_http=off")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if let Some(url) = redis_url {
