@@ -31,6 +31,56 @@
 //! // metrics::set_global_recorder(recorder).unwrap();
 //! # let _ = handle;
 //! ```
+//!
+//! # The metrics
+//!
+//! Every name is a constant of [`names`] (all of them in [`names::ALL`]), every label name one
+//! of [`labels`]; each constant's documentation says what is counted and the label values.
+//!
+//! | metric | type | labels | layer |
+//! |---|---|---|---|
+//! | `http_server_request_duration_seconds` | histogram | `http_request_method`, `http_route`, `http_response_status_code` (or `error_type`) | slow |
+//! | `http_server_active_requests` | gauge | `http_request_method` | slow |
+//! | `tower_perf_slow_requests_total` | counter | `http_request_method`, `http_route` | slow |
+//! | `tower_perf_cache_requests_total` | counter | `cache_tier`, `cache_result` (`hit`, `miss`, `stale`, `bypass`, `uncacheable`, `error`) | cache |
+//! | `tower_perf_cache_size_bytes`, `tower_perf_cache_entries` | gauge | `cache_tier` | cache |
+//! | `tower_perf_cache_purges_total` | counter | `purge_target` | cache |
+//! | `tower_perf_cache_evictions_total` | counter | `cause` | cache |
+//! | `tower_perf_compression_responses_total` | counter | `encoding`, `decision` | compression |
+//! | `tower_perf_compression_input_bytes_total`, `tower_perf_compression_output_bytes_total` | counter | `encoding` | compression |
+//! | `tower_perf_compression_level` | gauge | `encoding` | compression |
+//! | `tower_perf_queue_size` | gauge | `priority` | queue |
+//! | `tower_perf_queue_wait_duration_seconds` | histogram | `priority`, `queue_result` | queue |
+//! | `tower_perf_queue_requests_total` | counter | `priority`, `queue_result` | queue |
+//! | `tower_perf_queue_in_flight`, `tower_perf_concurrency_limit` | gauge | | queue |
+//! | `tower_perf_circuit_breaker_state` | gauge (1 for the current state) | `breaker`, `state` | breaker |
+//! | `tower_perf_circuit_breaker_transitions_total` | counter | `breaker`, `state` | breaker |
+//! | `tower_perf_circuit_breaker_calls_total` | counter | `breaker`, `result` | breaker |
+//! | `tower_perf_rate_limit_decisions_total` | counter | `decision` | rate limit |
+//! | `tower_perf_rate_limit_shared_decisions_total` | counter | `decided_by` | rate limit (Redis) |
+//! | `tower_perf_redis_calls_total` | counter | `result` | Redis link |
+//! | `tower_perf_redis_link_open` | gauge | | Redis link |
+//!
+//! The cache's hit ratio over cacheable requests is `(hit + stale) / (hit + stale + miss)`:
+//! `bypass` (not handled) and `uncacheable` (a response that may not be stored) are not cache
+//! candidates, and [`CacheSnapshot::hit_ratio`](crate::cache::CacheSnapshot::hit_ratio) is the
+//! same figure.
+//!
+//! # Histograms
+//!
+//! Every duration is a histogram: configure the buckets of [`HISTOGRAM_BUCKETS`] in the
+//! exporter, as the example does. Without them a Prometheus exporter renders a summary, whose
+//! quantiles cannot be aggregated across instances.
+//!
+//! # Process metrics
+//!
+//! The layers record none; the demo server adds them with the
+//! [`metrics-process`](https://docs.rs/metrics-process) crate (`Collector::describe` once after
+//! installing the recorder, `Collector::collect` before each render of `/metrics`):
+//! `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_threads`,
+//! `process_start_time_seconds`. The alert rules and dashboards of `examples/monitoring/` read
+//! them.
 
 /// The bucket boundaries, in seconds, that OpenTelemetry recommends for HTTP durations.
 ///

@@ -7,7 +7,8 @@
 //! - `every_panel_has_data_and_the_breaker_alert_fires`: the demo server (the real binary,
 //!   built by `cargo build --example demo_server` with this test's features) and a real
 //!   Prometheus scraping it (Debian's `prometheus`; `scripts/test.sh` installs it), both on
-//!   free loopback ports and stopped by PID. Traffic exercises every layer; then every PromQL
+//!   free loopback ports and stopped by PID. Traffic exercises every layer (checked through
+//!   Prometheus: hits, misses, a purge, every coding, queue waits, ...); then every PromQL
 //!   expression of every dashboard panel is evaluated through Prometheus's HTTP API and must
 //!   return series, and the circuit-breaker alert must fire.
 //!
@@ -191,6 +192,40 @@ fn metric_names_are_found_in_expressions() {
     );
     assert!(known_metric("http_server_request_duration_seconds_bucket"));
     assert!(!known_metric("tower_perf_no_such_metric_total"));
+}
+
+/// `names::ALL` holds every name of `names`, and the table of the `metrics` module docs lists
+/// each of them (the docs users read to wire their own dashboards).
+#[test]
+fn every_metric_name_is_listed_and_documented() {
+    let source = include_str!("../src/metrics.rs");
+    let names_mod = &source[source.find("pub mod names").expect("mod names")..];
+    let names_mod = &names_mod[..names_mod.find("pub mod labels").expect("mod labels")];
+    let declared: Vec<&str> = names_mod
+        .split("pub const ")
+        .skip(1)
+        .filter(|decl| !decl.starts_with("ALL"))
+        .filter_map(|decl| decl.split('"').nth(1))
+        .collect();
+    assert_eq!(
+        declared.len(),
+        names::ALL.len(),
+        "names::ALL misses one of {declared:?}"
+    );
+    let table: Vec<&str> = source
+        .lines()
+        .filter(|l| l.starts_with("//! | `"))
+        .collect();
+    for name in names::ALL {
+        assert!(declared.contains(&name), "{name}");
+        let quoted = format!("`{name}`");
+        assert!(
+            table
+                .iter()
+                .any(|row| row.split('|').nth(1).is_some_and(|c| c.contains(&quoted))),
+            "{name} missing from the table of the metrics module docs"
+        );
+    }
 }
 
 /// The cache's hit ratio is over cacheable requests: a response that may not be stored
@@ -493,42 +528,103 @@ async fn drive_traffic(client: &reqwest::Client, base: &str) {
     assert!(purge.status().is_success(), "purge: {}", purge.status());
     burst(client, 2, &page, &[]).await;
 
-    // More requests at once than the queue's limit (64), each a 50 ms query past the cache:
-    // some wait in the queue.
+    // Slow requests: the 50 ms dashboard past the cache (the demo's slow threshold is 10 ms).
     let dashboards = burst(
         client,
-        90,
+        20,
         &format!("{base}/api/v1/dashboard"),
         &[("cache-control", "no-cache")],
     )
     .await;
     assert!(dashboards.iter().all(|s| *s == 200), "{dashboards:?}");
-
-    // The payment provider fails: after 10 calls the route's breaker opens (503 at once).
-    let fault = client
-        .put(format!("{base}/admin/payments/fault"))
-        .json(&serde_json::json!({ "failure_rate": 1.0 }))
-        .send()
-        .await
-        .expect("fault");
-    assert!(fault.status().is_success(), "fault: {}", fault.status());
-    let mut statuses = Vec::new();
-    for id in 0..15 {
-        statuses.extend(
-            burst(
-                client,
-                1,
-                &format!("{base}/api/v1/payments/{id}/status"),
-                &[],
-            )
-            .await,
-        );
-    }
-    assert_eq!(statuses.last(), Some(&503), "breaker open: {statuses:?}");
+    make_queue_waits(client, base).await;
+    open_payments_breaker(client, base).await;
 
     // Past the quota (100/s, burst 200): 429s.
     let limited = burst(client, 400, &format!("{base}/api/v1/properties/1"), &[]).await;
     assert!(limited.contains(&429), "no rate-limit rejection");
+}
+
+/// Sets how the demo's payment provider misbehaves.
+async fn set_fault(client: &reqwest::Client, base: &str, failure_rate: f64, latency_ms: u64) {
+    let fault = client
+        .put(format!("{base}/admin/payments/fault"))
+        .json(&serde_json::json!({ "failure_rate": failure_rate, "latency_ms": latency_ms }))
+        .send()
+        .await
+        .expect("fault");
+    assert!(fault.status().is_success(), "fault: {}", fault.status());
+}
+
+/// Queue waits: more payment calls at once than the queue's limit (64), each holding its
+/// permit for 300 ms (under the breaker's slow-call threshold, 800 ms, and the critical class's
+/// queue deadline, 1 s): the calls past the limit wait for a permit.
+async fn make_queue_waits(client: &reqwest::Client, base: &str) {
+    set_fault(client, base, 0.0, 300).await;
+    let statuses = burst(client, 80, &format!("{base}/api/v1/payments/1/status"), &[]).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+/// The payment provider fails: the route's breaker opens once failures are half its window
+/// (503 at once from then on).
+async fn open_payments_breaker(client: &reqwest::Client, base: &str) {
+    set_fault(client, base, 1.0, 0).await;
+    let url = format!("{base}/api/v1/payments/2/status");
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&503) && statuses.len() < 60 {
+        statuses.extend(burst(client, 1, &url, &[]).await);
+    }
+    assert_eq!(statuses.last(), Some(&503), "breaker open: {statuses:?}");
+}
+
+/// What `drive_traffic` must have made every layer do, as seen by Prometheus: (what, a query
+/// that returns a series only if it happened). A panel with data may still show only zeros;
+/// these say the traffic did what the dashboards are there to show.
+const EXERCISED: [(&str, &str); 9] = [
+    (
+        "cache hits",
+        r#"tower_perf_cache_requests_total{cache_tier="memory", cache_result="hit"} > 0"#,
+    ),
+    (
+        "cache misses",
+        r#"tower_perf_cache_requests_total{cache_tier="memory", cache_result="miss"} > 0"#,
+    ),
+    (
+        "uncacheable responses",
+        r#"tower_perf_cache_requests_total{cache_result="uncacheable"} > 0"#,
+    ),
+    (
+        "purges by tag",
+        r#"tower_perf_cache_purges_total{purge_target="tag"} > 0"#,
+    ),
+    (
+        "compression in every coding",
+        r#"count(tower_perf_compression_output_bytes_total{encoding=~"zstd|br|gzip|deflate"} > 0) == 4"#,
+    ),
+    ("slow requests", "tower_perf_slow_requests_total > 0"),
+    (
+        "queue waits over 5 ms",
+        r#"sum(tower_perf_queue_wait_duration_seconds_count) - sum(tower_perf_queue_wait_duration_seconds_bucket{le="0.005"}) > 0"#,
+    ),
+    (
+        "opening of the payments breaker",
+        r#"tower_perf_circuit_breaker_transitions_total{breaker="/api/v1/payments/{id}/status", state="open"} > 0"#,
+    ),
+    (
+        "rate-limit rejections",
+        r#"tower_perf_rate_limit_decisions_total{decision="limited"} > 0"#,
+    ),
+];
+
+/// Fails unless every query of [`EXERCISED`] returns a series (10 s at most each).
+async fn assert_traffic_reached_every_layer(client: &reqwest::Client, prom: &str) {
+    for (what, expr) in EXERCISED {
+        let seen = eventually(Duration::from_secs(10), async || {
+            matches!(query(client, prom, expr).await, Ok(n) if n > 0).then_some(())
+        })
+        .await;
+        assert!(seen.is_some(), "the traffic showed no {what}: {expr}");
+    }
 }
 
 /// Runs an instant query; `Err` on a query error, else the number of series.
@@ -612,6 +708,7 @@ async fn every_panel_has_data_and_the_breaker_alert_fires() {
         "dead panels:\n{}",
         failures.join("\n")
     );
+    assert_traffic_reached_every_layer(&client, &prom).await;
 
     let breaker = "/api/v1/payments/{id}/status";
     let firing = eventually(Duration::from_secs(60), async || {
