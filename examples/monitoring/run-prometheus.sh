@@ -7,8 +7,8 @@
 #   open http://127.0.0.1:9090/alerts  (or point Grafana at it: see README.md here)
 #
 # Environment: DEMO_ADDR (127.0.0.1:3000), PROMETHEUS_ADDR (127.0.0.1:9090), DATA_DIR (a
-# fresh temporary directory, removed on exit). Stops with Ctrl-C; Prometheus runs in the
-# foreground, so it never outlives this script.
+# fresh temporary directory, removed on exit). Stops with Ctrl-C (or SIGTERM), which stops
+# Prometheus too: it never outlives this script.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 demo="${DEMO_ADDR:-127.0.0.1:3000}"
@@ -27,7 +27,18 @@ if ! curl -fsS -o /dev/null "http://$demo/metrics" 2>/dev/null; then
 fi
 
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+prom_pid=""
+# On exit, Ctrl-C or SIGTERM: stop Prometheus (by its PID) and remove the temporary files.
+cleanup() {
+    if [ -n "$prom_pid" ]; then
+        kill "$prom_pid" 2>/dev/null || true
+        wait "$prom_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 data="${DATA_DIR:-$work/data}"
 # The shipped config with the demo's address; the rules file next to it.
 sed "s|\"127.0.0.1:3000\"|\"$demo\"|" "$here/prometheus/prometheus.yml" >"$work/prometheus.yml"
@@ -39,4 +50,6 @@ prometheus \
     --config.file="$work/prometheus.yml" \
     --storage.tsdb.path="$data" \
     --storage.tsdb.retention.time=1d \
-    --web.listen-address="$listen"
+    --web.listen-address="$listen" &
+prom_pid=$!
+wait "$prom_pid"
