@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing
-# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page), then
-# checks formatting, lints and docs, runs every test with all features, and builds the examples
-# and benches.
+# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page;
+# prometheus, for the monitoring kit), then checks formatting, lints and docs, checks the
+# monitoring kit with promtool, runs every test with all features, and builds the examples and
+# benches.
 #
 # Usage: scripts/test.sh          (from anywhere; it works from the repository root)
 set -euo pipefail
@@ -16,6 +17,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The console's browser test (tests/console.rs) drives headless Chromium; without it the test
 # fails (TOWER_PERF_SKIP_BROWSER=1 skips it).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# Debian's package brings prometheus and promtool (examples/monitoring/, tests/monitoring.rs).
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"
     if command -v apt-get >/dev/null 2>&1; then
@@ -28,7 +31,8 @@ if ((${#need_apt[@]})); then
         exit 1
     fi
 fi
-# The tests start their own redis-server on a free port; none is left running here.
+# The tests start their own redis-server and prometheus on free ports; none is left running
+# here (Debian's package may start a prometheus service where systemd runs; the tests never use it).
 
 # --- checks ------------------------------------------------------------------------------------
 step "cargo fmt --check"
@@ -39,6 +43,11 @@ cargo clippy --all-targets --all-features -- -D warnings
 
 step "cargo check without default features"
 cargo check --no-default-features --lib
+
+step "promtool: the monitoring kit's config, alert rules and their unit tests"
+promtool check config examples/monitoring/prometheus/prometheus.yml
+promtool check rules examples/monitoring/prometheus/alerts.yml
+promtool test rules examples/monitoring/prometheus/alerts_test.yml
 
 step "cargo test --all-features"
 cargo test --all-features

@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower_perf::breaker::CircuitBreakerLayer;
 use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::compression::AdaptiveCompressionLayer;
-use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::metrics::HISTOGRAM_BUCKETS;
 use tower_perf::queue::PriorityQueueLayer;
 use tower_perf::rate_limit::{Quota, RateLimitLayer};
 use tower_perf::slow::SlowRequestLayer;
@@ -32,19 +32,13 @@ async fn sleep_ms(Path(ms): Path<u64>) -> &'static str {
 
 #[tokio::test(start_paused = true)]
 async fn prometheus_text_is_stable() {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::HTTP_SERVER_REQUEST_DURATION_SECONDS.to_owned()),
-            &DURATION_BUCKETS,
-        )
-        .unwrap()
-        .set_buckets_for_metric(
-            Matcher::Full(names::QUEUE_WAIT_DURATION_SECONDS.to_owned()),
-            &DURATION_BUCKETS,
-        )
-        .unwrap()
-        .install_recorder()
-        .unwrap();
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in HISTOGRAM_BUCKETS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .unwrap();
+    }
+    let handle = builder.install_recorder().unwrap();
 
     let tracker = SlowRequestLayer::builder()
         .threshold(Duration::from_millis(100))

@@ -102,7 +102,8 @@ pub(crate) async fn admin_stats(State(state): State<AppState>) -> Response {
         "latency": layers.slow.snapshot(),
         // The most recent slow requests, newest first, with their phases and request ids.
         "slow_requests": layers.slow.slow_requests(),
-        // Hits, misses, stale, entries, bytes, hit ratio, evictions.
+        // Hits, misses, stale, uncacheable, bypass, entries, bytes, hit ratio (of cacheable
+        // requests), evictions, purges.
         "cache": layers.cache.snapshot(),
         // Every circuit breaker (one per route) with its state and window figures.
         "breakers": layers.breaker.snapshot(),
@@ -117,6 +118,8 @@ pub(crate) async fn admin_stats(State(state): State<AppState>) -> Response {
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // A few reads of /proc: fresh CPU, memory and file figures for this scrape.
+    crate::PROCESS_METRICS.collect();
     (
         [(
             CONTENT_TYPE,

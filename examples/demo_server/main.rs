@@ -78,7 +78,9 @@
 //!   breakers, queue, rate limiter, compression
 //! - `POST /admin/cache/purge` (`{"tags": [...]}`, `{"uri": "/..."}`, `{"prefix": "/..."}`,
 //!   optional `"hard": false` to mark stale instead of removing)
-//! - `GET /metrics`: Prometheus text; `GET /health`, `/ready`, `/alive`
+//! - `GET /metrics`: Prometheus text, the process metrics (CPU, memory, open files, threads)
+//!   included; `GET /health`, `/ready`, `/alive`. `examples/monitoring/` has the Prometheus
+//!   scrape config, alert rules and Grafana dashboards for it.
 //!
 //! # Files
 //!
@@ -100,10 +102,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower_perf::metrics::{names, DURATION_BUCKETS};
+use tower_perf::metrics::HISTOGRAM_BUCKETS;
 use tracing_subscriber::EnvFilter;
 
 use tower_perf::stack::PerfConfig;
@@ -275,15 +278,24 @@ fn config_error(message: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// Installs the global Prometheus recorder, with the OpenTelemetry buckets for the request
-/// duration histogram, and keeps its upkeep running.
+/// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_threads`, ...) of the `metrics-process`
+/// crate: described once at start-up, read from `/proc` on every scrape of `/metrics`.
+pub(crate) static PROCESS_METRICS: LazyLock<metrics_process::Collector> =
+    LazyLock::new(metrics_process::Collector::default);
+
+/// Installs the global Prometheus recorder, with the buckets of every histogram of the crate
+/// (`tower_perf::metrics::HISTOGRAM_BUCKETS`: without them the exporter renders summaries, which
+/// cannot be aggregated across instances), describes the process metrics, and keeps the
+/// recorder's upkeep running.
 fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::HTTP_SERVER_REQUEST_DURATION_SECONDS.to_owned()),
-            &DURATION_BUCKETS,
-        )?
-        .install_recorder()?;
+    let mut builder = PrometheusBuilder::new();
+    for (name, buckets) in HISTOGRAM_BUCKETS {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
+    }
+    let handle = builder.install_recorder()?;
+    PROCESS_METRICS.describe();
+    PROCESS_METRICS.collect();
     // Without the HTTP listener feature the exporter leaves upkeep (draining histogram samples)
     // to us.
     let upkeep = handle.clone();

@@ -18,8 +18,10 @@ use crate::routes::{parse_id, phase, ApiError, AppState, FieldError};
 pub(crate) const PAYMENTS_SEED: u64 = 0xFA_u64 << 40;
 const MAX_FAULT_LATENCY_MS: u64 = 60_000;
 
-/// How the payment provider misbehaves.
+/// How the payment provider misbehaves. A field left out of a `PUT` is 0 (no failure, no
+/// added latency), so `{"failure_rate": 1.0}` alone is accepted, as the docs show.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct FaultConfig {
     /// Share of calls that fail, 0.0 to 1.0.
     failure_rate: f64,

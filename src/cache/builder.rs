@@ -465,6 +465,11 @@ fn describe_metrics() {
         "Entries held by a response-cache tier."
     );
     describe_counter!(
+        names::CACHE_PURGES_TOTAL,
+        Unit::Count,
+        "Purges asked of the response cache, by target."
+    );
+    describe_counter!(
         names::CACHE_EVICTIONS_TOTAL,
         Unit::Count,
         "Entries removed from the response cache's memory tier, by cause."

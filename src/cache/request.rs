@@ -432,7 +432,6 @@ impl RequestCtx {
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
         let shared = &*self.shared;
-        shared.counters.count(CacheOutcome::Miss);
         let status = res.status();
         let res_cc = CacheControl::parse(res.headers());
         let policy = StorePolicy {
@@ -443,6 +442,9 @@ impl RequestCtx {
         strip_tags(shared, res.headers_mut());
         let verdict = self.verdict(&res, &res_cc, &policy);
         let vary = parse_vary(res.headers());
+        shared
+            .counters
+            .count_origin(verdict.is_ok() && vary.is_some());
         let lifetime =
             policy::freshness_lifetime(status, res.headers(), &res_cc, ex.response_time, &policy);
         let mut cs = CacheStatus {

@@ -20,12 +20,21 @@ pub enum CacheOutcome {
 pub struct CacheSnapshot {
     /// Requests served fresh from the cache.
     pub hits: u64,
-    /// Requests that went to the origin.
+    /// Requests that went to the origin for a response that may be stored (a cache candidate
+    /// not found, or not fresh and not servable stale).
     pub misses: u64,
     /// Requests served stale.
     pub stale: u64,
-    /// Requests the cache did not handle.
+    /// Requests the cache did not handle (method, `no-store` request, ...).
     pub bypass: u64,
+    /// Requests that went to the origin for a response that may not be stored (`no-store`,
+    /// `private`, an unknown length past the entry limit, a status never stored, ...): not cache
+    /// candidates, so neither misses nor part of [`hit_ratio`](Self::hit_ratio).
+    pub uncacheable: u64,
+    /// Purges asked of this instance (by tag, URI, prefix or all) and invalidations by an
+    /// unsafe method's response (RFC 9111 4.4), whether or not they removed anything; purges
+    /// received from other instances through Redis are not counted.
+    pub purges: u64,
     /// Responses served after waiting for another request's origin response (coalescing).
     pub collapsed: u64,
     /// Entries in the memory tier.
@@ -34,7 +43,8 @@ pub struct CacheSnapshot {
     pub bytes: u64,
     /// The memory tier's byte budget.
     pub max_bytes: u64,
-    /// `(hits + stale) / (hits + stale + misses)`, 0 when there was no request.
+    /// `(hits + stale) / (hits + stale + misses)`: the share of cacheable requests served from
+    /// the cache, bypassed and uncacheable requests left out; 0 when there was none.
     pub hit_ratio: f64,
     /// Entries evicted because they expired.
     pub evicted_expired: u64,

@@ -29,9 +29,13 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) bypass: AtomicU64,
+    pub(crate) uncacheable: AtomicU64,
     pub(crate) collapsed: AtomicU64,
+    pub(crate) purges: AtomicU64,
     // Metric handles per result, made on first use.
     metrics: [OnceLock<::metrics::Counter>; 5],
+    // Metric handles per purge target, made on first use.
+    purge_metrics: [OnceLock<::metrics::Counter>; 4],
 }
 
 impl Counters {
@@ -44,6 +48,33 @@ impl Counters {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.metric(idx, label).increment(1);
+    }
+
+    /// Counts a request that went to the origin: a miss when its response may be stored, else
+    /// `uncacheable` (never a cache candidate, so out of the hit ratio).
+    pub(crate) fn count_origin(&self, storable: bool) {
+        if storable {
+            self.count(CacheOutcome::Miss);
+        } else {
+            self.uncacheable.fetch_add(1, Ordering::Relaxed);
+            self.metric(4, "uncacheable").increment(1);
+        }
+    }
+
+    /// Counts a purge asked of this instance (or an invalidation).
+    pub(crate) fn count_purge(&self, target: Target<'_>) {
+        let (idx, label) = match target {
+            Target::Tag(_) => (0, "tag"),
+            Target::Uri(_) => (1, "uri"),
+            Target::Prefix(_) => (2, "prefix"),
+            Target::All => (3, "all"),
+        };
+        self.purges.fetch_add(1, Ordering::Relaxed);
+        self.purge_metrics[idx]
+            .get_or_init(
+                || ::metrics::counter!(names::CACHE_PURGES_TOTAL, labels::PURGE_TARGET => label),
+            )
+            .increment(1);
     }
 
     fn metric(&self, idx: usize, label: &'static str) -> &::metrics::Counter {
@@ -166,6 +197,7 @@ impl Shared {
 
     /// Purges `target` here and, with a Redis tier, in Redis and on every other instance.
     pub(crate) fn purge(&self, target: Target<'_>, hard: bool) {
+        self.counters.count_purge(target);
         let generation = self.purge_memory(target, hard);
         self.tiers.publish_purge(target, hard, generation);
     }
@@ -256,6 +288,8 @@ impl Shared {
             misses,
             stale,
             bypass: c.bypass.load(Ordering::Relaxed),
+            uncacheable: c.uncacheable.load(Ordering::Relaxed),
+            purges: c.purges.load(Ordering::Relaxed),
             collapsed: c.collapsed.load(Ordering::Relaxed),
             entries: s.store.entry_count(),
             bytes: s.store.weighted_size(),

@@ -296,6 +296,7 @@ impl AdaptiveCompressionBuilder {
             choices: self.ladders.map(|l| Choice {
                 level: AtomicI32::new(l.normal),
                 decision: AtomicU8::new(Decision::Normal.index() as u8),
+                level_gauge: std::sync::OnceLock::new(),
             }),
         };
         Ok(AdaptiveCompressionLayer::from_shared(Arc::new(shared)))

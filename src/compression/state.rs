@@ -28,6 +28,8 @@ pub(crate) struct EncodingCounters {
 pub(crate) struct Choice {
     pub(crate) level: AtomicI32,
     pub(crate) decision: AtomicU8,
+    /// The level gauge, made on first use.
+    pub(crate) level_gauge: OnceLock<::metrics::Gauge>,
 }
 
 /// State shared by every clone of the layer, its services, bodies and handles.
@@ -73,9 +75,18 @@ impl Shared {
 
     /// Records the level chosen for an algorithm.
     pub(crate) fn chose(&self, algorithm: Algorithm, level: i32) {
-        self.choices[algorithm.index()]
-            .level
-            .store(level, Ordering::Relaxed);
+        let choice = &self.choices[algorithm.index()];
+        if choice.level.swap(level, Ordering::Relaxed) != level
+            || choice.level_gauge.get().is_none()
+        {
+            choice
+                .level_gauge
+                .get_or_init(|| {
+                    ::metrics::gauge!(names::COMPRESSION_LEVEL,
+                        labels::ENCODING => algorithm.as_str())
+                })
+                .set(f64::from(level));
+        }
     }
 
     /// Adds the bytes of a finished (or abandoned) compressed body.
@@ -155,7 +166,11 @@ pub(crate) fn encoding_index(e: Encoding) -> usize {
 }
 
 pub(crate) fn describe_metrics() {
-    use ::metrics::{describe_counter, Unit};
+    use ::metrics::{describe_counter, describe_gauge, Unit};
+    describe_gauge!(
+        names::COMPRESSION_LEVEL,
+        "The level chosen for the latest response in a content coding."
+    );
     describe_counter!(
         names::COMPRESSION_RESPONSES_TOTAL,
         Unit::Count,

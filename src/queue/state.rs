@@ -162,6 +162,7 @@ pub(crate) struct Metrics {
     requests: [[Counter; 4]; CLASSES],
     wait: [[MetricHistogram; 4]; CLASSES],
     limit: Gauge,
+    in_flight: Gauge,
 }
 
 impl Metrics {
@@ -184,6 +185,7 @@ impl Metrics {
                 })
             }),
             limit: metrics::gauge!(names::CONCURRENCY_LIMIT),
+            in_flight: metrics::gauge!(names::QUEUE_IN_FLIGHT),
         }
     }
 }
@@ -264,6 +266,7 @@ impl Shared {
         inner.drain.tick(now);
         if inner.queued == 0 && inner.in_flight < inner.limiter.current() {
             inner.in_flight += 1;
+            self.metrics.in_flight.set(inner.in_flight as f64);
             self.count(inner, c, QueueResult::Admitted, Duration::ZERO, now);
             return Admit::Now(Permit::new(self.clone(), now));
         }
@@ -436,6 +439,7 @@ impl Shared {
                 self.count(inner, c, QueueResult::Canceled, waited, now);
             }
         }
+        self.metrics.in_flight.set(inner.in_flight as f64);
         reset_if_empty(inner);
     }
 
@@ -446,6 +450,7 @@ impl Shared {
         let inner = &mut *g;
         let in_flight = inner.in_flight;
         inner.in_flight = in_flight.saturating_sub(1);
+        self.metrics.in_flight.set(inner.in_flight as f64);
         inner.drain.completed = inner.drain.completed.saturating_add(1);
         if let Some((rtt, end)) = sample {
             if inner.limiter.update(rtt, in_flight, end) {
@@ -655,6 +660,7 @@ impl Drop for Ticket {
         // A verdict is on its way to nobody: if it was a permit, hand it to the next waiter.
         if let Ok(Verdict::Admitted(_)) = self.rx.try_recv() {
             inner.in_flight = inner.in_flight.saturating_sub(1);
+            self.shared.metrics.in_flight.set(inner.in_flight as f64);
             self.shared.expire(inner, now);
             self.shared.dispatch(inner, now);
         }
@@ -677,6 +683,11 @@ pub(crate) fn describe_metrics() {
         names::QUEUE_REQUESTS_TOTAL,
         Unit::Count,
         "Requests seen by the priority queue, by class and result."
+    );
+    describe_gauge!(
+        names::QUEUE_IN_FLIGHT,
+        Unit::Count,
+        "Requests holding a permit of the priority queue."
     );
     describe_gauge!(
         names::CONCURRENCY_LIMIT,

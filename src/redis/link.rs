@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::breaker::LinkBreaker;
 use super::snapshot::RedisLinkSnapshot;
+use crate::metrics::{labels, names};
 use crate::util::event_limiter::EventLimiter;
 
 /// Why a Redis call gave no answer. The callers (cache tier, rate limiter) fall back to memory
@@ -82,6 +83,7 @@ struct LinkInner {
     connected_once: AtomicBool,
     breaker: LinkBreaker,
     counts: Counts,
+    metrics: LinkMetrics,
     /// Rate limit on the WARN events of failures.
     log: EventLimiter,
     key_prefix: Box<str>,
@@ -94,6 +96,35 @@ struct Counts {
     errors: AtomicU64,
     skipped: AtomicU64,
     opened: AtomicU64,
+}
+
+/// Metric handles, made once when the link is built.
+struct LinkMetrics {
+    /// By result: `ok`, `timeout`, `error`, `skipped`.
+    calls: [::metrics::Counter; 4],
+    open: ::metrics::Gauge,
+}
+
+impl LinkMetrics {
+    fn new() -> Self {
+        use ::metrics::{describe_counter, describe_gauge, Unit};
+        describe_counter!(
+            names::REDIS_CALLS_TOTAL,
+            Unit::Count,
+            "Calls of a Redis link, by result."
+        );
+        describe_gauge!(
+            names::REDIS_LINK_OPEN,
+            "1 while a Redis link's breaker is open (Redis skipped), else 0."
+        );
+        let open = ::metrics::gauge!(names::REDIS_LINK_OPEN);
+        open.set(0.0);
+        Self {
+            calls: ["ok", "timeout", "error", "skipped"]
+                .map(|r| ::metrics::counter!(names::REDIS_CALLS_TOTAL, labels::RESULT => r)),
+            open,
+        }
+    }
 }
 
 impl RedisLink {
@@ -122,6 +153,7 @@ impl RedisLink {
                 connected_once: AtomicBool::new(false),
                 breaker,
                 counts: Counts::default(),
+                metrics: LinkMetrics::new(),
                 log: EventLimiter::new(Instant::now(), Duration::from_secs(10), 3),
                 key_prefix: key_prefix.into(),
             }),
@@ -184,6 +216,7 @@ impl RedisLink {
         }
         if !inner.breaker.admit() {
             inner.counts.skipped.fetch_add(1, Ordering::Relaxed);
+            inner.metrics.calls[3].increment(1);
             return Err(LinkError::Open);
         }
         if !inner.connected_once.load(Ordering::Acquire) {
@@ -204,6 +237,10 @@ impl RedisLink {
         let err = match result {
             Ok(Ok(v)) => {
                 inner.counts.ok.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.calls[0].increment(1);
+                if inner.breaker.is_open() {
+                    inner.metrics.open.set(0.0);
+                }
                 inner.breaker.success();
                 return Ok(v);
             }
@@ -221,11 +258,18 @@ impl RedisLink {
             }
         };
         match err {
-            LinkError::Timeout => inner.counts.timeouts.fetch_add(1, Ordering::Relaxed),
-            _ => inner.counts.errors.fetch_add(1, Ordering::Relaxed),
+            LinkError::Timeout => {
+                inner.counts.timeouts.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.calls[1].increment(1);
+            }
+            _ => {
+                inner.counts.errors.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.calls[2].increment(1);
+            }
         };
         if inner.breaker.failure() {
             inner.counts.opened.fetch_add(1, Ordering::Relaxed);
+            inner.metrics.open.set(1.0);
             tracing::warn!(
                 cool_down_ms = inner.breaker.cool_down_ms(),
                 "tower-perf: Redis link failing, skipping Redis for a while"
