@@ -54,6 +54,7 @@ pub struct ResponseCacheBuilder {
     route_ttls: RouteTable<Duration>,
     ttl_fn: Option<Arc<TtlFn>>,
     max_ttl: Duration,
+    cap_explicit_ttl: bool,
     grace: Duration,
     cache_set_cookie: bool,
     heuristic_fraction: f64,
@@ -82,6 +83,7 @@ impl Default for ResponseCacheBuilder {
             route_ttls: RouteTable::default(),
             ttl_fn: None,
             max_ttl: Duration::from_secs(24 * 3600),
+            cap_explicit_ttl: false,
             grace: Duration::ZERO,
             cache_set_cookie: false,
             heuristic_fraction: 0.1,
@@ -143,9 +145,21 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// Upper bound on any freshness lifetime. Default: 1 day.
+    /// Upper bound on the lifetimes the cache gives itself: heuristic freshness, the default
+    /// and route TTLs. Explicit freshness from the origin (`s-maxage`, `max-age`, `Expires`) is
+    /// honoured as sent unless [`cap_explicit_ttl`](Self::cap_explicit_ttl) is on; such an entry
+    /// is still kept in memory at most `max_ttl` plus twice the larger of `grace` and one hour
+    /// (how long purges are remembered), then fetched again. Default: 1 day.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl;
+        self
+    }
+
+    /// Cap explicit freshness (`s-maxage`, `max-age`, `Expires`) at [`max_ttl`](Self::max_ttl)
+    /// too, and say so in `Cache-Status` (`ttl`). Off by default: the origin's lifetime is used
+    /// as it gave it.
+    pub fn cap_explicit_ttl(mut self, on: bool) -> Self {
+        self.cap_explicit_ttl = on;
         self
     }
 
@@ -285,7 +299,7 @@ impl ResponseCacheBuilder {
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
         let tiers = self.tiers(&name, record_ttl);
         let shared = Shared {
-            store: MemoryStore::new(self.max_bytes),
+            store: MemoryStore::new(self.max_bytes, record_ttl),
             purges: Purges::new(record_ttl, 100_000),
             flights: Flights::new(),
             refreshes: Flights::new(),
@@ -297,6 +311,7 @@ impl ResponseCacheBuilder {
                 heuristic_fraction: self.heuristic_fraction,
                 heuristic_max: self.heuristic_max,
                 max_ttl: self.max_ttl,
+                cap_explicit: self.cap_explicit_ttl,
             },
             route_ttls: self.route_ttls,
             ttl_fn: self.ttl_fn,
@@ -436,6 +451,7 @@ impl fmt::Debug for ResponseCacheBuilder {
             .field("default_ttl", &self.default_ttl)
             .field("route_ttls", &self.route_ttls)
             .field("max_ttl", &self.max_ttl)
+            .field("cap_explicit_ttl", &self.cap_explicit_ttl)
             .field("grace", &self.grace)
             .field("cache_set_cookie", &self.cache_set_cookie)
             .field("tag_header", &self.tag_header)

@@ -86,7 +86,7 @@ pub(crate) fn refreshed_entry(
     ex: Exchange,
 ) -> Option<(Entry, bool)> {
     let mut headers = entry.headers.clone();
-    if !policy::update_from_304(&mut headers, not_modified) {
+    if !policy::update_from_304(&mut headers, not_modified, shared.policy.cache_set_cookie) {
         return None;
     }
     strip_hop_by_hop(&mut headers);

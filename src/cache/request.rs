@@ -416,9 +416,14 @@ impl RequestCtx {
             served.detail = Some("uncacheable");
         }
         let mut res = self.serve(&updated, Instant::now(), served);
-        // Never stored, but this client's: cookies the 304 sets reach it.
-        for cookie in not_modified.get_all(header::SET_COOKIE) {
-            res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+        // This client's (and stored only when the cache stores cookies): the cookies the 304
+        // sets replace the stored ones (RFC 9111 3.2), never add to them.
+        if not_modified.contains_key(header::SET_COOKIE) {
+            let headers = res.headers_mut();
+            headers.remove(header::SET_COOKIE);
+            for cookie in not_modified.get_all(header::SET_COOKIE) {
+                headers.append(header::SET_COOKIE, cookie.clone());
+            }
         }
         Some(res)
     }
@@ -427,10 +432,13 @@ impl RequestCtx {
     /// RFC 9111 and the configuration allow; else passed through. Either way it gets this
     /// cache's `Cache-Status` member. The verdict is typed state, never read back from headers.
     pub(crate) fn store_or_pass<B: Body>(
-        self,
+        mut self,
         mut res: Response<B>,
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
+        if self.parts.method == Method::HEAD && res.status() == StatusCode::OK {
+            self.update_from_head(res.headers(), ex);
+        }
         let shared = &*self.shared;
         shared.counters.count(CacheOutcome::Miss);
         let status = res.status();
@@ -464,7 +472,9 @@ impl RequestCtx {
             cs.append_to(res.headers_mut());
             return (res.map(CacheBody::passthrough), StoreVerdict::Passed);
         };
-        cs.stored = true;
+        // Said only when it cannot fail for its size: a body of unknown length may still grow
+        // past the entry limit (then it is not stored, and the header is already sent).
+        cs.stored = res.body().size_hint().upper().is_some();
         cs.ttl = Some(lifetime.as_secs() as i64);
         // The stored copy gets the client-visible headers, before Cache-Status is added.
         let mut headers = res.headers().clone();
@@ -484,6 +494,37 @@ impl RequestCtx {
             res.map(|b| CacheBody::storing(b, job)),
             StoreVerdict::Storing,
         )
+    }
+
+    /// RFC 9111 4.3.5: a `200` to a `HEAD` the cache forwarded updates the stored `GET`
+    /// response it selects (the same validators and length), like a `304` would; a stored
+    /// response it does not select is invalidated.
+    fn update_from_head(&mut self, head: &HeaderMap, ex: Exchange) {
+        let Found::Entry(entry, _) = lookup_parts(&self.shared, self.primary, &self.parts) else {
+            return;
+        };
+        let key = EntryKey {
+            primary: self.primary,
+            variant: self.shared.keyer.variant(&entry.vary, &self.parts.headers),
+        };
+        let validated =
+            |h: &HeaderMap| h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+        let length = |h: &HeaderMap| h.get(header::CONTENT_LENGTH).cloned();
+        let same_length = match (length(head), length(&entry.headers)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let selects = same_length && (validated(head) || !validated(&entry.headers));
+        let refreshed = selects
+            .then(|| refreshed_entry(&self.shared, &entry, head, &self.parts, ex))
+            .flatten();
+        match refreshed {
+            Some((updated, true)) => {
+                let waiters = std::mem::take(&mut self.waiters);
+                store_refreshed(&self.shared, key, &Arc::new(updated), &self.parts, waiters);
+            }
+            _ => self.shared.store.remove(&key),
+        }
     }
 
     /// Whether RFC 9111 and the configuration let the response be stored.

@@ -1,0 +1,342 @@
+//! HTTP caching conformance of `ResponseCacheLayer` (RFC 9111, 9110, 9213), each rule over a
+//! real axum server on loopback with a real HTTP client, under a paused tokio clock.
+//!
+//! Every test scripts its origin: a function of the call number, the method and the request
+//! headers that returns the response, so one route can answer `200`, then `304`, then `206`.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use common::{client, serve};
+use tower_perf::cache::{ResponseCacheBuilder, ResponseCacheLayer};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// What an origin answers: from the call number (1 for the first), the method and the headers.
+type Script = Arc<dyn Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync>;
+
+#[derive(Clone)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    script: Script,
+}
+
+async fn origin(State(o): State<Origin>, method: Method, headers: HeaderMap) -> Response {
+    let n = o.calls.fetch_add(1, SeqCst) + 1;
+    (o.script)(n, &method, &headers)
+}
+
+/// A server whose every path goes through `cache` to the scripted origin.
+struct Site {
+    base: String,
+    calls: Arc<AtomicUsize>,
+    client: reqwest::Client,
+}
+
+impl Site {
+    async fn new(
+        cache: ResponseCacheLayer,
+        script: impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let state = Origin {
+            calls: calls.clone(),
+            script: Arc::new(script),
+        };
+        let app = Router::new()
+            .route("/{*path}", any(origin))
+            .layer(cache)
+            .with_state(state);
+        Self {
+            base: format!("http://{}", serve(app).await),
+            calls,
+            client: client(),
+        }
+    }
+
+    /// A site with the default cache.
+    async fn default(
+        script: impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(ResponseCacheLayer::new(), script).await
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(SeqCst)
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request sent");
+        Reply {
+            status: res.status(),
+            headers: res.headers().clone(),
+            body: res.bytes().await.expect("whole body"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[]).await
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    /// The parameters of the `Cache-Status` member.
+    fn cs(&self) -> Vec<&str> {
+        let cs = self.header("cache-status").expect("Cache-Status");
+        cs.split(';').map(str::trim).collect()
+    }
+
+    fn hit(&self) -> bool {
+        self.cs().contains(&"hit")
+    }
+
+    fn stored(&self) -> bool {
+        self.cs().contains(&"stored")
+    }
+
+    fn ttl(&self) -> Option<i64> {
+        self.cs()
+            .iter()
+            .find_map(|p| p.strip_prefix("ttl="))
+            .and_then(|t| t.parse().ok())
+    }
+
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+}
+
+/// A response from a status, header pairs and a body.
+fn res(status: u16, headers: &[(&str, &str)], body: impl Into<String>) -> Response {
+    let mut r = (StatusCode::from_u16(status).expect("status"), body.into()).into_response();
+    for (k, v) in headers {
+        r.headers_mut().append(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    r
+}
+
+fn builder() -> ResponseCacheBuilder {
+    ResponseCacheLayer::builder()
+}
+
+/// Lets virtual time pass (the paused clock jumps; nothing really waits).
+async fn pass(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defects
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn empty_bodies_are_stored_and_only_then_said_stored() {
+    let site = Site::default(|_, _, _| res(200, &[("cache-control", "max-age=3600")], "")).await;
+    let first = site.get("/empty").await;
+    assert!(first.stored(), "{:?}", first.cs());
+    let second = site.get("/empty").await;
+    assert!(second.hit(), "{:?}", second.cs());
+    assert_eq!(second.header("content-length"), Some("0"));
+    assert_eq!(site.calls(), 1);
+
+    let site = Site::default(|_, _, _| res(204, &[("cache-control", "max-age=3600")], "")).await;
+    site.get("/no-content").await;
+    let second = site.get("/no-content").await;
+    assert_eq!(second.status, 204);
+    assert!(second.hit(), "{:?}", second.cs());
+    assert_eq!(site.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_with_explicit_freshness_are_stored_and_only_those() {
+    for status in [500, 502, 503, 504, 599] {
+        let site = Site::default(move |_, _, _| {
+            res(status, &[("cache-control", "public, max-age=60")], "down")
+        })
+        .await;
+        assert!(site.get("/e").await.stored(), "{status}");
+        let again = site.get("/e").await;
+        assert_eq!(again.status.as_u16(), status);
+        assert!(again.hit(), "{status}: {:?}", again.cs());
+        assert_eq!(site.calls(), 1, "{status}");
+    }
+    // No explicit freshness: never stored, even `public` with a validator.
+    let last_modified =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(86_400));
+    let site = Site::default(move |_, _, _| {
+        res(
+            500,
+            &[
+                ("cache-control", "public"),
+                ("last-modified", &last_modified),
+            ],
+            "down",
+        )
+    })
+    .await;
+    assert!(!site.get("/e").await.stored());
+    site.get("/e").await;
+    assert_eq!(site.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_ttl_caps_heuristic_and_default_lifetimes_not_explicit_ones_unless_asked() {
+    let site =
+        Site::default(|_, _, _| res(200, &[("cache-control", "max-age=100000")], "long")).await;
+    assert_eq!(site.get("/long").await.ttl(), Some(100_000));
+
+    let site = Site::new(
+        builder().max_ttl(Duration::from_secs(50)).build().unwrap(),
+        |_, _, _| res(200, &[("cache-control", "max-age=100")], "long"),
+    )
+    .await;
+    assert_eq!(site.get("/long").await.ttl(), Some(100));
+    pass(60).await;
+    assert!(
+        site.get("/long").await.hit(),
+        "explicit freshness outlives max_ttl"
+    );
+
+    let site = Site::new(
+        builder()
+            .max_ttl(Duration::from_secs(50))
+            .cap_explicit_ttl(true)
+            .build()
+            .unwrap(),
+        |_, _, _| res(200, &[("cache-control", "max-age=100")], "long"),
+    )
+    .await;
+    assert_eq!(site.get("/long").await.ttl(), Some(50));
+
+    // A heuristic lifetime stays capped.
+    let last_modified =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100 * 86_400));
+    let site = Site::new(
+        builder().max_ttl(Duration::from_secs(50)).build().unwrap(),
+        move |_, _, _| res(200, &[("last-modified", &last_modified)], "old"),
+    )
+    .await;
+    assert_eq!(site.get("/old").await.ttl(), Some(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_304_replaces_the_stored_set_cookie_and_does_not_merge_it() {
+    let site = Site::new(
+        builder().cache_set_cookie(true).build().unwrap(),
+        |n, _, h| {
+            if n > 1 && h.contains_key("if-none-match") {
+                return res(304, &[("etag", "\"v1\""), ("set-cookie", "a=c")], "");
+            }
+            res(
+                200,
+                &[
+                    ("cache-control", "max-age=1"),
+                    ("etag", "\"v1\""),
+                    ("set-cookie", "a=b"),
+                ],
+                "body",
+            )
+        },
+    )
+    .await;
+    assert_eq!(site.get("/c").await.all("set-cookie"), ["a=b"]);
+    pass(2).await;
+    let revalidated = site.get("/c").await;
+    assert_eq!(revalidated.text(), "body");
+    assert_eq!(revalidated.all("set-cookie"), ["a=c"]);
+    let hit = site.get("/c").await;
+    assert!(hit.hit(), "{:?}", hit.cs());
+    assert_eq!(
+        hit.all("set-cookie"),
+        ["a=c"],
+        "the stored field was replaced"
+    );
+    assert_eq!(site.calls(), 2);
+
+    // Without cookies in the cache, the 304's cookie reaches its own client only, once.
+    let site = Site::default(|n, _, h| {
+        if n > 1 && h.contains_key("if-none-match") {
+            return res(304, &[("etag", "\"v1\""), ("set-cookie", "a=c")], "");
+        }
+        res(
+            200,
+            &[("cache-control", "max-age=1"), ("etag", "\"v1\"")],
+            "body",
+        )
+    })
+    .await;
+    site.get("/c").await;
+    pass(2).await;
+    assert_eq!(site.get("/c").await.all("set-cookie"), ["a=c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_response_with_matching_validators_updates_the_stored_get_response() {
+    let site = Site::default(|n, method, _| {
+        let version = if n == 1 { "1" } else { "2" };
+        let mut r = res(
+            200,
+            &[
+                ("cache-control", "max-age=1"),
+                ("etag", "\"v1\""),
+                ("x-version", version),
+            ],
+            "the body",
+        );
+        if method == Method::HEAD {
+            *r.body_mut() = axum::body::Body::empty();
+        }
+        r
+    })
+    .await;
+    site.get("/h").await;
+    pass(2).await;
+    // The stale entry sends the HEAD to the origin, whose answer has the stored ETag.
+    let head = site.send("HEAD", "/h", &[]).await;
+    assert_eq!(head.header("x-version"), Some("2"));
+    assert_eq!(site.calls(), 2);
+    // RFC 9111 4.3.5: the stored GET response took the HEAD's fields and freshness.
+    let get = site.get("/h").await;
+    assert!(get.hit(), "{:?}", get.cs());
+    assert_eq!(get.header("x-version"), Some("2"));
+    assert_eq!(get.text(), "the body");
+    assert_eq!(site.calls(), 2);
+}
