@@ -340,3 +340,259 @@ async fn a_head_response_with_matching_validators_updates_the_stored_get_respons
     assert_eq!(get.text(), "the body");
     assert_eq!(site.calls(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Required behaviours
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the second GET of a response with `fields` is served from the cache.
+async fn reused(
+    cache: ResponseCacheLayer,
+    fields: &'static [(&'static str, &'static str)],
+) -> bool {
+    let site = Site::new(cache, move |_, _, _| res(200, fields, "x")).await;
+    site.get("/t").await;
+    pass(2).await;
+    site.get("/t").await.hit()
+}
+
+#[tokio::test(start_paused = true)]
+async fn cdn_cache_control_is_honoured_ahead_of_cache_control() {
+    let cdn = || ResponseCacheLayer::new();
+    let cases: &[(&[(&str, &str)], bool)] = &[
+        (&[("cdn-cache-control", "max-age=3600")], true),
+        (&[("cdn-cache-control", "max-age=99999999999")], true),
+        (&[("cdn-cache-control", "foobar, max-age=3600")], true),
+        (
+            &[
+                ("cache-control", "max-age=1"),
+                ("cdn-cache-control", "max-age=3600"),
+            ],
+            true,
+        ),
+        (
+            &[
+                ("cache-control", "max-age=3600"),
+                ("cdn-cache-control", "max-age=1"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cdn-cache-control", "max-age=0"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=10000"),
+            ],
+            true,
+        ),
+        (
+            &[
+                ("cache-control", "max-age=10000"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "max-age=10000"),
+                ("cdn-cache-control", "no-cache"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "max-age=10000"),
+                ("cdn-cache-control", "private"),
+            ],
+            false,
+        ),
+        // Not a valid Structured Field: ignored, Cache-Control applies.
+        (
+            &[
+                ("cache-control", "max-age=1"),
+                ("cdn-cache-control", "max-age =100"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=10000, &&&&&"),
+            ],
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=\"10000\""),
+            ],
+            false,
+        ),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(reused(cdn(), fields).await, *want, "{fields:?}");
+    }
+    // Forwarded as it came.
+    let site = Site::default(|_, _, _| res(200, &[("cdn-cache-control", "foo")], "x")).await;
+    assert_eq!(
+        site.get("/f").await.header("cdn-cache-control"),
+        Some("foo")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_specific_targeted_field_comes_first_and_cdn_cache_control_can_be_turned_off() {
+    let own = || {
+        builder()
+            .targeted_cache_control(["towerperf-cache-control", "cdn-cache-control"])
+            .build()
+            .unwrap()
+    };
+    let both: &[(&str, &str)] = &[
+        ("towerperf-cache-control", "max-age=3600"),
+        ("cdn-cache-control", "no-store"),
+    ];
+    assert!(reused(own(), both).await);
+    let cdn_only: &[(&str, &str)] = &[("cdn-cache-control", "max-age=3600")];
+    assert!(reused(own(), cdn_only).await);
+    let off = builder()
+        .targeted_cache_control::<[&str; 0]>([])
+        .build()
+        .unwrap();
+    assert!(!reused(off, cdn_only).await, "Cache-Control only");
+    let bad = builder().targeted_cache_control(["not a header"]).build();
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("targeted_cache_control"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_age_that_is_a_list_or_invalid_makes_the_response_stale() {
+    let cases: &[(&[(&str, &str)], bool)] = &[
+        (
+            &[("cache-control", "max-age=3600"), ("age", "7200, 0")],
+            false,
+        ),
+        (&[("cache-control", "max-age=3600"), ("age", "abc")], false),
+        (
+            &[("cache-control", "max-age=3600"), ("age", "-7200")],
+            false,
+        ),
+        (
+            &[("cache-control", "max-age=3600"), ("age", "7200.0")],
+            false,
+        ),
+        (
+            &[("cache-control", "max-age=3600"), ("age", "0, 7200")],
+            true,
+        ),
+        (&[("cache-control", "max-age=3600"), ("age", "60")], true),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(
+            reused(ResponseCacheLayer::new(), fields).await,
+            *want,
+            "{fields:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_unknown_method_invalidates_the_target_uri() {
+    let site = Site::default(|_, _, _| res(200, &[("cache-control", "max-age=3600")], "x")).await;
+    site.get("/u").await;
+    assert!(site.get("/u").await.hit());
+    site.send("M-SEARCH", "/u", &[]).await;
+    let after = site.get("/u").await;
+    assert!(!after.hit(), "{:?}", after.cs());
+    assert_eq!(site.calls(), 3);
+    // A safe method does not.
+    assert!(site.get("/u").await.hit());
+    site.send("OPTIONS", "/u", &[]).await;
+    assert!(site.get("/u").await.hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_content_encoding_is_reused_unless_the_response_varies_on_accept_encoding() {
+    let gzip: &[(&str, &str)] = &[
+        ("cache-control", "max-age=3600"),
+        ("content-encoding", "gzip"),
+    ];
+    let site = Site::default(move |_, _, _| res(200, gzip, "x")).await;
+    site.send("GET", "/g", &[("accept-encoding", "gzip")]).await;
+    let other = site.send("GET", "/g", &[("accept-encoding", "br")]).await;
+    assert!(other.hit(), "reused as stored: {:?}", other.cs());
+    assert_eq!(other.header("content-encoding"), Some("gzip"));
+
+    // Varying on Accept-Encoding keeps the protection.
+    let varying: &[(&str, &str)] = &[
+        ("cache-control", "max-age=3600"),
+        ("content-encoding", "gzip"),
+        ("vary", "accept-encoding"),
+    ];
+    let site = Site::default(move |_, _, _| res(200, varying, "x")).await;
+    site.send("GET", "/g", &[("accept-encoding", "gzip")]).await;
+    assert!(!site
+        .send("GET", "/g", &[("accept-encoding", "br")])
+        .await
+        .hit());
+
+    // So does the explicit option.
+    let strict = builder().require_accepted_coding(true).build().unwrap();
+    let site = Site::new(strict, move |_, _, _| res(200, gzip, "x")).await;
+    site.send("GET", "/g", &[("accept-encoding", "gzip")]).await;
+    assert!(!site
+        .send("GET", "/g", &[("accept-encoding", "br")])
+        .await
+        .hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_206_that_matches_the_stored_response_updates_its_header_fields() {
+    let site = Site::default(|n, _, h| {
+        if h.contains_key("range") {
+            return res(
+                206,
+                &[
+                    ("cache-control", "max-age=3600"),
+                    ("etag", "\"v1\""),
+                    ("content-range", "bytes 0-1/8"),
+                    ("x-version", "2"),
+                ],
+                "th",
+            );
+        }
+        assert_eq!(n, 1, "the complete response is fetched once");
+        res(
+            200,
+            &[
+                ("cache-control", "max-age=1"),
+                ("etag", "\"v1\""),
+                ("x-version", "1"),
+                ("x-kept", "yes"),
+            ],
+            "the body",
+        )
+    })
+    .await;
+    site.get("/p").await;
+    pass(2).await;
+    let partial = site.send("GET", "/p", &[("range", "bytes=0-1")]).await;
+    assert_eq!(partial.status, 206);
+    assert_eq!(partial.text(), "th");
+    let full = site.get("/p").await;
+    assert!(full.hit(), "{:?}", full.cs());
+    assert_eq!(full.status, 200);
+    assert_eq!(full.text(), "the body");
+    assert_eq!(full.header("x-version"), Some("2"));
+    assert_eq!(full.header("x-kept"), Some("yes"));
+    assert_eq!(full.header("content-range"), None);
+    assert_eq!(site.calls(), 2);
+}

@@ -55,6 +55,8 @@ pub struct ResponseCacheBuilder {
     ttl_fn: Option<Arc<TtlFn>>,
     max_ttl: Duration,
     cap_explicit_ttl: bool,
+    targeted: Vec<String>,
+    require_accepted_coding: bool,
     grace: Duration,
     cache_set_cookie: bool,
     heuristic_fraction: f64,
@@ -84,6 +86,8 @@ impl Default for ResponseCacheBuilder {
             ttl_fn: None,
             max_ttl: Duration::from_secs(24 * 3600),
             cap_explicit_ttl: false,
+            targeted: vec!["cdn-cache-control".to_owned()],
+            require_accepted_coding: false,
             grace: Duration::ZERO,
             cache_set_cookie: false,
             heuristic_fraction: 0.1,
@@ -160,6 +164,45 @@ impl ResponseCacheBuilder {
     /// as it gave it.
     pub fn cap_explicit_ttl(mut self, on: bool) -> Self {
         self.cap_explicit_ttl = on;
+        self
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys ahead of `Cache-Control`,
+    /// most specific first. The first one present in a response, and a valid Structured Field
+    /// dictionary, replaces `Cache-Control` whole for this cache: its `max-age` (longer or
+    /// shorter), `s-maxage`, `no-store`, `no-cache`, `private`..., so an origin can cache a
+    /// response here that browsers must not (`Cache-Control: no-store` with
+    /// `CDN-Cache-Control: max-age=600`), or the other way round. The fields are forwarded to
+    /// the client as they came. An invalid field is ignored (the next one, then
+    /// `Cache-Control`, applies).
+    ///
+    /// Default: `["cdn-cache-control"]`, as a gateway cache in front of its application; an
+    /// empty list obeys `Cache-Control` only. A field of this cache alone comes first:
+    ///
+    /// ```
+    /// use tower_perf::cache::ResponseCacheLayer;
+    ///
+    /// let cache = ResponseCacheLayer::builder()
+    ///     .targeted_cache_control(["towerperf-cache-control", "cdn-cache-control"])
+    ///     .build()
+    ///     .expect("valid field names");
+    /// # let _ = cache;
+    /// ```
+    pub fn targeted_cache_control<I>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.targeted = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Serve a stored `Content-Encoding` only to requests whose `Accept-Encoding` accepts it,
+    /// also when the response does not vary on `Accept-Encoding`. Off by default: RFC 9111
+    /// reuses such a response as stored; a response that varies on `Accept-Encoding` (the
+    /// compression layer's always do) is checked either way.
+    pub fn require_accepted_coding(mut self, on: bool) -> Self {
+        self.require_accepted_coding = on;
         self
     }
 
@@ -294,6 +337,7 @@ impl ResponseCacheBuilder {
     /// Checks the configuration and builds the layer.
     pub fn build(mut self) -> Result<ResponseCacheLayer, ConfigError> {
         self.validate()?;
+        let targeted = self.targeted_fields()?;
         describe_metrics();
         let name = std::mem::take(&mut self.name);
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
@@ -312,6 +356,8 @@ impl ResponseCacheBuilder {
                 heuristic_max: self.heuristic_max,
                 max_ttl: self.max_ttl,
                 cap_explicit: self.cap_explicit_ttl,
+                targeted,
+                require_accepted_coding: self.require_accepted_coding,
             },
             route_ttls: self.route_ttls,
             ttl_fn: self.ttl_fn,
@@ -371,6 +417,21 @@ impl ResponseCacheBuilder {
             ));
         }
         Ok(())
+    }
+
+    /// The targeted fields as header names; the error names the first invalid one.
+    fn targeted_fields(&self) -> Result<Arc<[HeaderName]>, ConfigError> {
+        self.targeted
+            .iter()
+            .map(|f| {
+                HeaderName::from_bytes(f.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "targeted_cache_control",
+                        format!("{f:?} is not a header field name"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Checks the freshness settings: TTLs, grace, heuristic.
@@ -452,6 +513,8 @@ impl fmt::Debug for ResponseCacheBuilder {
             .field("route_ttls", &self.route_ttls)
             .field("max_ttl", &self.max_ttl)
             .field("cap_explicit_ttl", &self.cap_explicit_ttl)
+            .field("targeted_cache_control", &self.targeted)
+            .field("require_accepted_coding", &self.require_accepted_coding)
             .field("grace", &self.grace)
             .field("cache_set_cookie", &self.cache_set_cookie)
             .field("tag_header", &self.tag_header)

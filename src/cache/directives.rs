@@ -7,7 +7,7 @@
 
 use crate::util::header::Cursor;
 use http::header::{CACHE_CONTROL, PRAGMA};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// RFC 9111 section 1.2.2: a delta-seconds value larger than 2^31 is treated as 2^31.
 pub(crate) const DELTA_SECONDS_MAX: u32 = 1 << 31;
@@ -85,6 +85,16 @@ impl CacheControl {
         cc
     }
 
+    /// The directives of a response for this cache: those of the first targeted field
+    /// (RFC 9213) in `targeted` that is present and a valid Structured Field dictionary, which
+    /// then replaces `Cache-Control` whole; else `Cache-Control`.
+    pub(crate) fn parse_response(headers: &HeaderMap, targeted: &[HeaderName]) -> Self {
+        targeted
+            .iter()
+            .find_map(|name| super::targeted::parse(headers, name))
+            .unwrap_or_else(|| Self::parse(headers))
+    }
+
     /// [`parse`](Self::parse) for a request, which also honours `Pragma: no-cache` when the
     /// request has no `Cache-Control` field at all (RFC 9111 5.4).
     pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
@@ -95,7 +105,7 @@ impl CacheControl {
         cc
     }
 
-    fn apply(&mut self, directive: Directive<'_>) {
+    pub(crate) fn apply(&mut self, directive: Directive<'_>) {
         // Longest known name: "stale-while-revalidate" (22 bytes). Longer names are unknown.
         let mut lower = [0u8; 24];
         let name = directive.name;

@@ -99,7 +99,7 @@ pub(crate) fn refreshed_entry(
             headers.insert(header::DATE, date);
         }
     }
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::parse_response(&headers, &shared.policy.targeted);
     let policy = StorePolicy {
         default_ttl: shared.default_ttl(parts),
         ..shared.policy.clone()

@@ -287,6 +287,22 @@ pub(crate) fn coding_acceptable(stored: &HeaderMap, request: &HeaderMap) -> bool
     })
 }
 
+/// Whether a stored response's coding may be sent to this request. RFC 9111 reuses a response
+/// as stored: only a response that varies on `Accept-Encoding` (as the compression layer's
+/// always do), or a cache configured with `strict`, checks that the request accepts it.
+pub(crate) fn coding_usable(
+    entry: &super::store::Entry,
+    request: &HeaderMap,
+    strict: bool,
+) -> bool {
+    let checked = strict
+        || entry
+            .vary
+            .iter()
+            .any(|n| n == http::header::ACCEPT_ENCODING);
+    !checked || coding_acceptable(&entry.headers, request)
+}
+
 /// Whether this request selects the variant stored with `values`.
 pub(crate) fn vary_matches(
     vary: &[HeaderName],

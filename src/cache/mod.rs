@@ -126,6 +126,7 @@ mod state;
 mod status;
 mod store;
 mod store_job;
+mod targeted;
 mod tiers;
 mod warm;
 

@@ -17,7 +17,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::directives::{delta_seconds, CacheControl};
+use super::directives::{delta_seconds, CacheControl, DELTA_SECONDS_MAX};
 
 /// Why a response (or request) is not served from, or stored in, the cache. Also the `detail`
 /// of the `Cache-Status` header.
@@ -86,6 +86,13 @@ pub(crate) struct StorePolicy {
     /// Cap explicit lifetimes (`s-maxage`, `max-age`, `Expires`) at `max_ttl` as well. Off by
     /// default: the origin's explicit freshness is what it meant.
     pub(crate) cap_explicit: bool,
+    /// The targeted cache-control fields (RFC 9213) this cache obeys, first match wins, ahead
+    /// of `Cache-Control`. Default: `CDN-Cache-Control`.
+    pub(crate) targeted: std::sync::Arc<[HeaderName]>,
+    /// Serve a stored `Content-Encoding` only to requests that accept it, even when the
+    /// response does not vary on `Accept-Encoding`. Off by default (RFC 9111 reuses the
+    /// response as stored).
+    pub(crate) require_accepted_coding: bool,
 }
 
 impl Default for StorePolicy {
@@ -98,6 +105,8 @@ impl Default for StorePolicy {
             heuristic_max: DAY,
             max_ttl: DAY,
             cap_explicit: false,
+            targeted: [HeaderName::from_static("cdn-cache-control")].into(),
+            require_accepted_coding: false,
         }
     }
 }
@@ -254,6 +263,8 @@ pub(crate) fn freshness_lifetime(
     } else {
         Duration::ZERO
     };
+    // A far `Expires` is held to the largest delta-seconds, like `max-age` (RFC 9111 1.2.2).
+    let lifetime = lifetime.min(Duration::from_secs(DELTA_SECONDS_MAX.into()));
     if policy.cap_explicit {
         lifetime.min(policy.max_ttl)
     } else {
@@ -283,18 +294,29 @@ fn heuristic(res_headers: &HeaderMap, response_time: SystemTime, policy: &StoreP
 /// `max(apparent_age, age_value + response_delay)`, where `apparent_age` is the time from `Date`
 /// to `response_time` (zero without a valid `Date`, or with one in the future: clock skew),
 /// `response_delay` is `response_time − request_time` (zero if negative), and `age_value` is the
-/// first `Age` field line as delta-seconds (zero when missing or malformed, at most 2^31).
+/// first member of the `Age` field as delta-seconds (RFC 9111 5.1: later members and lines are
+/// discarded; zero when absent; at most 2^31). An `Age` that is not a non-negative integer
+/// (`abc`, `-1`, `1.5`) makes the response stale (5.1): the age is then 2^31 seconds, older than
+/// any lifetime.
 pub(crate) fn initial_age(
     res_headers: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let age_value = res_headers
-        .get(AGE)
-        .and_then(|value| delta_seconds(trim_ows(value.as_bytes())))
-        .map_or(Duration::ZERO, |seconds| {
-            Duration::from_secs(seconds.into())
-        });
+    let age_value = match res_headers.get(AGE) {
+        None => 0,
+        Some(value) => {
+            let first = value.as_bytes().split(|&b| b == b',').next().unwrap_or(&[]);
+            let first = trim_ows(first);
+            // A blank field says nothing; anything else must be delta-seconds.
+            if first.is_empty() {
+                0
+            } else {
+                delta_seconds(first).unwrap_or(DELTA_SECONDS_MAX)
+            }
+        }
+    };
+    let age_value = Duration::from_secs(age_value.into());
     let apparent_age = http_date(res_headers, &DATE)
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
@@ -609,6 +631,15 @@ impl<'a> EntityTag<'a> {
     /// Strong comparison: both strong, and the opaque tags are equal.
     fn strong_eq(self, other: Self) -> bool {
         !self.weak && !other.weak && self.opaque == other.opaque
+    }
+}
+
+/// Whether both field sections carry the same strong entity-tag (RFC 9111 3.4: only then are
+/// two responses parts of one representation).
+pub(crate) fn same_strong_etag(a: &HeaderMap, b: &HeaderMap) -> bool {
+    match (stored_etag(a), stored_etag(b)) {
+        (Some((_, a)), Some((_, b))) => a.strong_eq(b),
+        _ => false,
     }
 }
 
@@ -1115,6 +1146,7 @@ mod tests {
             (&[("cache-control", "max-age=1000000")][..], secs(1_000_000)),
             (&[("cache-control", "s-maxage=99999999999")], secs(1 << 31)),
             (&[("expires", &*far)], secs(1000 * DAY)),
+            (&[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")], secs(1 << 31)),
         ] {
             assert_eq!(lifetime(fields), uncapped, "{fields:?}");
             assert_eq!(lifetime_with(200, fields, &capped), secs(DAY), "{fields:?}");
@@ -1142,10 +1174,14 @@ mod tests {
         let future = date(T0 + 3600);
         assert_eq!(age(&[("age", "5"), ("date", &future)], T0 - 1, T0), secs(6));
         assert_eq!(age(&[("date", &future)], T0, T0), Duration::ZERO);
-        // Malformed Age: 0.
-        for bad in ["abc", "-5", "1.5", "", "5, 6", "0x10"] {
-            assert_eq!(age(&[("age", bad)], T0, T0), Duration::ZERO, "{bad:?}");
+        // Malformed Age: stale (the largest age).
+        for bad in ["abc", "-5", "1.5", "0x10", "old, 0"] {
+            assert_eq!(age(&[("age", bad)], T0, T0), secs(1 << 31), "{bad:?}");
         }
+        // A list: its first member; a blank field: absent.
+        assert_eq!(age(&[("age", "5, 6")], T0, T0), secs(5));
+        assert_eq!(age(&[("age", "7200,0")], T0, T0), secs(7200));
+        assert_eq!(age(&[("age", "")], T0, T0), Duration::ZERO);
         assert_eq!(age(&[("age", " 7 ")], T0, T0), secs(7));
         // Saturation.
         assert_eq!(

@@ -520,14 +520,18 @@ impl RedisTier {
         stamp: u64,
         parts: &Parts,
     ) -> Result<RedisFound, ()> {
-        let Some(decoded) = codec::decode(value, stamp) else {
+        let Some(decoded) = codec::decode(value, stamp, &shared.policy.targeted) else {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             return Err(());
         };
         let mut entry = decoded.entry;
         if !shared.keyer.same_target(&entry.uri, &parts.uri)
             || !super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers)
-            || !super::key::coding_acceptable(&entry.headers, &parts.headers)
+            || !super::key::coding_usable(
+                &entry,
+                &parts.headers,
+                shared.policy.require_accepted_coding,
+            )
         {
             // A hash collision or another variant: not this request's, but not corrupt.
             return Ok(RedisFound::Miss);

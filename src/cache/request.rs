@@ -436,13 +436,17 @@ impl RequestCtx {
         mut res: Response<B>,
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
-        if self.parts.method == Method::HEAD && res.status() == StatusCode::OK {
-            self.update_from_head(res.headers(), ex);
+        match res.status() {
+            StatusCode::OK if self.parts.method == Method::HEAD => {
+                self.update_from_head(res.headers(), ex)
+            }
+            StatusCode::PARTIAL_CONTENT => self.update_from_partial(res.headers(), ex),
+            _ => {}
         }
         let shared = &*self.shared;
         shared.counters.count(CacheOutcome::Miss);
         let status = res.status();
-        let res_cc = CacheControl::parse(res.headers());
+        let res_cc = CacheControl::parse_response(res.headers(), &shared.policy.targeted);
         let policy = StorePolicy {
             default_ttl: shared.default_ttl(&self.parts),
             ..shared.policy.clone()
@@ -500,12 +504,8 @@ impl RequestCtx {
     /// response it selects (the same validators and length), like a `304` would; a stored
     /// response it does not select is invalidated.
     fn update_from_head(&mut self, head: &HeaderMap, ex: Exchange) {
-        let Found::Entry(entry, _) = lookup_parts(&self.shared, self.primary, &self.parts) else {
+        let Some((entry, key)) = self.stored() else {
             return;
-        };
-        let key = EntryKey {
-            primary: self.primary,
-            variant: self.shared.keyer.variant(&entry.vary, &self.parts.headers),
         };
         let validated =
             |h: &HeaderMap| h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
@@ -514,16 +514,65 @@ impl RequestCtx {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        let selects = same_length && (validated(head) || !validated(&entry.headers));
-        let refreshed = selects
-            .then(|| refreshed_entry(&self.shared, &entry, head, &self.parts, ex))
-            .flatten();
-        match refreshed {
+        if !(same_length && (validated(head) || !validated(&entry.headers)))
+            || !self.update_stored(&entry, key, head, ex)
+        {
+            self.shared.store.remove(&key);
+        }
+    }
+
+    /// RFC 9111 3.4 and 4.3.4: a `206` of the stored complete response (the same strong
+    /// `ETag`) updates its header fields, but not those that describe the part
+    /// (`Content-Range`, `Content-Length`, a multipart `Content-Type`).
+    fn update_from_partial(&mut self, partial: &HeaderMap, ex: Exchange) {
+        let Some((entry, key)) = self.stored() else {
+            return;
+        };
+        if entry.status != StatusCode::OK || !policy::same_strong_etag(&entry.headers, partial) {
+            return;
+        }
+        let mut fields = partial.clone();
+        fields.remove(header::CONTENT_RANGE);
+        let multipart = fields
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"multipart/byteranges"));
+        if multipart {
+            fields.remove(header::CONTENT_TYPE);
+        }
+        if !self.update_stored(&entry, key, &fields, ex) {
+            self.shared.store.remove(&key);
+        }
+    }
+
+    /// The stored response this request selects, and where it lives.
+    fn stored(&self) -> Option<(Arc<Entry>, EntryKey)> {
+        let Found::Entry(entry, _) = lookup_parts(&self.shared, self.primary, &self.parts) else {
+            return None;
+        };
+        let variant = self.shared.keyer.variant(&entry.vary, &self.parts.headers);
+        let key = EntryKey {
+            primary: self.primary,
+            variant,
+        };
+        Some((entry, key))
+    }
+
+    /// Stores `entry` updated with `fields` (as from a `304`); `false` when the fields do not
+    /// select it or make it unstorable.
+    fn update_stored(
+        &mut self,
+        entry: &Entry,
+        key: EntryKey,
+        fields: &HeaderMap,
+        ex: Exchange,
+    ) -> bool {
+        match refreshed_entry(&self.shared, entry, fields, &self.parts, ex) {
             Some((updated, true)) => {
                 let waiters = std::mem::take(&mut self.waiters);
                 store_refreshed(&self.shared, key, &Arc::new(updated), &self.parts, waiters);
+                true
             }
-            _ => self.shared.store.remove(&key),
+            _ => false,
         }
     }
 
@@ -629,7 +678,11 @@ pub(crate) fn lookup_head(
         Some(entry)
             if shared.keyer.same_target(&entry.uri, uri)
                 && super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
-                && super::key::coding_acceptable(&entry.headers, headers) =>
+                && super::key::coding_usable(
+                    entry,
+                    headers,
+                    shared.policy.require_accepted_coding,
+                ) =>
         {
             match shared.validity(entry) {
                 Validity::Gone => {

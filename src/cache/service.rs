@@ -188,7 +188,7 @@ where
 }
 
 /// A method the cache does not serve: forwarded; a successful unsafe one (POST, PUT, PATCH,
-/// DELETE) invalidates its URI and same-origin `Location` / `Content-Location`.
+/// DELETE, and any method unknown to the cache, such as `M-SEARCH`) invalidates its URI and same-origin `Location` / `Content-Location`.
 async fn forward_uncacheable<S, ReqBody, ResBody>(
     shared: &Shared,
     svc: &mut S,
@@ -197,10 +197,8 @@ async fn forward_uncacheable<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    let unsafe_method = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
+    // RFC 9111 4.4: any method that is not safe, unknown ones included (RFC 9110 9.2.1).
+    let unsafe_method = !req.method().is_safe();
     let target = unsafe_method.then(|| (req.uri().clone(), host(req.headers())));
     let mut res = svc.call(req).await?;
     if let Some((uri, host)) = target {
