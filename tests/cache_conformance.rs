@@ -596,3 +596,138 @@ async fn a_206_that_matches_the_stored_response_updates_its_header_fields() {
     assert_eq!(full.header("content-range"), None);
     assert_eq!(site.calls(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Byte ranges from the cache
+// ---------------------------------------------------------------------------------------------
+
+fn ranges_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static {
+    |_, _, _| {
+        res(
+            200,
+            &[("cache-control", "max-age=3600"), ("etag", "\"r1\"")],
+            "0123456789",
+        )
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ranges_are_served_from_a_stored_complete_response() {
+    let site = Site::default(ranges_origin()).await;
+    site.get("/r").await;
+    for (range, body, content_range) in [
+        ("bytes=0-1", "01", "bytes 0-1/10"),
+        ("bytes=7-", "789", "bytes 7-9/10"),
+        ("bytes=-3", "789", "bytes 7-9/10"),
+        ("bytes=5-500", "56789", "bytes 5-9/10"),
+    ] {
+        let r = site.send("GET", "/r", &[("range", range)]).await;
+        assert_eq!(r.status, 206, "{range}");
+        assert!(r.hit(), "{range}: {:?}", r.cs());
+        assert_eq!(r.text(), body, "{range}");
+        assert_eq!(r.header("content-range"), Some(content_range), "{range}");
+        assert_eq!(r.header("content-length"), Some(&*body.len().to_string()));
+    }
+    let r = site.send("GET", "/r", &[("range", "bytes=10-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    assert!(r.body.is_empty());
+    // If-Range: the stored strong ETag lets the range through; another one gets the whole.
+    let r = site
+        .send(
+            "GET",
+            "/r",
+            &[("range", "bytes=0-0"), ("if-range", "\"r1\"")],
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.text()), (206, "0"));
+    let r = site
+        .send(
+            "GET",
+            "/r",
+            &[("range", "bytes=0-0"), ("if-range", "\"r0\"")],
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "0123456789"));
+    // Several ranges: the whole response.
+    let r = site.send("GET", "/r", &[("range", "bytes=0-0,2-3")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(site.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_range_over_http_is_the_slice_with_its_exact_content_range() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let body: String = (0..97u8).map(|i| char::from(b'!' + i % 90)).collect();
+    let stored = body.clone();
+    let site =
+        Site::default(move |_, _, _| res(200, &[("cache-control", "max-age=3600")], &*stored))
+            .await;
+    site.get("/p").await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (0u64..120, 0u64..120, 0u8..3);
+    let len = body.len() as u64;
+    for _ in 0..64 {
+        let (a, b, form) = strategy.new_tree(&mut runner).unwrap().current();
+        let (spec, first, last) = match form {
+            0 => (
+                format!("bytes={}-{}", a.min(b), a.max(b)),
+                a.min(b),
+                a.max(b).min(len - 1),
+            ),
+            1 => (format!("bytes={a}-"), a, len - 1),
+            _ => (format!("bytes=-{a}"), len.saturating_sub(a), len - 1),
+        };
+        let satisfiable = if form == 2 { a > 0 } else { first < len };
+        let r = site.send("GET", "/p", &[("range", &spec)]).await;
+        if satisfiable {
+            assert_eq!(r.status, 206, "{spec}");
+            assert_eq!(r.text(), &body[first as usize..=last as usize], "{spec}");
+            assert_eq!(
+                r.header("content-range"),
+                Some(&*format!("bytes {first}-{last}/{len}"))
+            );
+        } else {
+            assert_eq!(r.status, 416, "{spec}");
+            assert_eq!(r.header("content-range"), Some(&*format!("bytes */{len}")));
+        }
+    }
+    assert_eq!(site.calls(), 1);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn ranges_are_served_from_a_redis_hit_too() {
+    use common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let layer = || {
+        let link = tower_perf::redis::RedisLink::builder()
+            .url(redis.url())
+            .deadline(Duration::from_secs(2))
+            .build()
+            .expect("link");
+        builder()
+            .ignore_host(true)
+            .redis(link)
+            .build()
+            .expect("cache")
+    };
+    let (a, b) = (layer(), layer());
+    let stored = a.handle();
+    let first = Site::new(a, ranges_origin()).await;
+    let second = Site::new(b, ranges_origin()).await;
+    first.get("/redis").await;
+    // The Redis copy is written in the background: wait until it is there.
+    for _ in 0..500 {
+        if stored.snapshot().redis.expect("redis tier").stores > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = second.send("GET", "/redis", &[("range", "bytes=-2")]).await;
+    assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
+    assert_eq!(r.status, 206);
+    assert_eq!(r.text(), "89");
+    assert_eq!(second.calls(), 0);
+    assert_eq!(r.header("content-range"), Some("bytes 8-9/10"));
+}

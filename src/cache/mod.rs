@@ -113,6 +113,7 @@ mod key;
 mod layer;
 mod policy;
 mod purge;
+mod range;
 #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
 mod recompress;
 #[cfg(feature = "redis")]

@@ -1146,7 +1146,10 @@ mod tests {
             (&[("cache-control", "max-age=1000000")][..], secs(1_000_000)),
             (&[("cache-control", "s-maxage=99999999999")], secs(1 << 31)),
             (&[("expires", &*far)], secs(1000 * DAY)),
-            (&[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")], secs(1 << 31)),
+            (
+                &[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")],
+                secs(1 << 31),
+            ),
         ] {
             assert_eq!(lifetime(fields), uncapped, "{fields:?}");
             assert_eq!(lifetime_with(200, fields, &capped), secs(DAY), "{fields:?}");
