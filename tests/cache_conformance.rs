@@ -731,3 +731,95 @@ async fn ranges_are_served_from_a_redis_hit_too() {
     assert_eq!(second.calls(), 0);
     assert_eq!(r.header("content-range"), Some("bytes 8-9/10"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Other optional behaviours
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn any_status_with_explicit_freshness_and_heuristic_ones_without() {
+    for status in [
+        200, 203, 204, 299, 301, 400, 404, 410, 500, 502, 503, 504, 599,
+    ] {
+        let fields: &[(&str, &str)] = &[("cache-control", "public, max-age=3600")];
+        let site = Site::default(move |_, _, _| res(status, fields, "")).await;
+        site.get("/s").await;
+        assert!(site.get("/s").await.hit(), "explicit {status}");
+    }
+    let last_modified =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100 * 86_400));
+    for (status, cached) in [
+        (200, true),
+        (204, true),
+        (404, true),
+        (405, true),
+        (410, true),
+        (414, true),
+        (501, false),
+        (201, false),
+        (302, false),
+        (500, false),
+    ] {
+        let lm = last_modified.clone();
+        let site = Site::default(move |_, _, _| res(status, &[("last-modified", &lm)], "")).await;
+        site.get("/h").await;
+        assert_eq!(site.get("/h").await.hit(), cached, "heuristic {status}");
+    }
+    // 501 with `public`: a server error, but heuristically cacheable.
+    let lm = last_modified.clone();
+    let site = Site::default(move |_, _, _| {
+        res(
+            501,
+            &[("last-modified", &lm), ("cache-control", "public")],
+            "",
+        )
+    })
+    .await;
+    site.get("/h").await;
+    assert!(site.get("/h").await.hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn expires_in_obsolete_formats_and_any_case_gives_freshness() {
+    for expires in [
+        "Thursday, 01-Jan-37 00:00:00 GMT",
+        "Thu Jan  1 00:00:00 2037",
+        "thu, 01 jan 2037 00:00:00 gmt",
+    ] {
+        let site = Site::default(move |_, _, _| res(200, &[("expires", expires)], "x")).await;
+        site.get("/x").await;
+        pass(10).await;
+        assert!(site.get("/x").await.hit(), "{expires}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn if_modified_since_is_answered_from_the_stored_date_without_last_modified() {
+    let site = Site::default(|_, _, _| res(200, &[("cache-control", "max-age=3600")], "x")).await;
+    site.get("/d").await;
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let r = site
+        .send("GET", "/d", &[("if-modified-since", &later)])
+        .await;
+    assert_eq!(r.status, 304);
+    let earlier = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let r = site
+        .send("GET", "/d", &[("if-modified-since", &earlier)])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(site.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn must_understand_stores_a_known_status_despite_no_store() {
+    let fields: &[(&str, &str)] = &[("cache-control", "no-store, must-understand, max-age=3600")];
+    let site = Site::default(move |_, _, _| res(200, fields, "x")).await;
+    site.get("/m").await;
+    assert!(site.get("/m").await.hit());
+    let site = Site::default(move |_, _, _| res(299, fields, "x")).await;
+    site.get("/m").await;
+    assert!(
+        !site.get("/m").await.hit(),
+        "an unknown status is not stored"
+    );
+}

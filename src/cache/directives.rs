@@ -39,6 +39,9 @@ pub(crate) struct CacheControl {
     /// `must-revalidate`: once stale, the response must not be served without revalidation,
     /// whatever the request's `max-stale` says.
     pub(crate) must_revalidate: bool,
+    /// `must-understand` (RFC 9111 5.2.2.3): store the response only if the cache understands
+    /// the caching rules of its status, and then ignore `no-store`.
+    pub(crate) must_understand: bool,
     /// `proxy-revalidate`: `must-revalidate` for shared caches only.
     pub(crate) proxy_revalidate: bool,
     /// `no-transform`: intermediaries must not change the content (for example re-encode it).
@@ -125,6 +128,7 @@ impl CacheControl {
             b"private" => self.private = true,
             b"public" => self.public = true,
             b"must-revalidate" => self.must_revalidate = true,
+            b"must-understand" => self.must_understand = true,
             b"proxy-revalidate" => self.proxy_revalidate = true,
             b"no-transform" => self.no_transform = true,
             b"immutable" => self.immutable = true,
@@ -453,7 +457,7 @@ mod tests {
 
     #[test]
     fn unknown_directives_ignored() {
-        let parsed = cc(&["foo, bar=baz, must-understand, community=\"UCI\", max-age=9"]);
+        let parsed = cc(&["foo, bar=baz, community=\"UCI\", max-age=9"]);
         assert_eq!(
             parsed,
             CacheControl {
@@ -566,6 +570,7 @@ mod tests {
                 max_stale,
                 min_fresh,
                 only_if_cached: flags[8],
+                must_understand: false,
             }
         }
     }

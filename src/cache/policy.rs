@@ -148,7 +148,12 @@ pub(crate) fn storable(
     if req_cc.no_store {
         return Err(Uncacheable::RequestNoStore);
     }
-    if res_cc.no_store {
+    // RFC 9111 5.2.2.3: `must-understand` overrides `no-store` for a status whose caching
+    // rules this cache knows, and keeps any other status out.
+    if res_cc.must_understand && !understood(status) {
+        return Err(Uncacheable::Status);
+    }
+    if res_cc.no_store && !res_cc.must_understand {
         return Err(Uncacheable::ResponseNoStore);
     }
     if res_cc.private {
@@ -186,6 +191,15 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// The final statuses whose caching rules this cache implements (RFC 9110 15), for
+/// `must-understand`.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=204 | 300..=305 | 307 | 308 | 400..=417 | 421..=429 | 431 | 500..=505
     )
 }
 
@@ -657,8 +671,36 @@ fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     if lines.next().is_some() {
         return None;
     }
-    let text = std::str::from_utf8(trim_ows(value.as_bytes())).ok()?;
-    httpdate::parse_http_date(text).ok()
+    parse_date(trim_ows(value.as_bytes()))
+}
+
+/// An HTTP-date in any of the three formats of RFC 9110 5.6.7 (IMF-fixdate, and the obsolete
+/// RFC 850 and asctime ones), also with the names of days, months and zone in the wrong case.
+pub(crate) fn parse_date(bytes: &[u8]) -> Option<SystemTime> {
+    if let Some(date) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| httpdate::parse_http_date(text).ok())
+    {
+        return Some(date);
+    }
+    // Recase on the stack: `Thu`, `Jan`, `GMT`. The longest valid date has 33 bytes.
+    let mut buf = [0u8; 40];
+    let out = buf.get_mut(..bytes.len())?;
+    let mut word_start = true;
+    for (dst, &src) in out.iter_mut().zip(bytes) {
+        *dst = if word_start {
+            src.to_ascii_uppercase()
+        } else {
+            src.to_ascii_lowercase()
+        };
+        word_start = !src.is_ascii_alphabetic();
+    }
+    if let Some(zone) = out.len().checked_sub(3).map(|at| &mut out[at..]) {
+        if zone.eq_ignore_ascii_case(b"gmt") {
+            zone.copy_from_slice(b"GMT");
+        }
+    }
+    httpdate::parse_http_date(std::str::from_utf8(out).ok()?).ok()
 }
 
 /// The members of a comma-separated list, trimmed, empty ones skipped.
@@ -1539,6 +1581,38 @@ mod tests {
                 assert_eq!(stored, before, "case {i}: untouched");
             }
         }
+    }
+
+    #[test]
+    fn obsolete_and_miscased_dates() {
+        let want = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").ok();
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun, 06 nov 1994 08:49:37 gmt",
+            "SUNDAY, 06-NOV-94 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_date(text.as_bytes()), want, "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "yesterday",
+            "Sun, 06 Nov 1994 08:49:37 GMT and a long tail",
+        ] {
+            assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_known_statuses_only() {
+        let mu = ("cache-control", "no-store, must-understand, max-age=60");
+        assert_eq!(check(&[], 200, &[mu]), Ok(()));
+        assert_eq!(check(&[], 404, &[mu]), Ok(()));
+        assert_eq!(check(&[], 299, &[mu]), Err(Uncacheable::Status));
+        let plain = ("cache-control", "no-store, max-age=60");
+        assert_eq!(check(&[], 200, &[plain]), Err(Uncacheable::ResponseNoStore));
     }
 
     // ---- headers_for_304 ----

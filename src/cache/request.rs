@@ -484,6 +484,13 @@ impl RequestCtx {
         let mut headers = res.headers().clone();
         strip_hop_by_hop(&mut headers);
         headers.remove(&AGE);
+        // RFC 9110 6.6.1: a cache adds the `Date` a response lacks (hyper adds its own outside
+        // this layer); conditionals by date are then answered from it.
+        if !headers.contains_key(header::DATE) {
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(ex.response_time)) {
+                headers.insert(header::DATE, date);
+            }
+        }
         cs.append_to(res.headers_mut());
         let fresh = Fresh {
             status,
