@@ -136,7 +136,10 @@ impl<'a> Parser<'a> {
             b':' => {
                 self.pos += 1;
                 self.skip(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=");
-                (self.peek() == Some(b':')).then(|| self.pos += 1)?;
+                if self.peek() != Some(b':') {
+                    return None;
+                }
+                self.pos += 1;
                 Some(Value::Other)
             }
             c if c.is_ascii_alphabetic() || c == b'*' => {
