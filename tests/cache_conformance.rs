@@ -358,7 +358,7 @@ async fn reused(
 
 #[tokio::test(start_paused = true)]
 async fn cdn_cache_control_is_honoured_ahead_of_cache_control() {
-    let cdn = || ResponseCacheLayer::new();
+    let cdn = ResponseCacheLayer::new;
     let cases: &[(&[(&str, &str)], bool)] = &[
         (&[("cdn-cache-control", "max-age=3600")], true),
         (&[("cdn-cache-control", "max-age=99999999999")], true),
@@ -811,4 +811,421 @@ async fn must_understand_stores_a_known_status_despite_no_store() {
         !site.get("/m").await.hit(),
         "an unknown status is not stored"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_response_with_explicit_freshness_and_its_own_content_location_serves_later_gets() {
+    // The origin answers POST /p with the new representation of /p, GET with an older one.
+    let site = Site::default(|_, method, _| {
+        if method == Method::POST {
+            let fields = [
+                ("cache-control", "max-age=3600"),
+                ("content-location", "/p?x=1"),
+            ];
+            return res(200, &fields, "posted");
+        }
+        res(200, &[("cache-control", "max-age=3600")], "fetched")
+    })
+    .await;
+    let posted = site.send("POST", "/p?x=1", &[]).await;
+    assert!(posted.stored(), "{:?}", posted.cs());
+    assert!(posted.cs().contains(&"fwd=method"), "{:?}", posted.cs());
+    let get = site.get("/p?x=1").await;
+    assert!(get.hit(), "{:?}", get.cs());
+    assert_eq!(get.text(), "posted");
+    assert_eq!(site.calls(), 1);
+    // The HEAD of that GET too.
+    assert!(site.send("HEAD", "/p?x=1", &[]).await.hit());
+
+    // Without explicit freshness, or with another Content-Location (or none), a POST response
+    // only invalidates.
+    for fields in [
+        &[("content-location", "/q"), ("etag", "\"1\"")][..],
+        &[
+            ("content-location", "/other"),
+            ("cache-control", "max-age=60"),
+        ][..],
+        &[("cache-control", "max-age=60")][..],
+        &[
+            ("content-location", "http://elsewhere.example/q"),
+            ("cache-control", "max-age=60"),
+        ][..],
+    ] {
+        let site = Site::default(move |_, method, _| {
+            let body = if method == Method::POST {
+                "posted"
+            } else {
+                "fetched"
+            };
+            res(200, fields, body)
+        })
+        .await;
+        site.send("POST", "/q", &[]).await;
+        let get = site.get("/q").await;
+        assert!(!get.hit(), "{fields:?}: {:?}", get.cs());
+        assert_eq!(get.text(), "fetched", "{fields:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_absolute_content_location_of_the_same_origin_counts_as_the_target_uri() {
+    let site = Site::default(|_, method, h| {
+        let host = h["host"].to_str().unwrap().to_owned();
+        let location = format!("http://{host}/abs");
+        let body = if method == Method::POST {
+            "posted"
+        } else {
+            "fetched"
+        };
+        res(
+            200,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("content-location", &location),
+            ],
+            body,
+        )
+    })
+    .await;
+    site.send("POST", "/abs", &[]).await;
+    let get = site.get("/abs").await;
+    assert!(get.hit(), "{:?}", get.cs());
+    assert_eq!(get.text(), "posted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vary normalisation
+// ---------------------------------------------------------------------------------------------
+
+/// A site whose responses vary on `name`, echoing the request's value as the body.
+async fn varying(name: &'static str, extra: &'static [(&'static str, &'static str)]) -> Site {
+    Site::default(move |_, _, h| {
+        let echo = h
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("|");
+        let mut fields = vec![("cache-control", "max-age=3600"), ("vary", name)];
+        fields.extend_from_slice(extra);
+        res(200, &fields, echo)
+    })
+    .await
+}
+
+/// Whether a request with `headers` is a hit after one with `stored` was stored.
+async fn selects(
+    site: &Site,
+    path: &str,
+    stored: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> bool {
+    site.send("GET", path, stored).await;
+    site.send("GET", path, headers).await.hit()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_selecting_fields_are_compared_without_whitespace_and_with_lines_combined() {
+    let site = varying("foo", &[]).await;
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Fields, Fields, bool)] = &[
+        (&[("foo", "1,2")], &[("foo", " 1, 2 ")], true),
+        (&[("foo", "1,2")], &[("foo", "1 ,\t2")], true),
+        (&[("foo", "1, 2")], &[("foo", "1"), ("foo", "2")], true),
+        (&[("foo", "1,2")], &[("foo", "2,1")], false),
+        (&[("foo", "1,2")], &[("foo", "1,3")], false),
+        (&[("foo", "a b")], &[("foo", "ab")], false),
+        (&[("foo", "\"a, b\"")], &[("foo", "\"a,b\"")], false),
+        (&[("foo", "1")], &[], false),
+    ];
+    for (i, (stored, asked, hit)) in cases.iter().enumerate() {
+        let path = format!("/v{i}");
+        assert_eq!(
+            selects(&site, &path, stored, asked).await,
+            *hit,
+            "{stored:?} {asked:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_language_is_compared_ignoring_case_order_and_whitespace() {
+    let site = varying("accept-language", &[]).await;
+    let stored: &[(&str, &str)] = &[("accept-language", "en, de")];
+    for (i, (asked, hit)) in [
+        ("de, en", true),
+        ("eN, De", true),
+        (" en ,   de", true),
+        ("de;q=1.0, en", true),
+        ("en", false),
+        ("en, de;q=0.5", false),
+        ("en, de, fr", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/l{i}");
+        let asked = [("accept-language", asked)];
+        assert_eq!(
+            selects(&site, &path, stored, &asked).await,
+            hit,
+            "{asked:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_language_selects_a_stored_language_by_q_value() {
+    let site = varying("accept-language", &[("content-language", "de")]).await;
+    let stored: &[(&str, &str)] = &[("accept-language", "en, de")];
+    for (i, (asked, hit)) in [
+        ("fr;q=0.5, de;q=1.0", true),
+        ("DE", true),
+        ("de;q=0.8, en;q=0.7, *;q=0.1", true),
+        ("fr, de", false),
+        ("fr;q=0.9, de;q=0.5", false),
+        ("de-AT", false),
+        ("*", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/s{i}");
+        let asked = [("accept-language", asked)];
+        assert_eq!(
+            selects(&site, &path, stored, &asked).await,
+            hit,
+            "{asked:?}"
+        );
+    }
+    // Only a response in one language is selected so.
+    let site = varying("accept-language", &[("content-language", "de, en")]).await;
+    assert!(!selects(&site, "/two", stored, &[("accept-language", "de")]).await);
+    // And every other selecting field must still match.
+    let site = Site::default(|_, _, _| {
+        let fields = [
+            ("cache-control", "max-age=3600"),
+            ("vary", "accept-language, foo"),
+            ("content-language", "de"),
+        ];
+        res(200, &fields, "x")
+    })
+    .await;
+    let stored: &[(&str, &str)] = &[("accept-language", "en, de"), ("foo", "1")];
+    assert!(
+        selects(
+            &site,
+            "/f",
+            stored,
+            &[("accept-language", "de"), ("foo", "1")]
+        )
+        .await
+    );
+    assert!(
+        !selects(
+            &site,
+            "/g",
+            stored,
+            &[("accept-language", "de"), ("foo", "2")]
+        )
+        .await
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn normalised_selecting_fields_find_a_redis_copy_too() {
+    use common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let layer = || {
+        let link = tower_perf::redis::RedisLink::builder()
+            .url(redis.url())
+            .deadline(Duration::from_secs(2))
+            .build()
+            .expect("link");
+        builder()
+            .ignore_host(true)
+            .redis(link)
+            .build()
+            .expect("cache")
+    };
+    let script = |_: usize, _: &Method, _: &HeaderMap| {
+        let fields = [
+            ("cache-control", "max-age=3600"),
+            ("vary", "accept-language, foo"),
+        ];
+        res(200, &fields, "x")
+    };
+    let (a, b) = (layer(), layer());
+    let stored = a.handle();
+    let first = Site::new(a, script).await;
+    let second = Site::new(b, script).await;
+    first
+        .send(
+            "GET",
+            "/n",
+            &[("accept-language", "en, de"), ("foo", "1,2")],
+        )
+        .await;
+    for _ in 0..500 {
+        if stored.snapshot().redis.expect("redis tier").stores > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = second
+        .send(
+            "GET",
+            "/n",
+            &[("accept-language", "DE,en"), ("foo", " 1, 2")],
+        )
+        .await;
+    assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
+    assert_eq!(second.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stored parts (206)
+// ---------------------------------------------------------------------------------------------
+
+/// An origin of the 10-byte body `0123456789` that answers `Range: bytes=a-b` with that part.
+fn parts_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static {
+    |_, _, h| {
+        const BODY: &str = "0123456789";
+        let fields = [("cache-control", "max-age=3600"), ("etag", "\"p1\"")];
+        let Some(range) = h.get("range").and_then(|v| v.to_str().ok()) else {
+            return res(200, &fields, BODY);
+        };
+        let (a, b) = range
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .expect("bytes=a-b");
+        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+        let content_range = format!("bytes {a}-{b}/10");
+        let mut part = fields.to_vec();
+        part.push(("content-range", &content_range));
+        res(206, &part, &BODY[a..=b])
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_part_answers_the_ranges_inside_it_and_only_those() {
+    let site = Site::default(parts_origin()).await;
+    let first = site.send("GET", "/part", &[("range", "bytes=2-7")]).await;
+    assert_eq!((first.status.as_u16(), first.text()), (206, "234567"));
+    assert!(first.stored(), "{:?}", first.cs());
+    for (range, body, content_range) in [
+        ("bytes=3-5", "345", "bytes 3-5/10"),
+        ("bytes=2-7", "234567", "bytes 2-7/10"),
+        ("bytes=7-7", "7", "bytes 7-7/10"),
+    ] {
+        let r = site.send("GET", "/part", &[("range", range)]).await;
+        assert!(r.hit(), "{range}: {:?}", r.cs());
+        assert_eq!((r.status.as_u16(), r.text()), (206, body), "{range}");
+        assert_eq!(r.header("content-range"), Some(content_range), "{range}");
+    }
+    // Past the complete length: 416 from the part, which knows it.
+    let r = site.send("GET", "/part", &[("range", "bytes=10-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    assert_eq!(site.calls(), 1);
+    // Not inside the part, or with another validator: the origin.
+    let r = site.send("GET", "/part", &[("range", "bytes=1-3")]).await;
+    assert!(!r.hit(), "{:?}", r.cs());
+    assert_eq!(r.text(), "123");
+    assert_eq!(site.calls(), 2);
+    let headers = [("range", "bytes=1-2"), ("if-range", "\"p0\"")];
+    assert!(!site.send("GET", "/part", &headers).await.hit());
+    assert_eq!(site.calls(), 3);
+    // A request for the whole response is never answered with a part.
+    let whole = site.get("/part").await;
+    assert_eq!((whole.status.as_u16(), whole.text()), (200, "0123456789"));
+    assert!(!whole.hit());
+    assert!(!site
+        .send("HEAD", "/part", &[])
+        .await
+        .headers
+        .contains_key("content-range"));
+    // The complete response, once stored, answers every range.
+    let r = site.send("GET", "/part", &[("range", "bytes=0-9")]).await;
+    assert!(r.hit(), "{:?}", r.cs());
+    assert_eq!(r.text(), "0123456789");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_part_that_is_not_one_asked_range_is_not_stored() {
+    // Two parts in one multipart body, and a part to a request without Range.
+    let site = Site::default(|_, _, _| {
+        res(
+            206,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("content-type", "multipart/byteranges; boundary=x"),
+            ],
+            "--x--",
+        )
+    })
+    .await;
+    let r = site.send("GET", "/m", &[("range", "bytes=0-1,3-4")]).await;
+    assert!(!r.stored(), "{:?}", r.cs());
+    let site = Site::default(|_, _, _| {
+        let fields = [
+            ("cache-control", "max-age=3600"),
+            ("content-range", "bytes 0-1/10"),
+        ];
+        res(206, &fields, "01")
+    })
+    .await;
+    assert!(!site.get("/n").await.stored());
+    // A Content-Range the body does not fill.
+    let r = site.send("GET", "/n", &[("range", "bytes=0-1")]).await;
+    assert!(r.stored(), "{:?}", r.cs());
+    let site = Site::default(|_, _, _| {
+        let fields = [
+            ("cache-control", "max-age=3600"),
+            ("content-range", "bytes 0-5/10"),
+        ];
+        res(206, &fields, "01")
+    })
+    .await;
+    site.send("GET", "/short", &[("range", "bytes=0-5")]).await;
+    let r = site.send("GET", "/short", &[("range", "bytes=0-1")]).await;
+    assert!(!r.hit(), "{:?}", r.cs());
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_stored_part_answers_sub_ranges_from_a_redis_hit_too() {
+    use common::redis::RedisServer;
+    let redis = RedisServer::start();
+    let layer = || {
+        let link = tower_perf::redis::RedisLink::builder()
+            .url(redis.url())
+            .deadline(Duration::from_secs(2))
+            .build()
+            .expect("link");
+        builder()
+            .ignore_host(true)
+            .redis(link)
+            .build()
+            .expect("cache")
+    };
+    let (a, b) = (layer(), layer());
+    let stored = a.handle();
+    let first = Site::new(a, parts_origin()).await;
+    let second = Site::new(b, parts_origin()).await;
+    first.send("GET", "/rp", &[("range", "bytes=2-7")]).await;
+    for _ in 0..500 {
+        if stored.snapshot().redis.expect("redis tier").stores > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = second.send("GET", "/rp", &[("range", "bytes=4-5")]).await;
+    assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
+    assert_eq!((r.status.as_u16(), r.text()), (206, "45"));
+    assert_eq!(r.header("content-range"), Some("bytes 4-5/10"));
+    let whole = second.get("/rp").await;
+    assert_eq!((whole.status.as_u16(), whole.text()), (200, "0123456789"));
+    assert_eq!(second.calls(), 1);
 }

@@ -43,7 +43,7 @@ pub(crate) enum Uncacheable {
     NoFreshness,
     /// The response is larger than the cache accepts.
     TooLarge,
-    /// A `206 Partial Content` response: the cache stores complete responses only.
+    /// A `206 Partial Content` response that is not one part asked for by one range.
     PartialContent,
 }
 
@@ -122,10 +122,12 @@ impl Default for StorePolicy {
 ///    response (3.5);
 /// 4. no `Set-Cookie` unless the policy allows it, `public` or not;
 /// 5. no `*` member in `Vary` (any field line, any case of whitespace);
-/// 6. the status: `206` is [`PartialContent`](Uncacheable::PartialContent); `1xx` and `304`
+/// 6. the status: a `206` that is not one part for one requested range
+///    ([`range::storable_part`](super::range::storable_part)) is
+///    [`PartialContent`](Uncacheable::PartialContent); `1xx` and `304`
 ///    (which only updates a stored response) are [`Status`](Uncacheable::Status); any other
 ///    status is stored with explicit freshness (`s-maxage`, `max-age` or an `Expires` field,
-///    even an invalid one), with `public`, or when it is heuristically cacheable (200, 203, 204,
+///    even an invalid one), with `public`, or when it is heuristically cacheable (200, 203, 204, 206,
 ///    300, 301, 308, 404, 405, 410, 414, 501); a `5xx` without explicit freshness needs both
 ///    `public` and a heuristically cacheable status (so `501` only), so that an outage is not
 ///    served for the lifetime of a success;
@@ -170,7 +172,9 @@ pub(crate) fn storable(
     if vary_star(res_headers) {
         return Err(Uncacheable::VaryStar);
     }
-    if status == StatusCode::PARTIAL_CONTENT {
+    if status == StatusCode::PARTIAL_CONTENT
+        && !super::range::storable_part(req_headers, res_headers)
+    {
         return Err(Uncacheable::PartialContent);
     }
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
@@ -186,11 +190,11 @@ pub(crate) fn storable(
     Ok(())
 }
 
-/// The status codes "defined as heuristically cacheable" (RFC 9110 15.1), less `206`.
+/// The status codes "defined as heuristically cacheable" (RFC 9110 15.1).
 fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
 
@@ -199,13 +203,13 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
 fn understood(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200..=204 | 300..=305 | 307 | 308 | 400..=417 | 421..=429 | 431 | 500..=505
+        200..=204 | 206 | 300..=305 | 307 | 308 | 400..=417 | 421..=429 | 431 | 500..=505
     )
 }
 
 /// Whether the origin gave the response a lifetime: `s-maxage`, `max-age` or an `Expires`
 /// field (even an invalid one, which means already expired).
-fn explicit_freshness(res_headers: &HeaderMap, res_cc: &CacheControl) -> bool {
+pub(crate) fn explicit_freshness(res_headers: &HeaderMap, res_cc: &CacheControl) -> bool {
     res_cc.s_maxage.is_some() || res_cc.max_age.is_some() || res_headers.contains_key(EXPIRES)
 }
 

@@ -1,16 +1,23 @@
-//! Byte ranges (RFC 9110 14) served from a stored complete response: one range (`bytes=a-b`,
+//! Byte ranges (RFC 9110 14) served from a stored response: one range (`bytes=a-b`,
 //! `bytes=a-`, `bytes=-n`) becomes a `206` with its slice of the stored body (no copy), an
 //! unsatisfiable one a `416`, and `If-Range` that does not match the stored validator gives
 //! the whole response. Several ranges, other units and malformed fields are ignored (the
 //! whole `200`), as RFC 9110 allows.
+//!
+//! A stored response is complete (a `200`), or a part of one (a `206` with one
+//! `Content-Range: bytes first-last/length`, RFC 9111 3.3): a part answers the ranges that lie
+//! inside it, and only those ([`usable`]); any other request goes to the origin.
 
 use bytes::Bytes;
-use http::header::{ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use super::store::Entry;
 use crate::util::header::trim_ows;
 
-/// What a `GET` with `Range` gets from a stored complete body.
+/// What a `GET` with `Range` gets from a stored body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Ranged {
     /// `206`: the part and its `Content-Range`.
@@ -19,9 +26,45 @@ pub(crate) enum Ranged {
     Unsatisfiable(HeaderValue),
 }
 
-/// The answer to the request's `Range` from a stored `200` with `stored` fields and `body`;
-/// `None` when the whole response is sent (no usable `Range`, or `If-Range` does not match).
-pub(crate) fn select(req: &HeaderMap, stored: &HeaderMap, body: &Bytes) -> Option<Ranged> {
+/// Where a stored body lies in the complete representation: its first byte and the complete
+/// length (for a complete response, `0` and the body's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) offset: u64,
+    pub(crate) complete: u64,
+}
+
+/// The answer to the request's `Range` from a stored response with `stored` fields and `body`,
+/// which holds the bytes of `span`; `None` when the stored body cannot answer it (no usable
+/// `Range`, `If-Range` does not match, or the range is not all inside a stored part).
+pub(crate) fn select(
+    req: &HeaderMap,
+    stored: &HeaderMap,
+    body: &Bytes,
+    span: Span,
+) -> Option<Ranged> {
+    let complete = span.complete;
+    match locate(req, stored, body.len() as u64, span)? {
+        Some((first, last)) => {
+            let range = format!("bytes {first}-{last}/{complete}");
+            let start = (first - span.offset) as usize;
+            let part = body.slice(start..=start + (last - first) as usize);
+            Some(Ranged::Partial(part, HeaderValue::try_from(range).ok()?))
+        }
+        None => Some(Ranged::Unsatisfiable(
+            HeaderValue::try_from(format!("bytes */{complete}")).ok()?,
+        )),
+    }
+}
+
+/// [`select`] in numbers, without building anything: `Some(None)` when unsatisfiable, else
+/// the first and last byte of the range.
+fn locate(
+    req: &HeaderMap,
+    stored: &HeaderMap,
+    body_len: u64,
+    span: Span,
+) -> Option<Option<(u64, u64)>> {
     let mut lines = req.get_all(RANGE).iter();
     let (value, None) = (lines.next()?, lines.next()) else {
         return None;
@@ -29,17 +72,80 @@ pub(crate) fn select(req: &HeaderMap, stored: &HeaderMap, body: &Bytes) -> Optio
     if !if_range_matches(req, stored) {
         return None;
     }
-    let len = body.len() as u64;
-    match parse(value.as_bytes(), len)? {
-        Some((first, last)) => {
-            let range = format!("bytes {first}-{last}/{len}");
-            let part = body.slice(first as usize..=last as usize);
-            Some(Ranged::Partial(part, HeaderValue::try_from(range).ok()?))
-        }
-        None => Some(Ranged::Unsatisfiable(
-            HeaderValue::try_from(format!("bytes */{len}")).ok()?,
-        )),
+    match parse(value.as_bytes(), span.complete)? {
+        Some((first, last)) if first < span.offset || last >= span.offset + body_len => None,
+        found => Some(found),
     }
+}
+
+/// The span of a stored entry's body: all of a `200`, the `Content-Range` of a `206` whose
+/// body has exactly that length; `None` for anything else.
+pub(crate) fn span(entry: &Entry) -> Option<Span> {
+    let len = entry.body.len() as u64;
+    match entry.status {
+        StatusCode::OK => Some(Span {
+            offset: 0,
+            complete: len,
+        }),
+        StatusCode::PARTIAL_CONTENT => {
+            let (first, last, complete) = content_range(&entry.headers)?;
+            (last - first + 1 == len).then_some(Span {
+                offset: first,
+                complete,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether a stored entry may answer this request: any but a part, which answers only the
+/// ranges inside it. One status comparison for a complete response.
+pub(crate) fn usable(entry: &Entry, req: &HeaderMap) -> bool {
+    if entry.status != StatusCode::PARTIAL_CONTENT {
+        return true;
+    }
+    span(entry)
+        .is_some_and(|span| locate(req, &entry.headers, entry.body.len() as u64, span).is_some())
+}
+
+/// Whether a `206` to this request may be stored (RFC 9111 3.3): the request asked for one
+/// range, and the response holds one part (`Content-Range: bytes first-last/length`, a
+/// `Content-Length` that agrees when there is one, not `multipart/byteranges`).
+pub(crate) fn storable_part(req: &HeaderMap, res: &HeaderMap) -> bool {
+    let mut lines = req.get_all(RANGE).iter();
+    let one_range = matches!((lines.next(), lines.next()), (Some(v), None) if parse(v.as_bytes(), u64::MAX).is_some());
+    let Some((first, last, _)) = content_range(res) else {
+        return false;
+    };
+    let length_agrees = res.get(CONTENT_LENGTH).is_none_or(|v| {
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            == Some(last - first + 1)
+    });
+    let multipart = res
+        .get(CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"multipart/byteranges"));
+    one_range && length_agrees && !multipart
+}
+
+/// `Content-Range: bytes first-last/complete` with `first <= last < complete`.
+fn content_range(headers: &HeaderMap) -> Option<(u64, u64, u64)> {
+    let mut lines = headers.get_all(CONTENT_RANGE).iter();
+    let (value, None) = (lines.next()?, lines.next()) else {
+        return None;
+    };
+    let value = trim_ows(value.as_bytes());
+    let (unit, rest) = value.split_at_checked(6)?;
+    if !unit.eq_ignore_ascii_case(b"bytes ") {
+        return None;
+    }
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let dash = rest[..slash].iter().position(|&b| b == b'-')?;
+    let first = number(&rest[..dash])?;
+    let last = number(&rest[dash + 1..slash])?;
+    let complete = number(&rest[slash + 1..])?;
+    (first <= last && last < complete).then_some((first, last, complete))
 }
 
 /// Parses a single byte range against a body of `len` bytes: `None` when the field is not one
@@ -124,10 +230,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn whole(body: &Bytes) -> Span {
+        Span {
+            offset: 0,
+            complete: body.len() as u64,
+        }
+    }
+
     fn ask(range: &str, body: &'static [u8]) -> Option<Ranged> {
         let mut req = HeaderMap::new();
         req.insert(RANGE, HeaderValue::from_str(range).unwrap());
-        select(&req, &HeaderMap::new(), &Bytes::from_static(body))
+        let body = Bytes::from_static(body);
+        select(&req, &HeaderMap::new(), &body, whole(&body))
     }
 
     fn part(body: &'static [u8], range: &str) -> Ranged {
@@ -187,7 +301,7 @@ mod tests {
             req.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
             req.insert(IF_RANGE, HeaderValue::from_str(condition).unwrap());
             assert_eq!(
-                select(&req, &stored, &body).is_some(),
+                select(&req, &stored, &body, whole(&body)).is_some(),
                 ranged,
                 "{condition}"
             );
@@ -220,7 +334,8 @@ mod tests {
             };
             let mut req = HeaderMap::new();
             req.insert(RANGE, HeaderValue::from_str(&spec).unwrap());
-            let got = select(&req, &HeaderMap::new(), &Bytes::from(body.clone()));
+            let stored = Bytes::from(body.clone());
+            let got = select(&req, &HeaderMap::new(), &stored, whole(&stored));
             if satisfiable {
                 let want = Ranged::Partial(
                     Bytes::copy_from_slice(&body[first as usize..=last as usize]),
@@ -230,6 +345,58 @@ mod tests {
             } else {
                 prop_assert_eq!(got, Some(Ranged::Unsatisfiable(HeaderValue::from_str(&format!("bytes */{len}")).unwrap())));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_range_inside_a_stored_part_is_its_slice_and_no_other_is_answered(
+            part in proptest::collection::vec(any::<u8>(), 1..100),
+            offset in 0u64..100,
+            after in 0u64..100,
+            a in 0u64..300,
+            b in 0u64..300,
+        ) {
+            let complete = offset + part.len() as u64 + after;
+            let (first, last) = (a.min(b), a.max(b));
+            let mut req = HeaderMap::new();
+            req.insert(RANGE, HeaderValue::from_str(&format!("bytes={first}-{last}")).unwrap());
+            let stored = Bytes::from(part.clone());
+            let got = select(&req, &HeaderMap::new(), &stored, Span { offset, complete });
+            let end = offset + part.len() as u64;
+            if first >= complete {
+                prop_assert_eq!(got, Some(Ranged::Unsatisfiable(
+                    HeaderValue::from_str(&format!("bytes */{complete}")).unwrap())));
+            } else if first >= offset && last.min(complete - 1) < end {
+                let last = last.min(complete - 1);
+                let slice = &part[(first - offset) as usize..=(last - offset) as usize];
+                prop_assert_eq!(got, Some(Ranged::Partial(
+                    Bytes::copy_from_slice(slice),
+                    HeaderValue::from_str(&format!("bytes {first}-{last}/{complete}")).unwrap(),
+                )));
+            } else {
+                prop_assert_eq!(got, None);
+            }
+        }
+    }
+
+    #[test]
+    fn content_ranges() {
+        let cr = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_RANGE, HeaderValue::from_str(v).unwrap());
+            content_range(&h)
+        };
+        assert_eq!(cr("bytes 2-7/10"), Some((2, 7, 10)));
+        assert_eq!(cr("BYTES 0-0/1"), Some((0, 0, 1)));
+        for bad in [
+            "bytes 7-2/10",
+            "bytes 2-10/10",
+            "bytes 2-7/*",
+            "bytes */10",
+            "items 0-1/2",
+        ] {
+            assert_eq!(cr(bad), None, "{bad}");
         }
     }
 }

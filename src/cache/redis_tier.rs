@@ -532,8 +532,10 @@ impl RedisTier {
                 &parts.headers,
                 shared.policy.require_accepted_coding,
             )
+            || !super::range::usable(&entry, &parts.headers)
         {
-            // A hash collision or another variant: not this request's, but not corrupt.
+            // A hash collision or another variant (or a stored part that does not hold the
+            // requested range): not this request's, but not corrupt.
             return Ok(RedisFound::Miss);
         }
         let validity = self.check(&entry);

@@ -370,7 +370,7 @@ impl RequestCtx {
         }
         // The 304 does not match what is stored: fetch it whole. The request body is gone,
         // but only GET and HEAD get here, whose bodies carry nothing.
-        let variant = self.shared.keyer.variant(&entry.vary, &self.parts.headers);
+        let variant = self.shared.keyer.entry_variant(&entry);
         self.shared.store.remove(&EntryKey {
             primary: self.primary,
             variant,
@@ -398,10 +398,7 @@ impl RequestCtx {
             refreshed_entry(&self.shared, entry, not_modified, &self.parts, ex)?;
         let key = EntryKey {
             primary: self.primary,
-            variant: self
-                .shared
-                .keyer
-                .variant(&updated.vary, &self.parts.headers),
+            variant: self.shared.keyer.entry_variant(&updated),
         };
         let updated = Arc::new(updated);
         let mut served = Served::hit();
@@ -436,13 +433,14 @@ impl RequestCtx {
         mut res: Response<B>,
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
-        match res.status() {
+        let updated_complete = match res.status() {
             StatusCode::OK if self.parts.method == Method::HEAD => {
-                self.update_from_head(res.headers(), ex)
+                self.update_from_head(res.headers(), ex);
+                false
             }
             StatusCode::PARTIAL_CONTENT => self.update_from_partial(res.headers(), ex),
-            _ => {}
-        }
+            _ => false,
+        };
         let shared = &*self.shared;
         shared.counters.count(CacheOutcome::Miss);
         let status = res.status();
@@ -453,7 +451,11 @@ impl RequestCtx {
         };
         let tags = parse_tags(shared, res.headers());
         strip_tags(shared, res.headers_mut());
-        let verdict = self.verdict(&res, &res_cc, &policy);
+        let mut verdict = self.verdict(&res, &res_cc, &policy);
+        if updated_complete {
+            // The stored complete response stays; a part of it is not stored over it.
+            verdict = verdict.and(Err(Uncacheable::PartialContent));
+        }
         let vary = parse_vary(res.headers());
         let lifetime =
             policy::freshness_lifetime(status, res.headers(), &res_cc, ex.response_time, &policy);
@@ -530,13 +532,14 @@ impl RequestCtx {
 
     /// RFC 9111 3.4 and 4.3.4: a `206` of the stored complete response (the same strong
     /// `ETag`) updates its header fields, but not those that describe the part
-    /// (`Content-Range`, `Content-Length`, a multipart `Content-Type`).
-    fn update_from_partial(&mut self, partial: &HeaderMap, ex: Exchange) {
+    /// (`Content-Range`, `Content-Length`, a multipart `Content-Type`). `true` when the
+    /// complete response was updated (and stays).
+    fn update_from_partial(&mut self, partial: &HeaderMap, ex: Exchange) -> bool {
         let Some((entry, key)) = self.stored() else {
-            return;
+            return false;
         };
         if entry.status != StatusCode::OK || !policy::same_strong_etag(&entry.headers, partial) {
-            return;
+            return false;
         }
         let mut fields = partial.clone();
         fields.remove(header::CONTENT_RANGE);
@@ -546,9 +549,11 @@ impl RequestCtx {
         if multipart {
             fields.remove(header::CONTENT_TYPE);
         }
-        if !self.update_stored(&entry, key, &fields, ex) {
+        let updated = self.update_stored(&entry, key, &fields, ex);
+        if !updated {
             self.shared.store.remove(&key);
         }
+        updated
     }
 
     /// The stored response this request selects, and where it lives.
@@ -556,7 +561,7 @@ impl RequestCtx {
         let Found::Entry(entry, _) = lookup_parts(&self.shared, self.primary, &self.parts) else {
             return None;
         };
-        let variant = self.shared.keyer.variant(&entry.vary, &self.parts.headers);
+        let variant = self.shared.keyer.entry_variant(&entry);
         let key = EntryKey {
             primary: self.primary,
             variant,
@@ -681,25 +686,33 @@ pub(crate) fn lookup_head(
         return Found::UriMiss;
     };
     let variant = shared.keyer.variant(&url.vary, headers);
-    match url.variant(variant) {
+    let usable = |entry: &Entry| {
+        shared.keyer.same_target(&entry.uri, uri)
+            && super::key::coding_usable(entry, headers, shared.policy.require_accepted_coding)
+            && super::range::usable(entry, headers)
+    };
+    let found = match url.variant(variant) {
         Some(entry)
-            if shared.keyer.same_target(&entry.uri, uri)
-                && super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
-                && super::key::coding_usable(
-                    entry,
-                    headers,
-                    shared.policy.require_accepted_coding,
-                ) =>
+            if super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
+                && usable(entry) =>
         {
-            match shared.validity(entry) {
-                Validity::Gone => {
-                    shared.store.remove(&EntryKey { primary, variant });
-                    Found::UriMiss
-                }
-                v => Found::Entry(entry.clone(), v),
-            }
+            Some((variant, entry))
         }
-        _ => Found::VaryMiss(url.vary.clone()),
+        // Not stored for these exact values: a variant in the language the request prefers
+        // may still do (`Vary: Accept-Language`).
+        _ => url
+            .variants()
+            .find(|(_, e)| super::key::selects_by_language(e, headers) && usable(e)),
+    };
+    let Some((variant, entry)) = found else {
+        return Found::VaryMiss(url.vary.clone());
+    };
+    match shared.validity(entry) {
+        Validity::Gone => {
+            shared.store.remove(&EntryKey { primary, variant });
+            Found::UriMiss
+        }
+        v => Found::Entry(entry.clone(), v),
     }
 }
 
@@ -740,31 +753,35 @@ pub(crate) fn invalidate_after_unsafe(
         purge(pq.as_str());
     }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        let Some(value) = res_headers.get(&name).and_then(|v| v.to_str().ok()) else {
-            continue;
-        };
-        let Ok(target) = value.parse::<http::Uri>() else {
-            continue;
-        };
-        // Relative references are same-origin; absolute ones only with the request's authority.
-        let same_origin = match target.authority() {
-            None => true,
-            Some(a) => {
-                uri.authority()
-                    .map(|u| u.as_str().eq_ignore_ascii_case(a.as_str()))
-                    .unwrap_or(false)
-                    || host
-                        .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
-            }
-        };
-        if same_origin {
-            if let Some(pq) = target.path_and_query() {
-                if pq.as_str().starts_with('/') {
-                    purge(pq.as_str());
-                }
-            }
+        let target = res_headers
+            .get(&name)
+            .and_then(|v| same_origin_target(uri, host, v));
+        if let Some(pq) = target.as_ref().and_then(|t| t.path_and_query()) {
+            purge(pq.as_str());
         }
     }
+}
+
+/// The URI a `Location` or `Content-Location` value names, when it has the request's origin:
+/// relative references always, absolute ones with the request's authority.
+pub(crate) fn same_origin_target(
+    uri: &http::Uri,
+    host: Option<&HeaderValue>,
+    value: &HeaderValue,
+) -> Option<http::Uri> {
+    let target = value.to_str().ok()?.parse::<http::Uri>().ok()?;
+    let same_origin = match target.authority() {
+        None => true,
+        Some(a) => {
+            uri.authority()
+                .is_some_and(|u| u.as_str().eq_ignore_ascii_case(a.as_str()))
+                || host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
+        }
+    };
+    let rooted = target
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().starts_with('/'));
+    (same_origin && rooted).then_some(target)
 }
 
 pub(crate) fn host(headers: &HeaderMap) -> Option<HeaderValue> {

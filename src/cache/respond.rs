@@ -116,12 +116,14 @@ pub(crate) fn serve<B>(
     res
 }
 
-/// The answer to a `GET` with `Range` from a stored complete `200`, if it asks for one part.
+/// The answer to a `GET` with `Range` from a stored `200`, or from a stored `206` that holds
+/// the range, if it asks for one part.
 fn ranged(entry: &Entry, req_headers: &HeaderMap, head_only: bool) -> Option<Ranged> {
-    if head_only || entry.status != StatusCode::OK || !req_headers.contains_key(header::RANGE) {
+    if head_only || !req_headers.contains_key(header::RANGE) {
         return None;
     }
-    range::select(req_headers, &entry.headers, &entry.body)
+    let span = range::span(entry)?;
+    range::select(req_headers, &entry.headers, &entry.body, span)
 }
 
 /// A `206` or `416` from the stored entry: its fields, with the part's length and range.

@@ -133,6 +133,11 @@ impl Url {
         }
     }
 
+    /// Every stored variant with its key.
+    pub(crate) fn variants(&self) -> impl Iterator<Item = (u64, &Arc<Entry>)> {
+        self.variants.iter().map(|(v, e)| (*v, e))
+    }
+
     pub(crate) fn variant(&self, variant: u64) -> Option<&Arc<Entry>> {
         self.variants
             .iter()

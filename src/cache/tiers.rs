@@ -189,7 +189,7 @@ async fn redis_lookup(
     if let Some(hit) = out.hit.as_ref().filter(|h| h.validity == Validity::Valid) {
         let mem = super::store::EntryKey {
             primary: query.primary,
-            variant: shared.keyer.variant(&hit.entry.vary, &parts.headers),
+            variant: shared.keyer.entry_variant(&hit.entry),
         };
         shared.store.insert(mem, hit.entry.clone());
         shared.report_size_soon();
