@@ -42,6 +42,9 @@ struct Site {
     base: String,
     calls: Arc<AtomicUsize>,
     client: reqwest::Client,
+    /// The cache's handle, when a test needs it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    handle: Option<tower_perf::cache::CacheHandle>,
 }
 
 impl Site {
@@ -62,6 +65,7 @@ impl Site {
             base: format!("http://{}", serve(app).await),
             calls,
             client: client(),
+            handle: None,
         }
     }
 
@@ -74,6 +78,44 @@ impl Site {
 
     fn calls(&self) -> usize {
         self.calls.load(SeqCst)
+    }
+
+    /// Two instances of a site that share one Redis tier, the first's handle kept to see its
+    /// stores.
+    #[cfg(feature = "redis")]
+    async fn redis_pair(
+        redis: &common::redis::RedisServer,
+        script: impl Fn(usize, &Method, &HeaderMap) -> Response + Clone + Send + Sync + 'static,
+    ) -> (Self, Self) {
+        let layer = || {
+            let link = tower_perf::redis::RedisLink::builder()
+                .url(redis.url())
+                .deadline(Duration::from_secs(2))
+                .build()
+                .expect("link");
+            builder()
+                .ignore_host(true)
+                .redis(link)
+                .build()
+                .expect("cache")
+        };
+        let (a, b) = (layer(), layer());
+        let mut first = Site::new(a.clone(), script.clone()).await;
+        first.handle = Some(a.handle());
+        (first, Site::new(b, script).await)
+    }
+
+    /// Waits until this instance wrote a response to Redis (in the background, after the
+    /// client has it).
+    #[cfg(feature = "redis")]
+    async fn stored_in_redis(&self) {
+        let handle = self.handle.as_ref().expect("a site of redis_pair");
+        for _ in 0..500 {
+            if handle.snapshot().redis.expect("redis tier").stores > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -601,7 +643,8 @@ async fn a_206_that_matches_the_stored_response_updates_its_header_fields() {
 // Byte ranges from the cache
 // ---------------------------------------------------------------------------------------------
 
-fn ranges_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static {
+fn ranges_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Clone + Send + Sync + 'static
+{
     |_, _, _| {
         res(
             200,
@@ -687,32 +730,10 @@ async fn any_range_over_http_is_the_slice_with_its_exact_content_range() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn ranges_are_served_from_a_redis_hit_too() {
-    use common::redis::RedisServer;
-    let redis = RedisServer::start();
-    let layer = || {
-        let link = tower_perf::redis::RedisLink::builder()
-            .url(redis.url())
-            .deadline(Duration::from_secs(2))
-            .build()
-            .expect("link");
-        builder()
-            .ignore_host(true)
-            .redis(link)
-            .build()
-            .expect("cache")
-    };
-    let (a, b) = (layer(), layer());
-    let stored = a.handle();
-    let first = Site::new(a, ranges_origin()).await;
-    let second = Site::new(b, ranges_origin()).await;
+    let redis = common::redis::RedisServer::start();
+    let (first, second) = Site::redis_pair(&redis, ranges_origin()).await;
     first.get("/redis").await;
-    // The Redis copy is written in the background: wait until it is there.
-    for _ in 0..500 {
-        if stored.snapshot().redis.expect("redis tier").stores > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first.stored_in_redis().await;
     let r = second.send("GET", "/redis", &[("range", "bytes=-2")]).await;
     assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
     assert_eq!(r.status, 206);
@@ -1035,20 +1056,6 @@ async fn accept_language_selects_a_stored_language_by_q_value() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn normalised_selecting_fields_find_a_redis_copy_too() {
-    use common::redis::RedisServer;
-    let redis = RedisServer::start();
-    let layer = || {
-        let link = tower_perf::redis::RedisLink::builder()
-            .url(redis.url())
-            .deadline(Duration::from_secs(2))
-            .build()
-            .expect("link");
-        builder()
-            .ignore_host(true)
-            .redis(link)
-            .build()
-            .expect("cache")
-    };
     let script = |_: usize, _: &Method, _: &HeaderMap| {
         let fields = [
             ("cache-control", "max-age=3600"),
@@ -1056,10 +1063,8 @@ async fn normalised_selecting_fields_find_a_redis_copy_too() {
         ];
         res(200, &fields, "x")
     };
-    let (a, b) = (layer(), layer());
-    let stored = a.handle();
-    let first = Site::new(a, script).await;
-    let second = Site::new(b, script).await;
+    let redis = common::redis::RedisServer::start();
+    let (first, second) = Site::redis_pair(&redis, script).await;
     first
         .send(
             "GET",
@@ -1067,12 +1072,7 @@ async fn normalised_selecting_fields_find_a_redis_copy_too() {
             &[("accept-language", "en, de"), ("foo", "1,2")],
         )
         .await;
-    for _ in 0..500 {
-        if stored.snapshot().redis.expect("redis tier").stores > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first.stored_in_redis().await;
     let r = second
         .send(
             "GET",
@@ -1089,7 +1089,8 @@ async fn normalised_selecting_fields_find_a_redis_copy_too() {
 // ---------------------------------------------------------------------------------------------
 
 /// An origin of the 10-byte body `0123456789` that answers `Range: bytes=a-b` with that part.
-fn parts_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Send + Sync + 'static {
+fn parts_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Clone + Send + Sync + 'static
+{
     |_, _, h| {
         const BODY: &str = "0123456789";
         let fields = [("cache-control", "max-age=3600"), ("etag", "\"p1\"")];
@@ -1196,31 +1197,10 @@ async fn a_part_that_is_not_one_asked_range_is_not_stored() {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_stored_part_answers_sub_ranges_from_a_redis_hit_too() {
-    use common::redis::RedisServer;
-    let redis = RedisServer::start();
-    let layer = || {
-        let link = tower_perf::redis::RedisLink::builder()
-            .url(redis.url())
-            .deadline(Duration::from_secs(2))
-            .build()
-            .expect("link");
-        builder()
-            .ignore_host(true)
-            .redis(link)
-            .build()
-            .expect("cache")
-    };
-    let (a, b) = (layer(), layer());
-    let stored = a.handle();
-    let first = Site::new(a, parts_origin()).await;
-    let second = Site::new(b, parts_origin()).await;
+    let redis = common::redis::RedisServer::start();
+    let (first, second) = Site::redis_pair(&redis, parts_origin()).await;
     first.send("GET", "/rp", &[("range", "bytes=2-7")]).await;
-    for _ in 0..500 {
-        if stored.snapshot().redis.expect("redis tier").stores > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first.stored_in_redis().await;
     let r = second.send("GET", "/rp", &[("range", "bytes=4-5")]).await;
     assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
     assert_eq!((r.status.as_u16(), r.text()), (206, "45"));

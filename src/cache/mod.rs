@@ -8,7 +8,11 @@
 //!   with `Authorization` unless the response is `public`, `s-maxage` or `must-revalidate`, not
 //!   responses with `Set-Cookie` (unless configured), not `Vary: *`. Any status with explicit
 //!   freshness is stored, server errors included; without it, the heuristically cacheable
-//!   statuses of RFC 9110 15.1 (a `5xx` only when also `public`). Empty bodies are stored too.
+//!   statuses of RFC 9110 15.1 (a `5xx` only when also `public`). Empty bodies are stored too,
+//!   and so are parts: a `206` with one `Content-Range` to a request for one range (RFC 9111
+//!   3.3). A `200` to a `POST` with explicit freshness and a `Content-Location` equal to the
+//!   target URI is stored for later `GET`s of that URI (RFC 9110 9.3.3; with a Redis tier, the
+//!   fleet-wide invalidation the `POST` also causes lands after it and removes it again).
 //!   Freshness comes from `s-maxage`, `max-age`, `Expires` (any of the three date formats),
 //!   then the TTL the application configured per route, then the RFC's heuristic; `max_ttl`
 //!   caps the last two, and explicit freshness only when asked
@@ -19,13 +23,19 @@
 //!   `Cache-Control` for this cache when present and valid, so an origin can cache here what
 //!   browsers must not, and the other way round.
 //! - **Keys** by method class (HEAD is answered from GET entries), scheme, authority, path and
-//!   query, plus the request headers named by the response's `Vary` (with `Accept-Encoding`
-//!   reduced to the encoding the server would pick, so browsers share variants).
+//!   query, plus the request headers named by the response's `Vary`, normalised so that equal
+//!   meanings share a variant: `Accept-Encoding` reduced to the encoding the server would
+//!   pick; `Accept-Language` compared without regard to case, order and whitespace
+//!   (`en, de` = `De,EN`); any other field with its lines combined and the whitespace around
+//!   list members removed (`1,2` = ` 1, 2 `). A response in one `Content-Language` also
+//!   serves a request that prefers that language over every other by its weights
+//!   (`fr;q=0.5, de` gets the stored `de`), from the variants in memory.
 //! - **Serves** fresh entries with `Age`, as stored (a stored `Content-Encoding` is checked
 //!   against `Accept-Encoding` only when the response varies on it, or with
 //!   [`require_accepted_coding`](ResponseCacheBuilder::require_accepted_coding)); answers
 //!   `If-None-Match` / `If-Modified-Since` with `304`; answers `Range` (one range: `206`, or
-//!   `416`; `If-Range` honoured) from a stored complete response, without copying the body;
+//!   `416`; `If-Range` honoured) from a stored complete response, or from a stored part when
+//!   the range lies inside it, without copying the body;
 //!   honours request `no-cache`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (`504`
 //!   on a miss) and `no-store` (bypass).
 //! - **Revalidates** stale entries with the origin using their validators, and refreshes them
@@ -43,8 +53,7 @@
 //!
 //! Out of reach: interim `1xx` responses (`100 Continue`, `103 Early Hints`) never pass through
 //! a tower service, which returns one `http::Response`; the cache neither stores nor forwards
-//! them. Partial responses (`206`) from the origin are passed on, not stored: ranges are served
-//! from complete responses only.
+//! them.
 //!
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
 //! `max_entry_bytes` stream through without being stored.

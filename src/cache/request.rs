@@ -740,14 +740,18 @@ where
     svc.call(req).await
 }
 
-/// RFC 9111 4.4: a non-error response to an unsafe request invalidates the target URI and the
-/// same-origin `Location` and `Content-Location`.
-pub(crate) fn invalidate_after_unsafe(
+/// RFC 9111 4.4: a non-error response (`2xx`, `3xx`) to an unsafe request invalidates the
+/// target URI and the same-origin `Location` and `Content-Location`.
+pub(crate) fn invalidate_after_unsafe<B>(
     shared: &Shared,
     uri: &http::Uri,
     host: Option<&HeaderValue>,
-    res_headers: &HeaderMap,
+    res: &Response<B>,
 ) {
+    if !(res.status().is_success() || res.status().is_redirection()) {
+        return;
+    }
+    let res_headers = res.headers();
     let purge = |pq: &str| shared.purge(Target::Uri(pq), true);
     if let Some(pq) = uri.path_and_query() {
         purge(pq.as_str());

@@ -3,6 +3,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Buf;
+use http::header::HOST;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
@@ -211,10 +212,7 @@ where
     let target = unsafe_method.then(|| (req.uri().clone(), host(req.headers())));
     let mut res = svc.call(req).await?;
     if let Some((uri, host)) = target {
-        let s = res.status();
-        if s.is_success() || s.is_redirection() {
-            invalidate_after_unsafe(shared, &uri, host.as_ref(), res.headers());
-        }
+        invalidate_after_unsafe(shared, &uri, host.as_ref(), &res);
     }
     strip_tags(shared, res.headers_mut());
     Ok(bypass(shared, res, "method"))
@@ -238,11 +236,7 @@ where
     let (parts, body) = req.into_parts();
     let head = clone_parts(&parts);
     let mut res = svc.call(Request::from_parts(parts, body)).await?;
-    let host = head.headers.get(http::header::HOST);
-    let s = res.status();
-    if s.is_success() || s.is_redirection() {
-        invalidate_after_unsafe(shared, &head.uri, host, res.headers());
-    }
+    invalidate_after_unsafe(shared, &head.uri, head.headers.get(HOST), &res);
     if !reusable_for_get(shared, &head, &res) {
         strip_tags(shared, res.headers_mut());
         return Ok(bypass(shared, res, "method"));
@@ -265,7 +259,7 @@ where
 /// same-origin `Content-Location` equal to the request's target.
 fn reusable_for_get<B>(shared: &Shared, head: &http::request::Parts, res: &Response<B>) -> bool {
     let cc = CacheControl::parse_response(res.headers(), &shared.policy.targeted);
-    let host = head.headers.get(http::header::HOST);
+    let host = head.headers.get(HOST);
     let target = res
         .headers()
         .get(http::header::CONTENT_LOCATION)
