@@ -1209,3 +1209,72 @@ async fn a_stored_part_answers_sub_ranges_from_a_redis_hit_too() {
     assert_eq!((whole.status.as_u16(), whole.text()), (200, "0123456789"));
     assert_eq!(second.calls(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The hit path stays lean
+// ---------------------------------------------------------------------------------------------
+
+#[global_allocator]
+static ALLOCATOR: common::alloc::CountingAllocator = common::alloc::CountingAllocator;
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hit_through_normalised_vary_fields_allocates_no_more_than_a_plain_hit() {
+    use http_body_util::{BodyExt, Full};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use tower::{Layer, Service, ServiceExt};
+
+    let origin = tower::service_fn(|req: axum::http::Request<Full<Bytes>>| async move {
+        // The same fields either way (standard names, no copy on a clone) but for `Vary`.
+        let (name, value) = match req.uri().path() {
+            "/vary" => ("vary", "accept-language, foo, accept-encoding"),
+            _ => ("link", "accept-language, foo, accept-encoding"),
+        };
+        let res = axum::http::Response::builder()
+            .header("cache-control", "max-age=3600")
+            .header(name, value)
+            .body(Full::new(Bytes::from_static(b"body")))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let mut svc = ResponseCacheLayer::new().layer(origin);
+    let request = |path: &str| {
+        axum::http::Request::get(path)
+            .header("host", "alloc.test")
+            .header("accept-language", " De;q=0.9 , en-US,  fr;q=0.1")
+            .header("foo", " 1, 2 ")
+            .header("accept-encoding", "gzip, br")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for path in ["/plain", "/vary"] {
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(path))
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let mut hit = |path: &str| {
+        let req = request(path);
+        let before = common::alloc::allocations();
+        let mut fut = std::pin::pin!(svc.call(req));
+        let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("a hit is answered at once");
+        };
+        let n = common::alloc::allocations() - before;
+        assert_eq!(res.status(), 200);
+        drop(res);
+        n
+    };
+    // The first hits make one-off things (metric handles, lazily built state).
+    hit("/plain");
+    hit("/vary");
+    for _ in 0..3 {
+        let (plain, vary) = (hit("/plain"), hit("/vary"));
+        assert_eq!(vary, plain, "a Vary hit allocates what a plain hit does");
+    }
+}
