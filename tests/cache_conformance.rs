@@ -80,8 +80,7 @@ impl Site {
         self.calls.load(SeqCst)
     }
 
-    /// Two instances of a site that share one Redis tier, the first's handle kept to see its
-    /// stores.
+    /// Two instances of a site that share one Redis tier.
     #[cfg(feature = "redis")]
     async fn redis_pair(
         redis: &common::redis::RedisServer,
@@ -102,20 +101,28 @@ impl Site {
         let (a, b) = (layer(), layer());
         let mut first = Site::new(a.clone(), script.clone()).await;
         first.handle = Some(a.handle());
-        (first, Site::new(b, script).await)
+        let mut second = Site::new(b.clone(), script).await;
+        second.handle = Some(b.handle());
+        (first, second)
     }
 
-    /// Waits until this instance wrote a response to Redis (in the background, after the
-    /// client has it).
+    /// Waits (a bounded time) until this instance's Redis tier says `done`: what it does in the
+    /// background (stores, purge messages) comes after the client has its response.
     #[cfg(feature = "redis")]
-    async fn stored_in_redis(&self) {
+    async fn until(&self, done: impl Fn(&tower_perf::cache::RedisTierSnapshot) -> bool) {
         let handle = self.handle.as_ref().expect("a site of redis_pair");
         for _ in 0..500 {
-            if handle.snapshot().redis.expect("redis tier").stores > 0 {
+            if done(&handle.snapshot().redis.expect("redis tier")) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Waits until this instance wrote a response to Redis.
+    #[cfg(feature = "redis")]
+    async fn stored_in_redis(&self) {
+        self.until(|r| r.stores > 0).await;
     }
 
     async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -834,10 +841,11 @@ async fn must_understand_stores_a_known_status_despite_no_store() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_post_response_with_explicit_freshness_and_its_own_content_location_serves_later_gets() {
-    // The origin answers POST /p with the new representation of /p, GET with an older one.
-    let site = Site::default(|_, method, _| {
+/// An origin that answers `POST /p?x=1` with the new representation of `/p?x=1`, and `GET`
+/// with an older one.
+fn post_origin() -> impl Fn(usize, &Method, &HeaderMap) -> Response + Clone + Send + Sync + 'static
+{
+    |_, method, _| {
         if method == Method::POST {
             let fields = [
                 ("cache-control", "max-age=3600"),
@@ -846,8 +854,12 @@ async fn a_post_response_with_explicit_freshness_and_its_own_content_location_se
             return res(200, &fields, "posted");
         }
         res(200, &[("cache-control", "max-age=3600")], "fetched")
-    })
-    .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_response_with_explicit_freshness_and_its_own_content_location_serves_later_gets() {
+    let site = Site::default(post_origin()).await;
     let posted = site.send("POST", "/p?x=1", &[]).await;
     assert!(posted.stored(), "{:?}", posted.cs());
     assert!(posted.cs().contains(&"fwd=method"), "{:?}", posted.cs());
@@ -1277,4 +1289,30 @@ async fn a_hit_through_normalised_vary_fields_allocates_no_more_than_a_plain_hit
         let (plain, vary) = (hit("/plain"), hit("/vary"));
         assert_eq!(vary, plain, "a Vary hit allocates what a plain hit does");
     }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_post_response_stored_for_gets_survives_its_own_invalidation_across_the_fleet() {
+    let redis = common::redis::RedisServer::start();
+    let (first, second) = Site::redis_pair(&redis, post_origin()).await;
+    // The other instance has the older representation in memory (and Redis).
+    assert_eq!(second.get("/p?x=1").await.text(), "fetched");
+    second.stored_in_redis().await;
+    let posted = first.send("POST", "/p?x=1", &[]).await;
+    assert!(posted.stored(), "{:?}", posted.cs());
+    first.until(|r| r.purges_sent > 0 && r.stores > 0).await;
+    second.until(|r| r.purges_received > 0).await;
+    let here = first.get("/p?x=1").await;
+    assert!(here.hit(), "{:?}", here.cs());
+    assert_eq!(here.text(), "posted");
+    // The invalidation removed the older copy there; Redis has the new one.
+    let there = second.get("/p?x=1").await;
+    assert!(
+        there.hit() && there.cs().contains(&"detail=redis"),
+        "{:?}",
+        there.cs()
+    );
+    assert_eq!(there.text(), "posted");
+    assert_eq!((first.calls(), second.calls()), (1, 1));
 }

@@ -11,8 +11,9 @@
 //!   statuses of RFC 9110 15.1 (a `5xx` only when also `public`). Empty bodies are stored too,
 //!   and so are parts: a `206` with one `Content-Range` to a request for one range (RFC 9111
 //!   3.3). A `200` to a `POST` with explicit freshness and a `Content-Location` equal to the
-//!   target URI is stored for later `GET`s of that URI (RFC 9110 9.3.3; with a Redis tier, the
-//!   fleet-wide invalidation the `POST` also causes lands after it and removes it again).
+//!   target URI is stored for later `GET`s of that URI (RFC 9110 9.3.3), after the
+//!   invalidation the `POST` causes has been recorded everywhere (in Redis too), so that it
+//!   does not cover the new copy.
 //!   Freshness comes from `s-maxage`, `max-age`, `Expires` (any of the three date formats),
 //!   then the TTL the application configured per route, then the RFC's heuristic; `max_ttl`
 //!   caps the last two, and explicit freshness only when asked

@@ -721,6 +721,13 @@ impl RedisTier {
         ]
     }
 
+    /// Records a purge in Redis now, not through the outbox (see
+    /// [`Tiers::purge_now`](super::tiers::Tiers::purge_now)): the fleet's generation it took
+    /// is known when this returns, so what is stamped after it is newer.
+    pub(crate) async fn purge_now(&self, target: Target<'_>, hard: bool) -> bool {
+        self.send_purge(&field_of(target), hard).await.is_ok()
+    }
+
     async fn send_purge(&self, field: &str, hard: bool) -> Result<u64, LinkError> {
         let keys: Vec<fred::types::Key> = vec![
             self.gen_key.clone().into(),

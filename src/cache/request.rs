@@ -741,20 +741,27 @@ where
 }
 
 /// RFC 9111 4.4: a non-error response (`2xx`, `3xx`) to an unsafe request invalidates the
-/// target URI and the same-origin `Location` and `Content-Location`.
+/// target URI and the same-origin `Location` and `Content-Location`; all but the target with
+/// `except_target` (whose caller purges it itself, [`Shared::purge_before_store`]).
 pub(crate) fn invalidate_after_unsafe<B>(
     shared: &Shared,
     uri: &http::Uri,
     host: Option<&HeaderValue>,
     res: &Response<B>,
+    except_target: bool,
 ) {
     if !(res.status().is_success() || res.status().is_redirection()) {
         return;
     }
     let res_headers = res.headers();
-    let purge = |pq: &str| shared.purge(Target::Uri(pq), true);
-    if let Some(pq) = uri.path_and_query() {
-        purge(pq.as_str());
+    let target = uri.path_and_query().map(|pq| pq.as_str());
+    let purge = |pq: &str| {
+        if !(except_target && Some(pq) == target) {
+            shared.purge(Target::Uri(pq), true);
+        }
+    };
+    if let Some(pq) = target {
+        purge(pq);
     }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let target = res_headers

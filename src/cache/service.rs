@@ -15,6 +15,7 @@ use super::entry::strip_tags;
 use super::future::ResponseFuture;
 use super::key::is_cacheable_method;
 use super::policy;
+use super::purge::Target;
 use super::refresh::refresh_in_background;
 use super::request::{
     clone_parts, host, invalidate_after_unsafe, lookup_head, same_origin_target, Forwarded, Found,
@@ -212,7 +213,7 @@ where
     let target = unsafe_method.then(|| (req.uri().clone(), host(req.headers())));
     let mut res = svc.call(req).await?;
     if let Some((uri, host)) = target {
-        invalidate_after_unsafe(shared, &uri, host.as_ref(), &res);
+        invalidate_after_unsafe(shared, &uri, host.as_ref(), &res, false);
     }
     strip_tags(shared, res.headers_mut());
     Ok(bypass(shared, res, "method"))
@@ -221,8 +222,9 @@ where
 /// A `POST`: forwarded and, when successful, invalidating like any unsafe method; then its
 /// response is stored for later `GET`s of the target URI when the origin says it is that
 /// URI's representation (RFC 9110 9.3.3, RFC 9111 4): a `200` with explicit freshness and a
-/// `Content-Location` equal to the target URI. The stored copy is stamped after the
-/// invalidation, which therefore does not cover it.
+/// `Content-Location` equal to the target URI. The target's invalidation is recorded
+/// everywhere (in Redis too) before the copy is stamped, so it does not cover the copy; when
+/// Redis does not take it in time, nothing is stored.
 async fn forward_post<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
     svc: &mut S,
@@ -236,8 +238,10 @@ where
     let (parts, body) = req.into_parts();
     let head = clone_parts(&parts);
     let mut res = svc.call(Request::from_parts(parts, body)).await?;
-    invalidate_after_unsafe(shared, &head.uri, head.headers.get(HOST), &res);
-    if !reusable_for_get(shared, &head, &res) {
+    let reusable = reusable_for_get(shared, &head, &res);
+    invalidate_after_unsafe(shared, &head.uri, head.headers.get(HOST), &res, reusable);
+    let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !(reusable && shared.purge_before_store(Target::Uri(target), true).await) {
         strip_tags(shared, res.headers_mut());
         return Ok(bypass(shared, res, "method"));
     }

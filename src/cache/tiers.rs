@@ -78,6 +78,17 @@ impl Tiers {
         }
     }
 
+    /// Records a purge in the lower tiers before returning, for a caller that stores a
+    /// response right after it which the purge must not cover; `false` when a tier did not
+    /// take it (within the Redis link's deadline).
+    pub(crate) async fn purge_now(&self, _target: Target<'_>, _hard: bool) -> bool {
+        match self {
+            Tiers::Memory => true,
+            #[cfg(feature = "redis")]
+            Tiers::MemoryAndRedis(tier) => tier.purge_now(_target, _hard).await,
+        }
+    }
+
     /// Sends a purge, recorded locally under `_generation`, to the lower tiers and the fleet.
     pub(crate) fn publish_purge(&self, _target: Target<'_>, _hard: bool, _generation: u64) {
         match self {
