@@ -1316,3 +1316,32 @@ async fn a_post_response_stored_for_gets_survives_its_own_invalidation_across_th
     assert_eq!(there.text(), "posted");
     assert_eq!((first.calls(), second.calls()), (1, 1));
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_stored_language_is_selected_by_q_value_from_redis_too() {
+    let script = |_: usize, _: &Method, h: &HeaderMap| {
+        let fields = [
+            ("cache-control", "max-age=3600"),
+            ("vary", "accept-language, foo"),
+            ("content-language", "de"),
+        ];
+        let foo = h.get("foo").map_or("", |v| v.to_str().unwrap()).to_owned();
+        res(200, &fields, foo)
+    };
+    let redis = common::redis::RedisServer::start();
+    let (first, second) = Site::redis_pair(&redis, script).await;
+    let stored = [("accept-language", "en, de"), ("foo", "1")];
+    first.send("GET", "/lang", &stored).await;
+    first.stored_in_redis().await;
+    let asked = [("accept-language", "fr;q=0.5, de;q=1.0"), ("foo", " 1")];
+    let r = second.send("GET", "/lang", &asked).await;
+    assert!(r.hit() && r.cs().contains(&"detail=redis"), "{:?}", r.cs());
+    assert_eq!(r.text(), "1");
+    // Another value of the other selecting field, or a tie, is not selected.
+    let other = [("accept-language", "de"), ("foo", "2")];
+    assert!(!second.send("GET", "/lang", &other).await.hit());
+    let tie = [("accept-language", "fr, de"), ("foo", "1")];
+    assert!(!second.send("GET", "/lang", &tie).await.hit());
+    assert_eq!(second.calls(), 2);
+}

@@ -434,13 +434,7 @@ impl<'a> Languages<'a> {
             if i > 0 {
                 sink.put(b",");
             }
-            for chunk in range.chunks(32) {
-                let mut lower = [0u8; 32];
-                for (l, b) in lower.iter_mut().zip(chunk) {
-                    *l = b.to_ascii_lowercase();
-                }
-                sink.put(&lower[..chunk.len()]);
-            }
+            Self::write_lowercase(range, sink);
             if q != 1000 {
                 let digits = [
                     b'0' + (q / 100) as u8,
@@ -450,6 +444,16 @@ impl<'a> Languages<'a> {
                 sink.put(b";q=0.");
                 sink.put(&digits);
             }
+        }
+    }
+
+    fn write_lowercase(range: &[u8], sink: &mut impl Sink) {
+        for chunk in range.chunks(32) {
+            let mut lower = [0u8; 32];
+            for (l, b) in lower.iter_mut().zip(chunk) {
+                *l = b.to_ascii_lowercase();
+            }
+            sink.put(&lower[..chunk.len()]);
         }
     }
 
@@ -546,15 +550,7 @@ fn vary_matches_but(
 /// origin that has the language and honours weights would answer with it. (`en, de` stored
 /// as `de` serves `fr;q=0.5, de`.)
 pub(crate) fn selects_by_language(entry: &super::store::Entry, headers: &HeaderMap) -> bool {
-    if !entry.vary.contains(&ACCEPT_LANGUAGE) {
-        return false;
-    }
-    let mut lines = entry.headers.get_all(CONTENT_LANGUAGE).iter();
-    let (Some(language), None) = (lines.next(), lines.next()) else {
-        return false;
-    };
-    let language = trim_ows(language.as_bytes());
-    let Some(top) = Languages::parse(headers.get_all(ACCEPT_LANGUAGE)).and_then(|l| l.top()) else {
+    let (Some(language), Some(top)) = (stored_language(entry), preferred_language(headers)) else {
         return false;
     };
     top.eq_ignore_ascii_case(language)
@@ -564,6 +560,78 @@ pub(crate) fn selects_by_language(entry: &super::store::Entry, headers: &HeaderM
             headers,
             Some(&ACCEPT_LANGUAGE),
         )
+}
+
+/// The one `Content-Language` of a stored response that varies on `Accept-Language`.
+pub(crate) fn stored_language(entry: &super::store::Entry) -> Option<&[u8]> {
+    if !entry.vary.contains(&ACCEPT_LANGUAGE) {
+        return None;
+    }
+    let mut lines = entry.headers.get_all(CONTENT_LANGUAGE).iter();
+    let (Some(language), None) = (lines.next(), lines.next()) else {
+        return None;
+    };
+    let language = trim_ows(language.as_bytes());
+    language
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        .then_some(language)
+}
+
+/// The language the request prefers over every other by its `Accept-Language` weights.
+pub(crate) fn preferred_language(headers: &HeaderMap) -> Option<&[u8]> {
+    Languages::parse(headers.get_all(ACCEPT_LANGUAGE)).and_then(|l| l.top())
+}
+
+/// The selecting values a language key is made of: a request's fields, or a stored entry's.
+#[cfg(feature = "redis")]
+pub(crate) enum Selecting<'a> {
+    Request(&'a HeaderMap),
+    Stored(&'a [Option<Box<[u8]>>]),
+}
+
+#[cfg(feature = "redis")]
+impl Keyer {
+    /// The Redis tier's second key of a response in one language (RFC 9110 12.5.4): its
+    /// `Accept-Language` value replaced by the language, the other selecting fields as they
+    /// are. A stored response is also written under it, and a request that prefers that
+    /// language reads it after missing its own variant, so selection by weight works across
+    /// the fleet as it does in memory.
+    pub(crate) fn shared_language_variant(
+        &self,
+        vary: &[HeaderName],
+        fields: Selecting<'_>,
+        language: &[u8],
+        seed: u64,
+    ) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+        h.write_u8(b'L');
+        for (i, name) in vary.iter().enumerate() {
+            write_part(&mut h, name.as_str().as_bytes());
+            let mut sink = HashSink::new(&mut h);
+            let present = if *name == ACCEPT_LANGUAGE {
+                sink.put(b"lang:");
+                Languages::write_lowercase(language, &mut sink);
+                true
+            } else {
+                match &fields {
+                    Selecting::Request(headers) => canonical(name, headers, &mut sink),
+                    Selecting::Stored(values) => match values.get(i) {
+                        Some(Some(bytes)) => {
+                            sink.put(bytes);
+                            true
+                        }
+                        _ => false,
+                    },
+                }
+            };
+            if present {
+                sink.finish();
+            }
+            h.write_u8(u8::from(present));
+        }
+        h.digest()
+    }
 }
 
 /// The header names of a response's `Vary`, lowercased and deduplicated; `None` for `Vary: *`.

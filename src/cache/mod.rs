@@ -30,7 +30,8 @@
 //!   (`en, de` = `De,EN`); any other field with its lines combined and the whitespace around
 //!   list members removed (`1,2` = ` 1, 2 `). A response in one `Content-Language` also
 //!   serves a request that prefers that language over every other by its weights
-//!   (`fr;q=0.5, de` gets the stored `de`), from the variants in memory.
+//!   (`fr;q=0.5, de` gets the stored `de`), in memory and in Redis (where such a response is
+//!   also written under a key of its language).
 //! - **Serves** fresh entries with `Age`, as stored (a stored `Content-Encoding` is checked
 //!   against `Accept-Encoding` only when the response varies on it, or with
 //!   [`require_accepted_coding`](ResponseCacheBuilder::require_accepted_coding)); answers

@@ -246,7 +246,8 @@ impl FleetStore {
     pub(crate) fn stored(self, _shared: &Shared, _entry: &std::sync::Arc<Entry>) {
         #[cfg(feature = "redis")]
         if let (Tiers::MemoryAndRedis(tier), Some((key, variant))) = (&_shared.tiers, self.key) {
-            tier.store(key, variant, _entry.clone(), self.lease);
+            let language = tier.language_variant(_shared, _entry);
+            tier.store(key, variant, language, _entry.clone(), self.lease);
         }
     }
 }
