@@ -210,11 +210,16 @@ impl Keyer {
     /// requests whose selecting fields it was stored with (also when a request selected it by
     /// language, [`selects_by_language`], under another key).
     pub(crate) fn entry_variant(&self, entry: &super::store::Entry) -> u64 {
-        if entry.vary.is_empty() {
+        self.stored_variant(&entry.vary, &entry.vary_values)
+    }
+
+    /// The variant of stored `values` (as [`vary_values`] made them) of a response with `vary`.
+    fn stored_variant(&self, vary: &[HeaderName], values: &[Option<Box<[u8]>>]) -> u64 {
+        if vary.is_empty() {
             return 0;
         }
         let mut h = self.hasher();
-        hash_stored_variant(&mut h, &entry.vary, &entry.vary_values);
+        hash_stored_variant(&mut h, vary, values);
         h.finish()
     }
 }
@@ -776,5 +781,76 @@ mod tests {
         assert!(!vary_matches(&vary, &stored, &curl.headers));
         assert_eq!(k.variant(&[], &chrome.headers), 0);
         assert!(parse_vary(&parts("/", &[("vary", "accept, *")]).headers).is_none());
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        parts("/", pairs).headers
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let canon = |name: &str, pairs: &[(&str, &str)]| {
+            let mut out = Vec::new();
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            canonical(&name, &headers(pairs), &mut out).then(|| String::from_utf8(out).unwrap())
+        };
+        let lang = |v: &str| canon("accept-language", &[("accept-language", v)]);
+        assert_eq!(lang("en, de").as_deref(), Some("de,en"));
+        assert_eq!(
+            lang(" EN-us ,de;q=0.50").as_deref(),
+            Some("de;q=0.500,en-us")
+        );
+        assert_eq!(lang("de;q=1.0, *;q=0").as_deref(), Some("*;q=0.000,de"));
+        // A malformed member: compared as any other field, without whitespace only.
+        assert_eq!(lang("en, d e").as_deref(), Some("en,d e"));
+        assert_eq!(lang("en;q=2, de").as_deref(), Some("en;q=2,de"));
+        let foo = |pairs: &[(&str, &str)]| canon("foo", pairs);
+        assert_eq!(foo(&[("foo", " 1 ,\t2 ")]).as_deref(), Some("1,2"));
+        assert_eq!(foo(&[("foo", "1"), ("foo", "2")]).as_deref(), Some("1,2"));
+        assert_eq!(
+            foo(&[("foo", "\"a , b\" , c")]).as_deref(),
+            Some("\"a , b\",c")
+        );
+        assert_eq!(foo(&[("foo", "")]).as_deref(), Some(""));
+        assert_eq!(foo(&[]), None);
+    }
+
+    #[test]
+    fn preferred_languages() {
+        let top = |v: &str| {
+            let h = headers(&[("accept-language", v)]);
+            preferred_language(&h).map(|l| String::from_utf8(l.to_vec()).unwrap())
+        };
+        assert_eq!(top("fr;q=0.5, de;q=1.0").as_deref(), Some("de"));
+        assert_eq!(top("de-AT").as_deref(), Some("de-AT"));
+        assert_eq!(top("fr, de"), None);
+        assert_eq!(top("*"), None);
+        assert_eq!(top("de;q=0"), None);
+        assert_eq!(top("en;q=0.9, *"), None);
+    }
+
+    proptest::proptest! {
+        /// The variant key of a request equals the key computed from the values stored for it,
+        /// whatever the fields hold, and a request always selects its own stored values.
+        #[test]
+        fn a_request_and_its_stored_values_key_alike(
+            lang in "[ a-zA-Z,;=.0-9*-]{0,40}",
+            foo in proptest::collection::vec("[ a-z,\"\\\\]{0,12}", 0..3),
+        ) {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&lang) {
+                h.append(http::header::ACCEPT_LANGUAGE, v);
+            }
+            for f in &foo {
+                if let Ok(v) = HeaderValue::from_str(f) {
+                    h.append("foo", v);
+                }
+            }
+            let vary = [http::header::ACCEPT_LANGUAGE, HeaderName::from_static("foo")];
+            let k = Keyer::new(false);
+            let values = vary_values(&vary, &h);
+            proptest::prop_assert_eq!(k.variant(&vary, &h), k.stored_variant(&vary, &values));
+            proptest::prop_assert!(vary_matches(&vary, &values, &h));
+        }
     }
 }
