@@ -219,7 +219,7 @@ impl RequestCtx {
     /// The key of the request's flight: the URL, or its variant once the URL's `Vary` is known.
     fn flight_key(&self) -> u64 {
         match &self.found {
-            Found::VaryMiss(vary) => {
+            Found::VaryMiss(vary) | Found::PartMiss(vary) => {
                 let variant = self.shared.keyer.variant(vary, &self.parts.headers);
                 self.primary ^ variant.rotate_left(17)
             }
@@ -255,7 +255,7 @@ impl RequestCtx {
             return None;
         }
         let hint = match &self.found {
-            Found::VaryMiss(v) => Some(v.clone()),
+            Found::VaryMiss(v) | Found::PartMiss(v) => Some(v.clone()),
             Found::Entry(e, _) => Some(e.vary.clone()),
             Found::UriMiss => None,
         };
@@ -307,6 +307,7 @@ impl RequestCtx {
             Found::Entry(e, Validity::Valid) if e.age(Instant::now()) < e.lifetime => Fwd::Request,
             Found::Entry(..) => Fwd::Stale,
             Found::VaryMiss(_) => Fwd::VaryMiss,
+            Found::PartMiss(_) => Fwd::Partial,
             Found::UriMiss => Fwd::UriMiss,
         };
         let stale = match std::mem::replace(&mut self.found, Found::UriMiss) {
@@ -433,14 +434,7 @@ impl RequestCtx {
         mut res: Response<B>,
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
-        let updated_complete = match res.status() {
-            StatusCode::OK if self.parts.method == Method::HEAD => {
-                self.update_from_head(res.headers(), ex);
-                false
-            }
-            StatusCode::PARTIAL_CONTENT => self.update_from_partial(res.headers(), ex),
-            _ => false,
-        };
+        let updated_complete = self.update_from(res.status(), res.headers(), ex);
         let shared = &*self.shared;
         shared.counters.count(CacheOutcome::Miss);
         let status = res.status();
@@ -507,6 +501,19 @@ impl RequestCtx {
             res.map(|b| CacheBody::storing(b, job)),
             StoreVerdict::Storing,
         )
+    }
+
+    /// The stored response updated by a `200` to a `HEAD` or a `206` of it; `true` when a
+    /// stored complete response was updated by a part (which is then not stored over it).
+    fn update_from(&mut self, status: StatusCode, headers: &HeaderMap, ex: Exchange) -> bool {
+        match status {
+            StatusCode::OK if self.parts.method == Method::HEAD => {
+                self.update_from_head(headers, ex);
+                false
+            }
+            StatusCode::PARTIAL_CONTENT => self.update_from_partial(headers, ex),
+            _ => false,
+        }
     }
 
     /// RFC 9111 4.3.5: a `200` to a `HEAD` the cache forwarded updates the stored `GET`
@@ -670,6 +677,8 @@ pub(crate) enum Found {
     UriMiss,
     /// The URL has responses, but not for this request's variant.
     VaryMiss(Arc<[HeaderName]>),
+    /// The variant is a stored part that does not hold the requested range.
+    PartMiss(Arc<[HeaderName]>),
 }
 
 pub(crate) fn lookup_parts(shared: &Shared, primary: Primary, parts: &Parts) -> Found {
@@ -705,7 +714,14 @@ pub(crate) fn lookup_head(
             .find(|(_, e)| super::key::selects_by_language(e, headers) && usable(e)),
     };
     let Some((variant, entry)) = found else {
-        return Found::VaryMiss(url.vary.clone());
+        // A stored part of this variant that does not hold the range: `fwd=partial`.
+        let part = url
+            .variant(variant)
+            .is_some_and(|e| e.status == StatusCode::PARTIAL_CONTENT);
+        return match part {
+            true => Found::PartMiss(url.vary.clone()),
+            false => Found::VaryMiss(url.vary.clone()),
+        };
     };
     match shared.validity(entry) {
         Validity::Gone => {
