@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing
-# (redis-server, for the cache and rate-limit tiers), then checks formatting, lints and docs,
-# runs every test with all features, and builds the examples and benches.
+# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page), then
+# checks formatting, lints and docs, runs every test with all features, and builds the examples
+# and benches.
 #
 # Usage: scripts/test.sh          (from anywhere; it works from the repository root)
 set -euo pipefail
@@ -12,6 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need -------------------------------------------------------------------
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The console's browser test (tests/console.rs) drives headless Chromium; without it the test
+# fails (TOWER_PERF_SKIP_BROWSER=1 skips it).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"
     if command -v apt-get >/dev/null 2>&1; then

@@ -102,6 +102,8 @@ pub mod cache;
     feature = "compression-deflate"
 ))]
 pub mod compression;
+#[cfg(feature = "console")]
+pub mod console;
 mod error;
 pub mod metrics;
 pub mod queue;

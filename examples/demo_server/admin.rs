@@ -1,5 +1,5 @@
-//! Operations: `/admin/stats` (every layer's snapshot), `/admin/cache/purge`, `/metrics`
-//! and the health checks.
+//! Operations: who is an administrator (`ADMIN_TOKEN`), `/admin/stats` (every layer's
+//! snapshot), `/admin/cache/purge`, `/metrics` and the health checks.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -9,8 +9,34 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
+use tower_perf::breaker::State as BreakerState;
+use tower_perf::console::AdminAuthLayer;
 
 use crate::routes::{ApiError, AppState};
+
+/// Every `/admin/*` route (the console included) needs `Authorization: Bearer $ADMIN_TOKEN`
+/// (or the token as the Basic password, for a browser); without `ADMIN_TOKEN`, loopback clients
+/// only. The error names the variable.
+pub(crate) fn auth_from_env() -> Result<AdminAuthLayer, String> {
+    let token = match std::env::var("ADMIN_TOKEN") {
+        Ok(token) => Some(token),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("invalid ADMIN_TOKEN: not valid UTF-8".into())
+        }
+    };
+    AdminAuthLayer::from_option(token).map_err(|e| format!("invalid ADMIN_TOKEN: {e}"))
+}
+
+/// The start-up line about who may use the admin routes.
+pub(crate) fn auth_notice(auth: &AdminAuthLayer) -> &'static str {
+    if auth.has_token() {
+        "admin: /admin/* (console at /admin/console) needs `Authorization: Bearer $ADMIN_TOKEN`"
+    } else {
+        "admin: ADMIN_TOKEN is not set, so /admin/* (console at /admin/console) answers \
+         loopback clients only; set ADMIN_TOKEN before listening on another address"
+    }
+}
 
 /// Body of `POST /admin/cache/purge`: tags, a URI (path and query) and/or a path prefix.
 #[derive(Deserialize)]
@@ -101,10 +127,43 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// Each layer's state: breakers not closed, the Redis link (when there is one), queue
+/// saturation. `degraded` when any of them is in trouble; always `200`, since the server still
+/// answers (`/ready` is the can-serve signal).
 pub(crate) async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let layers = &state.layers;
+    let breakers = layers.breaker.snapshot().breakers;
+    let keys = |s: BreakerState| -> Vec<&str> {
+        breakers
+            .iter()
+            .filter(|b| b.state == s)
+            .map(|b| b.key.as_str())
+            .collect()
+    };
+    let (open, half_open) = (keys(BreakerState::Open), keys(BreakerState::HalfOpen));
+    #[cfg(feature = "redis")]
+    let redis =
+        layers.cache.snapshot().redis.map(
+            |r| json!({ "link_open": r.link.open, "listening": r.listening, "errors": r.errors }),
+        );
+    #[cfg(not(feature = "redis"))]
+    let redis: Option<serde_json::Value> = None;
+    let redis_down = redis.as_ref().is_some_and(|r| r["link_open"] == true);
+    let q = layers.queue.snapshot();
+    let saturated = q.in_flight >= q.limit;
+    let degraded = !open.is_empty() || redis_down || q.overloaded;
     Json(json!({
-        "status": "ok",
+        "status": if degraded { "degraded" } else { "ok" },
         "uptime_s": state.started.elapsed().as_secs(),
+        "breakers": { "open": open, "half_open": half_open, "tracked": breakers.len() },
+        "redis": redis,
+        "queue": {
+            "limit": q.limit,
+            "in_flight": q.in_flight,
+            "waiting": q.queued,
+            "saturated": saturated,
+            "overloaded": q.overloaded,
+        },
     }))
 }
 

@@ -58,6 +58,7 @@
 //! | `CACHE_MAX_MB` | `cache.max_mb` (64) | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `rate_limit.per_second`, `.burst` (100, 200) | per-client quota on `/api/*` |
 //! | `REDIS_URL` | unset | `redis://host:port`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`) |
+//! | `ADMIN_TOKEN` | unset | bearer token of every `/admin/*` route and the console; unset: loopback clients only |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable (or the configuration
@@ -235,8 +236,14 @@ async fn main() -> ExitCode {
         Ok(stack) => stack,
         Err(e) => return config_error(&format!("{}: {e}", env.config_path.display())),
     };
+    let auth = match admin::auth_from_env() {
+        Ok(auth) => auth,
+        Err(e) => return config_error(&e),
+    };
     let handles = perf.handles();
-    let router = stack::around(routes::app(AppState::new(metrics, handles.clone())), perf);
+    let state = AppState::new(metrics, handles.clone());
+    let console = routes::console(&state);
+    let router = stack::around(routes::app(state), console, perf, auth.clone());
 
     let listener = match tokio::net::TcpListener::bind(env.addr).await {
         Ok(l) => l,
@@ -247,6 +254,7 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(env.addr);
     print_banner(addr, &env, &config);
+    println!("{}", admin::auth_notice(&auth));
     tokio::spawn(stack::warm_cache(handles.cache, router.clone(), addr));
 
     // `ConnectInfo<SocketAddr>` gives per-client layers (the rate limiter) the peer address.

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
+use tower_perf::console::Console;
 use tower_perf::stack::PerfHandles;
 use tower_perf::{PhaseGuard, Timings};
 
@@ -92,6 +93,16 @@ pub(crate) fn app(state: AppState) -> Router {
         .route("/alive", get(admin::alive))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The live console at `/admin/console`, kept outside the tower-perf stack (see
+/// `stack::around`): its event stream lasts as long as the page is open, and would otherwise
+/// hold a queue permit and count as one very slow request.
+pub(crate) fn console(state: &AppState) -> Router {
+    Router::new().nest(
+        "/admin/console",
+        Console::new(state.layers.clone()).router(),
+    )
 }
 
 // ------------------------------------------------------------------------------------------------

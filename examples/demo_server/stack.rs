@@ -14,6 +14,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_perf::cache::CacheHandle;
+use tower_perf::console::{is_admin, AdminAuthLayer};
 use tower_perf::stack::{PerfConfig, PerfStack, RateLimitConfig};
 use tracing::{Level, Span};
 
@@ -60,7 +61,10 @@ pub(crate) async fn build(
     config: &PerfConfig,
     redis_url: Option<&str>,
 ) -> Result<PerfStack, String> {
-    let builder = PerfStack::builder().config(config.clone());
+    // Administrators (authenticated by `AdminAuthLayer` in `around`) are not rate-limited.
+    let builder = PerfStack::builder()
+        .config(config.clone())
+        .rate_limit_bypass_with(is_admin);
     #[cfg(feature = "redis")]
     let builder = match redis_url {
         Some(url) => {
@@ -82,12 +86,19 @@ pub(crate) async fn build(
     builder.build().map_err(|e| e.to_string())
 }
 
-/// `router` inside the stack, and outside it the request ids and the request log.
+/// `router` inside the stack, and outside it the request ids and the request log; then
+/// `console` beside it, and `auth` around both (outermost, so every `/admin/*` route is
+/// protected and administrators are marked before the rate limiter looks).
 ///
 /// `Router::layer` puts the layers *after* routing, so they see axum's `MatchedPath` and report
 /// per route template (`/api/v1/properties/{id}`), never per raw path.
-pub(crate) fn around(router: Router, stack: PerfStack) -> Router {
-    router.layer(
+pub(crate) fn around(
+    router: Router,
+    console: Router,
+    stack: PerfStack,
+    auth: AdminAuthLayer,
+) -> Router {
+    let app = router.layer(
         ServiceBuilder::new()
             // Request ids first, so every layer below (and the tracker's slow log) sees one.
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -101,7 +112,8 @@ pub(crate) fn around(router: Router, stack: PerfStack) -> Router {
             // breaker, outermost first (see `tower_perf::stack`).
             .layer(stack)
             .into_inner(),
-    )
+    );
+    app.merge(console).layer(auth)
 }
 
 /// Fills the cache with the first list pages and the dashboard, through the whole stack, so the

@@ -1,8 +1,4 @@
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
 use crate::util::body::InnerOrBytes;
@@ -30,28 +26,4 @@ impl<B> RateLimitBody<B> {
     }
 }
 
-impl<B> std::fmt::Debug for RateLimitBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitBody")
-            .field("kind", &self.inner.kind())
-            .finish()
-    }
-}
-
-impl<B> Body for RateLimitBody<B>
-where
-    B: Body,
-    B::Data: From<Bytes>,
-{
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    crate::util::macros::forward_body_hints!(inner);
-}
+crate::util::macros::inner_or_bytes_body!(RateLimitBody);

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -16,6 +16,7 @@ use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
 use crate::util::header::{trim_ows, Cursor};
+use crate::util::request::peer_addr;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -300,19 +301,6 @@ impl<'a> From<ClientKey<'a>> for Client<'a> {
     }
 }
 
-/// The peer address of the connection: axum's `ConnectInfo<SocketAddr>` (serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()`), else a `SocketAddr` extension (what a
-/// hyper server inserts itself).
-pub(crate) fn peer_addr(ext: &Extensions) -> Option<IpAddr> {
-    #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(addr)) =
-        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
-        return Some(addr.ip());
-    }
-    ext.get::<SocketAddr>().map(SocketAddr::ip)
-}
-
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, what a dual-stack socket reports for IPv4 peers) as
 /// IPv4, so one client has one key and one trust decision.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -550,6 +538,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use proptest::prelude::*;
+    use std::net::SocketAddr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

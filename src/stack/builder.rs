@@ -9,7 +9,7 @@ use crate::slow::SlowRequestLayer;
 
 use super::compression::CompressionLayer;
 use super::config::PerfConfig;
-use super::layers::{rate_limit_layer, Redis};
+use super::layers::{rate_limit_layer, Bypass, Redis};
 use super::PerfStack;
 
 /// Configures a [`PerfStack`]: a [`PerfConfig`], and any layer given ready-made (which then
@@ -27,6 +27,8 @@ pub struct PerfStackBuilder {
     // Given to the cache's Redis tier and the shared rate limit, when they come from the
     // configuration.
     redis: Redis,
+    // Exempts more requests from the rate limiter built from the configuration.
+    bypass: Option<Bypass>,
 }
 
 impl std::fmt::Debug for PerfStackBuilder {
@@ -53,6 +55,20 @@ impl PerfStackBuilder {
     /// A ready-made rate limiter (for example with trusted proxies).
     pub fn rate_limit(mut self, layer: RateLimitLayer) -> Self {
         self.rate_limit = Some(layer);
+        self
+    }
+
+    /// Exempts the requests for which `f` returns `true` from the rate limiter built from the
+    /// configuration, on top of those its `path_prefixes` leave out: for example
+    /// administrators, with `tower_perf::console::is_admin` (feature `console`) and the
+    /// authentication layer outside the stack. Ignored when the rate limiter is given
+    /// ready-made (give it its own
+    /// [`bypass_with`](crate::rate_limit::RateLimitBuilder::bypass_with)).
+    pub fn rate_limit_bypass_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.bypass = Some(std::sync::Arc::new(f));
         self
     }
 
@@ -102,7 +118,7 @@ impl PerfStackBuilder {
         Ok(PerfStack {
             slow: given_or(self.slow, || c.slow.layer())?,
             rate_limit: given_or(self.rate_limit, || {
-                rate_limit_layer(c.rate_limit.as_ref(), &self.redis)
+                rate_limit_layer(c.rate_limit.as_ref(), &self.redis, self.bypass.clone())
             })?,
             cache: given_or(self.cache, || c.cache.layer(&self.redis))?,
             queue: given_or(self.queue, || c.queue.layer())?,

@@ -26,6 +26,9 @@ pub(super) type Redis = Option<RedisLink>;
 #[cfg(not(feature = "redis"))]
 pub(super) type Redis = ();
 
+/// An extra rate-limit exemption given to the stack's builder.
+pub(super) type Bypass = std::sync::Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>;
+
 /// A builder field and the configuration key that sets it; the key names the value in errors,
 /// so a message points at the line of the configuration file to fix.
 pub(super) type Keys = &'static [(&'static str, &'static str)];
@@ -111,6 +114,7 @@ impl SlowConfig {
 pub(super) fn rate_limit_layer(
     config: Option<&RateLimitConfig>,
     redis: &Redis,
+    bypass: Option<Bypass>,
 ) -> Result<RateLimitLayer, ConfigError> {
     let Some(c) = config else {
         // In the stack, but never limiting: a bypass is one predicate call.
@@ -126,9 +130,13 @@ pub(super) fn rate_limit_layer(
     if let Some(max) = c.max_keys {
         b = b.max_keys(max);
     }
-    if !c.path_prefixes.is_empty() {
-        let prefixes: Box<[Box<str>]> = c.path_prefixes.iter().map(|p| p.as_str().into()).collect();
-        b = b.bypass_with(move |req| !prefixes.iter().any(|p| req.uri.path().starts_with(&**p)));
+    let prefixes: Box<[Box<str>]> = c.path_prefixes.iter().map(|p| p.as_str().into()).collect();
+    if !prefixes.is_empty() || bypass.is_some() {
+        b = b.bypass_with(move |req| {
+            let path = req.uri.path();
+            let outside = !prefixes.is_empty() && !prefixes.iter().any(|p| path.starts_with(&**p));
+            outside || bypass.as_ref().is_some_and(|f| f(req))
+        });
     }
     // With a Redis link, one quota per client for every instance.
     #[cfg(feature = "redis")]

@@ -36,5 +36,39 @@ macro_rules! forward_body_hints {
     };
 }
 
+/// `Body` and `Debug` for a public body wrapper `$name<B>` whose only field, `inner`, is a
+/// pinned `util::body::InnerOrBytes<B>` (the inner body, or the layer's own answer): every call
+/// forwarded. Used after the `pin_project!` of the wrapper.
+macro_rules! inner_or_bytes_body {
+    ($name:ident) => {
+        impl<B> http_body::Body for $name<B>
+        where
+            B: http_body::Body,
+            B::Data: From<bytes::Bytes>,
+        {
+            type Data = B::Data;
+            type Error = B::Error;
+
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+                self.project().inner.poll_frame(cx)
+            }
+
+            $crate::util::macros::forward_body_hints!(inner);
+        }
+
+        impl<B> std::fmt::Debug for $name<B> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("kind", &self.inner.kind())
+                    .finish()
+            }
+        }
+    };
+}
+
 pub(crate) use define_inner_service_accessors;
 pub(crate) use forward_body_hints;
+pub(crate) use inner_or_bytes_body;

@@ -1,6 +1,8 @@
-//! Reading what the layers need from a request: its route and its id.
+//! Reading what the layers need from a request: its route, its id and its peer address.
 
 use http::header::HeaderName;
+use std::net::{IpAddr, SocketAddr};
+
 use http::{Extensions, HeaderMap, HeaderValue};
 
 /// The header tower-http's request-id middleware uses by default.
@@ -34,4 +36,17 @@ pub(crate) fn request_id(
     #[cfg(not(feature = "tower-http"))]
     let _ = ext;
     headers.get(header).cloned()
+}
+
+/// The peer address of the connection: axum's `ConnectInfo<SocketAddr>` (serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`), else a `SocketAddr` extension (what a
+/// hyper server inserts itself).
+pub(crate) fn peer_addr(ext: &Extensions) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(addr)) =
+        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(addr.ip());
+    }
+    ext.get::<SocketAddr>().map(SocketAddr::ip)
 }
