@@ -47,7 +47,17 @@ impl<B> CacheBody<B> {
         }
     }
 
-    pub(crate) fn storing(inner: B, job: StoreJob) -> Self {
+    /// The origin's body, copied into `job` as it streams. A body already at its end (an empty
+    /// one) is stored now: hyper and axum never poll such a body, so its end would never be
+    /// seen.
+    pub(crate) fn storing(inner: B, job: StoreJob) -> Self
+    where
+        B: Body,
+    {
+        if inner.is_end_stream() {
+            Box::new(job).finish();
+            return Self::passthrough(inner);
+        }
         Self {
             kind: Kind::Origin {
                 inner,

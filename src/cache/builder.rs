@@ -54,6 +54,9 @@ pub struct ResponseCacheBuilder {
     route_ttls: RouteTable<Duration>,
     ttl_fn: Option<Arc<TtlFn>>,
     max_ttl: Duration,
+    cap_explicit_ttl: bool,
+    targeted: Vec<String>,
+    require_accepted_coding: bool,
     grace: Duration,
     cache_set_cookie: bool,
     heuristic_fraction: f64,
@@ -82,6 +85,9 @@ impl Default for ResponseCacheBuilder {
             route_ttls: RouteTable::default(),
             ttl_fn: None,
             max_ttl: Duration::from_secs(24 * 3600),
+            cap_explicit_ttl: false,
+            targeted: vec!["cdn-cache-control".to_owned()],
+            require_accepted_coding: false,
             grace: Duration::ZERO,
             cache_set_cookie: false,
             heuristic_fraction: 0.1,
@@ -143,9 +149,60 @@ impl ResponseCacheBuilder {
         self
     }
 
-    /// Upper bound on any freshness lifetime. Default: 1 day.
+    /// Upper bound on the lifetimes the cache gives itself: heuristic freshness, the default
+    /// and route TTLs. Explicit freshness from the origin (`s-maxage`, `max-age`, `Expires`) is
+    /// honoured as sent unless [`cap_explicit_ttl`](Self::cap_explicit_ttl) is on; such an entry
+    /// is still kept in memory at most `max_ttl` plus twice the larger of `grace` and one hour
+    /// (how long purges are remembered), then fetched again. Default: 1 day.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
         self.max_ttl = ttl;
+        self
+    }
+
+    /// Cap explicit freshness (`s-maxage`, `max-age`, `Expires`) at [`max_ttl`](Self::max_ttl)
+    /// too, and say so in `Cache-Status` (`ttl`). Off by default: the origin's lifetime is used
+    /// as it gave it.
+    pub fn cap_explicit_ttl(mut self, on: bool) -> Self {
+        self.cap_explicit_ttl = on;
+        self
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys ahead of `Cache-Control`,
+    /// most specific first. The first one present in a response, and a valid Structured Field
+    /// dictionary, replaces `Cache-Control` whole for this cache: its `max-age` (longer or
+    /// shorter), `s-maxage`, `no-store`, `no-cache`, `private`..., so an origin can cache a
+    /// response here that browsers must not (`Cache-Control: no-store` with
+    /// `CDN-Cache-Control: max-age=600`), or the other way round. The fields are forwarded to
+    /// the client as they came. An invalid field is ignored (the next one, then
+    /// `Cache-Control`, applies).
+    ///
+    /// Default: `["cdn-cache-control"]`, as a gateway cache in front of its application; an
+    /// empty list obeys `Cache-Control` only. A field of this cache alone comes first:
+    ///
+    /// ```
+    /// use tower_perf::cache::ResponseCacheLayer;
+    ///
+    /// let cache = ResponseCacheLayer::builder()
+    ///     .targeted_cache_control(["towerperf-cache-control", "cdn-cache-control"])
+    ///     .build()
+    ///     .expect("valid field names");
+    /// # let _ = cache;
+    /// ```
+    pub fn targeted_cache_control<I>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.targeted = fields.into_iter().map(|f| f.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Serve a stored `Content-Encoding` only to requests whose `Accept-Encoding` accepts it,
+    /// also when the response does not vary on `Accept-Encoding`. Off by default: RFC 9111
+    /// reuses such a response as stored; a response that varies on `Accept-Encoding` (the
+    /// compression layer's always do) is checked either way.
+    pub fn require_accepted_coding(mut self, on: bool) -> Self {
+        self.require_accepted_coding = on;
         self
     }
 
@@ -280,12 +337,13 @@ impl ResponseCacheBuilder {
     /// Checks the configuration and builds the layer.
     pub fn build(mut self) -> Result<ResponseCacheLayer, ConfigError> {
         self.validate()?;
+        let targeted = self.targeted_fields()?;
         describe_metrics();
         let name = std::mem::take(&mut self.name);
         let record_ttl = self.max_ttl + self.grace.max(Duration::from_secs(3600)) * 2;
         let tiers = self.tiers(&name, record_ttl);
         let shared = Shared {
-            store: MemoryStore::new(self.max_bytes),
+            store: MemoryStore::new(self.max_bytes, record_ttl),
             purges: Purges::new(record_ttl, 100_000),
             flights: Flights::new(),
             refreshes: Flights::new(),
@@ -297,6 +355,9 @@ impl ResponseCacheBuilder {
                 heuristic_fraction: self.heuristic_fraction,
                 heuristic_max: self.heuristic_max,
                 max_ttl: self.max_ttl,
+                cap_explicit: self.cap_explicit_ttl,
+                targeted,
+                require_accepted_coding: self.require_accepted_coding,
             },
             route_ttls: self.route_ttls,
             ttl_fn: self.ttl_fn,
@@ -356,6 +417,21 @@ impl ResponseCacheBuilder {
             ));
         }
         Ok(())
+    }
+
+    /// The targeted fields as header names; the error names the first invalid one.
+    fn targeted_fields(&self) -> Result<Arc<[HeaderName]>, ConfigError> {
+        self.targeted
+            .iter()
+            .map(|f| {
+                HeaderName::from_bytes(f.as_bytes()).map_err(|_| {
+                    ConfigError::new(
+                        "targeted_cache_control",
+                        format!("{f:?} is not a header field name"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Checks the freshness settings: TTLs, grace, heuristic.
@@ -436,6 +512,9 @@ impl fmt::Debug for ResponseCacheBuilder {
             .field("default_ttl", &self.default_ttl)
             .field("route_ttls", &self.route_ttls)
             .field("max_ttl", &self.max_ttl)
+            .field("cap_explicit_ttl", &self.cap_explicit_ttl)
+            .field("targeted_cache_control", &self.targeted)
+            .field("require_accepted_coding", &self.require_accepted_coding)
             .field("grace", &self.grace)
             .field("cache_set_cookie", &self.cache_set_cookie)
             .field("tag_header", &self.tag_header)

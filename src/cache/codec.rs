@@ -143,7 +143,7 @@ impl Reader {
 
 /// Decodes a value; `None` when it is not a well-formed value of this format version.
 /// `generation` is the local purge generation to stamp on the entry.
-pub(crate) fn decode(value: Bytes, generation: u64) -> Option<Decoded> {
+pub(crate) fn decode(value: Bytes, generation: u64, targeted: &[HeaderName]) -> Option<Decoded> {
     let mut r = Reader { buf: value, pos: 0 };
     if r.u8()? != VERSION {
         return None;
@@ -189,7 +189,7 @@ pub(crate) fn decode(value: Bytes, generation: u64) -> Option<Decoded> {
     if r.pos != r.buf.len() {
         return None;
     }
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::parse_response(&headers, targeted);
     Some(Decoded {
         entry: Entry {
             uri,
@@ -248,7 +248,7 @@ mod tests {
     fn round_trip() {
         let e = entry();
         let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let d = decode(encode(&e, at), 7).expect("decodes");
+        let d = decode(encode(&e, at), 7, &[]).expect("decodes");
         assert_eq!(d.stored_at, at);
         let g = d.entry;
         assert_eq!(g.uri, e.uri);
@@ -272,20 +272,20 @@ mod tests {
         let good = encode(&entry(), SystemTime::now());
         let mut other = good.to_vec();
         other[0] = 2;
-        assert!(decode(Bytes::from(other), 0).is_none());
+        assert!(decode(Bytes::from(other), 0, &[]).is_none());
         for cut in 0..good.len() {
-            assert!(decode(good.slice(..cut), 0).is_none(), "cut at {cut}");
+            assert!(decode(good.slice(..cut), 0, &[]).is_none(), "cut at {cut}");
         }
         let mut longer = good.to_vec();
         longer.push(0);
-        assert!(decode(Bytes::from(longer), 0).is_none());
-        assert!(decode(Bytes::from_static(b"not an entry"), 0).is_none());
+        assert!(decode(Bytes::from(longer), 0, &[]).is_none());
+        assert!(decode(Bytes::from_static(b"not an entry"), 0, &[]).is_none());
     }
 
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = decode(Bytes::from(bytes), 0);
+            let _ = decode(Bytes::from(bytes), 0, &[]);
         }
 
         #[test]
@@ -293,7 +293,7 @@ mod tests {
             let mut v = encode(&entry(), SystemTime::now()).to_vec();
             let i = at % v.len();
             v[i] = byte;
-            let _ = decode(Bytes::from(v), 0);
+            let _ = decode(Bytes::from(v), 0, &[]);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::util::header::Cursor;
 use http::header::{CACHE_CONTROL, PRAGMA};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// RFC 9111 section 1.2.2: a delta-seconds value larger than 2^31 is treated as 2^31.
 pub(crate) const DELTA_SECONDS_MAX: u32 = 1 << 31;
@@ -39,6 +39,9 @@ pub(crate) struct CacheControl {
     /// `must-revalidate`: once stale, the response must not be served without revalidation,
     /// whatever the request's `max-stale` says.
     pub(crate) must_revalidate: bool,
+    /// `must-understand` (RFC 9111 5.2.2.3): store the response only if the cache understands
+    /// the caching rules of its status, and then ignore `no-store`.
+    pub(crate) must_understand: bool,
     /// `proxy-revalidate`: `must-revalidate` for shared caches only.
     pub(crate) proxy_revalidate: bool,
     /// `no-transform`: intermediaries must not change the content (for example re-encode it).
@@ -85,6 +88,16 @@ impl CacheControl {
         cc
     }
 
+    /// The directives of a response for this cache: those of the first targeted field
+    /// (RFC 9213) in `targeted` that is present and a valid Structured Field dictionary, which
+    /// then replaces `Cache-Control` whole; else `Cache-Control`.
+    pub(crate) fn parse_response(headers: &HeaderMap, targeted: &[HeaderName]) -> Self {
+        targeted
+            .iter()
+            .find_map(|name| super::targeted::parse(headers, name))
+            .unwrap_or_else(|| Self::parse(headers))
+    }
+
     /// [`parse`](Self::parse) for a request, which also honours `Pragma: no-cache` when the
     /// request has no `Cache-Control` field at all (RFC 9111 5.4).
     pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
@@ -95,7 +108,7 @@ impl CacheControl {
         cc
     }
 
-    fn apply(&mut self, directive: Directive<'_>) {
+    pub(crate) fn apply(&mut self, directive: Directive<'_>) {
         // Longest known name: "stale-while-revalidate" (22 bytes). Longer names are unknown.
         let mut lower = [0u8; 24];
         let name = directive.name;
@@ -115,6 +128,7 @@ impl CacheControl {
             b"private" => self.private = true,
             b"public" => self.public = true,
             b"must-revalidate" => self.must_revalidate = true,
+            b"must-understand" => self.must_understand = true,
             b"proxy-revalidate" => self.proxy_revalidate = true,
             b"no-transform" => self.no_transform = true,
             b"immutable" => self.immutable = true,
@@ -443,7 +457,7 @@ mod tests {
 
     #[test]
     fn unknown_directives_ignored() {
-        let parsed = cc(&["foo, bar=baz, must-understand, community=\"UCI\", max-age=9"]);
+        let parsed = cc(&["foo, bar=baz, community=\"UCI\", max-age=9"]);
         assert_eq!(
             parsed,
             CacheControl {
@@ -556,6 +570,7 @@ mod tests {
                 max_stale,
                 min_fresh,
                 only_if_cached: flags[8],
+                must_understand: false,
             }
         }
     }

@@ -86,7 +86,7 @@ pub(crate) fn refreshed_entry(
     ex: Exchange,
 ) -> Option<(Entry, bool)> {
     let mut headers = entry.headers.clone();
-    if !policy::update_from_304(&mut headers, not_modified) {
+    if !policy::update_from_304(&mut headers, not_modified, shared.policy.cache_set_cookie) {
         return None;
     }
     strip_hop_by_hop(&mut headers);
@@ -99,7 +99,7 @@ pub(crate) fn refreshed_entry(
             headers.insert(header::DATE, date);
         }
     }
-    let cc = CacheControl::parse(&headers);
+    let cc = CacheControl::parse_response(&headers, &shared.policy.targeted);
     let policy = StorePolicy {
         default_ttl: shared.default_ttl(parts),
         ..shared.policy.clone()

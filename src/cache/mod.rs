@@ -3,27 +3,59 @@
 //!
 //! Repeated reads cost a hash lookup instead of the handler's work. What the cache does:
 //!
-//! - **Stores** what RFC 9111 lets a shared cache store: not `no-store`, not `private`, not
-//!   responses to requests with `Authorization` unless the response is `public`, `s-maxage` or
-//!   `must-revalidate`, not responses with `Set-Cookie` (unless configured), not `Vary: *`.
-//!   Freshness comes from `s-maxage`, `max-age`, `Expires`, then the TTL the application
-//!   configured per route, then the RFC's heuristic.
+//! - **Stores** what RFC 9111 lets a shared cache store: not `no-store` (unless
+//!   `must-understand` with a status the cache knows), not `private`, not responses to requests
+//!   with `Authorization` unless the response is `public`, `s-maxage` or `must-revalidate`, not
+//!   responses with `Set-Cookie` (unless configured), not `Vary: *`. Any status with explicit
+//!   freshness is stored, server errors included; without it, the heuristically cacheable
+//!   statuses of RFC 9110 15.1 (a `5xx` only when also `public`). Empty bodies are stored too,
+//!   and so are parts: a `206` with one `Content-Range` to a request for one range (RFC 9111
+//!   3.3). A `200` to a `POST` with explicit freshness and a `Content-Location` equal to the
+//!   target URI is stored for later `GET`s of that URI (RFC 9110 9.3.3), after the
+//!   invalidation the `POST` causes has been recorded everywhere (in Redis too), so that it
+//!   does not cover the new copy.
+//!   Freshness comes from `s-maxage`, `max-age`, `Expires` (any of the three date formats),
+//!   then the TTL the application configured per route, then the RFC's heuristic; `max_ttl`
+//!   caps the last two, and explicit freshness only when asked
+//!   ([`cap_explicit_ttl`](ResponseCacheBuilder::cap_explicit_ttl)). An `Age` that is not a
+//!   number makes a response stale; of a list, the first member counts.
+//! - **Targets** (RFC 9213): `CDN-Cache-Control`, or a field of this cache's own
+//!   ([`targeted_cache_control`](ResponseCacheBuilder::targeted_cache_control)), replaces
+//!   `Cache-Control` for this cache when present and valid, so an origin can cache here what
+//!   browsers must not, and the other way round.
 //! - **Keys** by method class (HEAD is answered from GET entries), scheme, authority, path and
-//!   query, plus the request headers named by the response's `Vary` (with `Accept-Encoding`
-//!   reduced to the encoding the server would pick, so browsers share variants).
-//! - **Serves** fresh entries with `Age`; answers `If-None-Match` / `If-Modified-Since` with
-//!   `304`; honours request `no-cache`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached`
-//!   (`504` on a miss) and `no-store` (bypass).
+//!   query, plus the request headers named by the response's `Vary`, normalised so that equal
+//!   meanings share a variant: `Accept-Encoding` reduced to the encoding the server would
+//!   pick; `Accept-Language` compared without regard to case, order and whitespace
+//!   (`en, de` = `De,EN`); any other field with its lines combined and the whitespace around
+//!   list members removed (`1,2` = ` 1, 2 `). A response in one `Content-Language` also
+//!   serves a request that prefers that language over every other by its weights
+//!   (`fr;q=0.5, de` gets the stored `de`), in memory and in Redis (where such a response is
+//!   also written under a key of its language).
+//! - **Serves** fresh entries with `Age`, as stored (a stored `Content-Encoding` is checked
+//!   against `Accept-Encoding` only when the response varies on it, or with
+//!   [`require_accepted_coding`](ResponseCacheBuilder::require_accepted_coding)); answers
+//!   `If-None-Match` / `If-Modified-Since` with `304`; answers `Range` (one range: `206`, or
+//!   `416`; `If-Range` honoured) from a stored complete response, or from a stored part when
+//!   the range lies inside it, without copying the body;
+//!   honours request `no-cache`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (`504`
+//!   on a miss) and `no-store` (bypass).
 //! - **Revalidates** stale entries with the origin using their validators, and refreshes them
 //!   from a `304` instead of storing a new body; serves stale while revalidating in the
 //!   background (`stale-while-revalidate`) and when the origin fails or a layer inside rejects
-//!   (`stale-if-error`, see [`Rejected`](crate::Rejected)).
+//!   (`stale-if-error`, see [`Rejected`](crate::Rejected)). A `304`, a `200` to a `HEAD` and a
+//!   `206` of the same representation update the stored response's fields (RFC 9111 3.2,
+//!   4.3.4, 4.3.5): each field they carry replaces the stored one.
 //! - **Coalesces** concurrent misses on one key into one origin request.
 //! - **Purges** by tag (the `Cache-Tag` response header), URI or prefix, soft or hard, through
-//!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE) invalidate their URI and
-//!   same-origin `Location` / `Content-Location`.
+//!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE, and methods the cache does
+//!   not know) invalidate their URI and same-origin `Location` / `Content-Location`.
 //! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheOutcome`]
 //!   (a response extension), in [`CacheSnapshot`] (from [`CacheHandle::snapshot`]) and in metrics.
+//!
+//! Out of reach: interim `1xx` responses (`100 Continue`, `103 Early Hints`) never pass through
+//! a tower service, which returns one `http::Response`; the cache neither stores nor forwards
+//! them.
 //!
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
 //! `max_entry_bytes` stream through without being stored.
@@ -113,6 +145,7 @@ mod key;
 mod layer;
 mod policy;
 mod purge;
+mod range;
 #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
 mod recompress;
 #[cfg(feature = "redis")]
@@ -126,6 +159,7 @@ mod state;
 mod status;
 mod store;
 mod store_job;
+mod targeted;
 mod tiers;
 mod warm;
 

@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{
     HeaderName, AGE, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VARY,
+    CONTENT_LOCATION, DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
-use super::directives::{delta_seconds, CacheControl};
+use super::directives::{delta_seconds, CacheControl, DELTA_SECONDS_MAX};
 
 /// Why a response (or request) is not served from, or stored in, the cache. Also the `detail`
 /// of the `Cache-Status` header.
@@ -43,7 +43,7 @@ pub(crate) enum Uncacheable {
     NoFreshness,
     /// The response is larger than the cache accepts.
     TooLarge,
-    /// A `206 Partial Content` response: the cache stores complete responses only.
+    /// A `206 Partial Content` response that is not one part asked for by one range.
     PartialContent,
 }
 
@@ -81,8 +81,18 @@ pub(crate) struct StorePolicy {
     pub(crate) heuristic_fraction: f64,
     /// The cap on a heuristic lifetime.
     pub(crate) heuristic_max: Duration,
-    /// The cap on any freshness lifetime, explicit ones included.
+    /// The cap on heuristic and default lifetimes; on explicit ones too with `cap_explicit`.
     pub(crate) max_ttl: Duration,
+    /// Cap explicit lifetimes (`s-maxage`, `max-age`, `Expires`) at `max_ttl` as well. Off by
+    /// default: the origin's explicit freshness is what it meant.
+    pub(crate) cap_explicit: bool,
+    /// The targeted cache-control fields (RFC 9213) this cache obeys, first match wins, ahead
+    /// of `Cache-Control`. Default: `CDN-Cache-Control`.
+    pub(crate) targeted: std::sync::Arc<[HeaderName]>,
+    /// Serve a stored `Content-Encoding` only to requests that accept it, even when the
+    /// response does not vary on `Accept-Encoding`. Off by default (RFC 9111 reuses the
+    /// response as stored).
+    pub(crate) require_accepted_coding: bool,
 }
 
 impl Default for StorePolicy {
@@ -94,6 +104,9 @@ impl Default for StorePolicy {
             heuristic_fraction: 0.1,
             heuristic_max: DAY,
             max_ttl: DAY,
+            cap_explicit: false,
+            targeted: [HeaderName::from_static("cdn-cache-control")].into(),
+            require_accepted_coding: false,
         }
     }
 }
@@ -109,13 +122,15 @@ impl Default for StorePolicy {
 ///    response (3.5);
 /// 4. no `Set-Cookie` unless the policy allows it, `public` or not;
 /// 5. no `*` member in `Vary` (any field line, any case of whitespace);
-/// 6. the status: `206` is [`PartialContent`](Uncacheable::PartialContent); `1xx`, `304` (which
-///    only updates a stored response) and `5xx` (never stored by this layer, so an error is not
-///    served for the lifetime of a success) are [`Status`](Uncacheable::Status); any other
+/// 6. the status: a `206` that is not one part for one requested range
+///    ([`range::storable_part`](super::range::storable_part)) is
+///    [`PartialContent`](Uncacheable::PartialContent); `1xx` and `304`
+///    (which only updates a stored response) are [`Status`](Uncacheable::Status); any other
 ///    status is stored with explicit freshness (`s-maxage`, `max-age` or an `Expires` field,
-///    even an invalid one), with `public`, or when it is heuristically cacheable (200, 203, 204,
-///    300, 301, 308, 404, 405, 410, 414, 501; 501 is a 5xx and therefore never reaches that
-///    test);
+///    even an invalid one), with `public`, or when it is heuristically cacheable (200, 203, 204, 206,
+///    300, 301, 308, 404, 405, 410, 414, 501); a `5xx` without explicit freshness needs both
+///    `public` and a heuristically cacheable status (so `501` only), so that an outage is not
+///    served for the lifetime of a success;
 /// 7. the response has a freshness lifetime above zero or a validator (a well-formed `ETag`, or
 ///    a valid `Last-Modified` date), else [`NoFreshness`](Uncacheable::NoFreshness). When the
 ///    response has `Expires` but no `Date`, the lifetime is measured from the current time,
@@ -135,7 +150,12 @@ pub(crate) fn storable(
     if req_cc.no_store {
         return Err(Uncacheable::RequestNoStore);
     }
-    if res_cc.no_store {
+    // RFC 9111 5.2.2.3: `must-understand` overrides `no-store` for a status whose caching
+    // rules this cache knows, and keeps any other status out.
+    if res_cc.must_understand && !understood(status) {
+        return Err(Uncacheable::Status);
+    }
+    if res_cc.no_store && !res_cc.must_understand {
         return Err(Uncacheable::ResponseNoStore);
     }
     if res_cc.private {
@@ -152,15 +172,15 @@ pub(crate) fn storable(
     if vary_star(res_headers) {
         return Err(Uncacheable::VaryStar);
     }
-    if status == StatusCode::PARTIAL_CONTENT {
+    if status == StatusCode::PARTIAL_CONTENT
+        && !super::range::storable_part(req_headers, res_headers)
+    {
         return Err(Uncacheable::PartialContent);
     }
-    if status.is_informational() || status == StatusCode::NOT_MODIFIED || status.as_u16() >= 500 {
+    if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return Err(Uncacheable::Status);
     }
-    let explicit =
-        res_cc.s_maxage.is_some() || res_cc.max_age.is_some() || res_headers.contains_key(EXPIRES);
-    if !(explicit || res_cc.public || heuristically_cacheable(status)) {
+    if !(explicit_freshness(res_headers, res_cc) || heuristic_allowed(status, res_cc)) {
         return Err(Uncacheable::Status);
     }
     let lifetime = freshness_lifetime(status, res_headers, res_cc, SystemTime::now(), policy);
@@ -170,12 +190,38 @@ pub(crate) fn storable(
     Ok(())
 }
 
-/// The status codes "defined as heuristically cacheable" (RFC 9110 15.1), less `206`.
+/// The status codes "defined as heuristically cacheable" (RFC 9110 15.1).
 fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
+}
+
+/// The final statuses whose caching rules this cache implements (RFC 9110 15), for
+/// `must-understand`.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=204 | 206 | 300..=305 | 307 | 308 | 400..=417 | 421..=429 | 431 | 500..=505
+    )
+}
+
+/// Whether the origin gave the response a lifetime: `s-maxage`, `max-age` or an `Expires`
+/// field (even an invalid one, which means already expired).
+pub(crate) fn explicit_freshness(res_headers: &HeaderMap, res_cc: &CacheControl) -> bool {
+    res_cc.s_maxage.is_some() || res_cc.max_age.is_some() || res_headers.contains_key(EXPIRES)
+}
+
+/// Whether a response without explicit freshness may get a heuristic (or configured default)
+/// lifetime: a heuristically cacheable status, or `public` (RFC 9111 4.2.2). A server error
+/// needs both, so an outage is never cached for the lifetime a success would get.
+fn heuristic_allowed(status: StatusCode, res_cc: &CacheControl) -> bool {
+    if status.is_server_error() {
+        res_cc.public && heuristically_cacheable(status)
+    } else {
+        res_cc.public || heuristically_cacheable(status)
+    }
 }
 
 /// Whether any `Vary` field line has a `*` member.
@@ -204,7 +250,8 @@ fn has_validator(headers: &HeaderMap) -> bool {
 ///   included, always wins over the default.
 /// - Otherwise zero.
 ///
-/// The result is capped at `policy.max_ttl`.
+/// Heuristic and default lifetimes are capped at `policy.max_ttl`; explicit ones only with
+/// `policy.cap_explicit`.
 pub(crate) fn freshness_lifetime(
     status: StatusCode,
     res_headers: &HeaderMap,
@@ -225,15 +272,22 @@ pub(crate) fn freshness_lifetime(
             }
             None => Duration::ZERO,
         }
-    } else if heuristically_cacheable(status) || res_cc.public {
-        match policy.default_ttl {
+    } else if heuristic_allowed(status, res_cc) {
+        let implicit = match policy.default_ttl {
             Some(ttl) => ttl,
             None => heuristic(res_headers, response_time, policy),
-        }
+        };
+        return implicit.min(policy.max_ttl);
     } else {
         Duration::ZERO
     };
-    lifetime.min(policy.max_ttl)
+    // A far `Expires` is held to the largest delta-seconds, like `max-age` (RFC 9111 1.2.2).
+    let lifetime = lifetime.min(Duration::from_secs(DELTA_SECONDS_MAX.into()));
+    if policy.cap_explicit {
+        lifetime.min(policy.max_ttl)
+    } else {
+        lifetime
+    }
 }
 
 /// RFC 9111 4.2.2: a fraction of the time since the last modification.
@@ -258,18 +312,29 @@ fn heuristic(res_headers: &HeaderMap, response_time: SystemTime, policy: &StoreP
 /// `max(apparent_age, age_value + response_delay)`, where `apparent_age` is the time from `Date`
 /// to `response_time` (zero without a valid `Date`, or with one in the future: clock skew),
 /// `response_delay` is `response_time − request_time` (zero if negative), and `age_value` is the
-/// first `Age` field line as delta-seconds (zero when missing or malformed, at most 2^31).
+/// first member of the `Age` field as delta-seconds (RFC 9111 5.1: later members and lines are
+/// discarded; zero when absent; at most 2^31). An `Age` that is not a non-negative integer
+/// (`abc`, `-1`, `1.5`) makes the response stale (5.1): the age is then 2^31 seconds, older than
+/// any lifetime.
 pub(crate) fn initial_age(
     res_headers: &HeaderMap,
     request_time: SystemTime,
     response_time: SystemTime,
 ) -> Duration {
-    let age_value = res_headers
-        .get(AGE)
-        .and_then(|value| delta_seconds(trim_ows(value.as_bytes())))
-        .map_or(Duration::ZERO, |seconds| {
-            Duration::from_secs(seconds.into())
-        });
+    let age_value = match res_headers.get(AGE) {
+        None => 0,
+        Some(value) => {
+            let first = value.as_bytes().split(|&b| b == b',').next().unwrap_or(&[]);
+            let first = trim_ows(first);
+            // A blank field says nothing; anything else must be delta-seconds.
+            if first.is_empty() {
+                0
+            } else {
+                delta_seconds(first).unwrap_or(DELTA_SECONDS_MAX)
+            }
+        }
+    };
+    let age_value = Duration::from_secs(age_value.into());
     let apparent_age = http_date(res_headers, &DATE)
         .and_then(|date| response_time.duration_since(date).ok())
         .unwrap_or(Duration::ZERO);
@@ -438,10 +503,11 @@ fn if_none_match(req_headers: &HeaderMap, stored: Option<EntityTag<'_>>) -> Opti
 }
 
 /// Fields never copied from a `304` into the stored response: hop-by-hop fields (RFC 9111 3.1),
-/// fields describing the stored content that a `304` cannot change (4.3.4 / 3.2), and
-/// `Set-Cookie`, which belongs to the client that triggered the revalidation and must not be
-/// stored for everyone (the caller still forwards it to that client).
-fn excluded_from_update(name: &HeaderName, not_modified: &HeaderMap) -> bool {
+/// `Content-Length` and the `Content-Encoding` the stored body depends on (3.2), and, unless
+/// the cache stores cookies (`keep_cookies`), `Set-Cookie`, which belongs to the client that
+/// triggered the revalidation and must not be stored for everyone (the caller still forwards
+/// it to that client).
+fn excluded_from_update(name: &HeaderName, not_modified: &HeaderMap, keep_cookies: bool) -> bool {
     const PROXY_CONNECTION: &str = "proxy-connection";
     const KEEP_ALIVE: &str = "keep-alive";
     const PROXY_AUTHENTICATION_INFO: &str = "proxy-authentication-info";
@@ -449,16 +515,15 @@ fn excluded_from_update(name: &HeaderName, not_modified: &HeaderMap) -> bool {
         &CONTENT_LENGTH,
         &CONTENT_ENCODING,
         &TRANSFER_ENCODING,
-        &CONTENT_RANGE,
         &CONNECTION,
         &TE,
         &TRAILER,
         &UPGRADE,
         &PROXY_AUTHENTICATE,
         &PROXY_AUTHORIZATION,
-        &SET_COOKIE,
     ];
     fixed.contains(&name)
+        || (!keep_cookies && name == SET_COOKIE)
         || matches!(
             name.as_str(),
             PROXY_CONNECTION | KEEP_ALIVE | PROXY_AUTHENTICATION_INFO
@@ -478,14 +543,19 @@ fn excluded_from_update(name: &HeaderName, not_modified: &HeaderMap) -> bool {
 ///   this stored response's own validators.
 ///
 /// If not, returns `false` and leaves `stored` untouched (the caller re-fetches unconditionally).
-/// If so, every field the `304` carries replaces all the stored lines of that name, except
-/// `Content-Length`, `Content-Encoding`, `Transfer-Encoding`, `Content-Range`, hop-by-hop fields
-/// (`Connection` and the fields it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
-/// `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`, `Proxy-Authentication-Info`) and
+/// If so, every field the `304` carries replaces all the stored lines of that name
+/// (`Content-Range` and, with `keep_cookies`, `Set-Cookie` included), except `Content-Length`,
+/// `Content-Encoding`, `Transfer-Encoding`, hop-by-hop fields (`Connection` and the fields it
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, `Proxy-Authenticate`,
+/// `Proxy-Authorization`, `Proxy-Authentication-Info`) and, without `keep_cookies`,
 /// `Set-Cookie` (see [`excluded_from_update`]); and a stored `Age` is dropped when the `304` has none,
 /// because `Age` describes the message it came with: the caller computes the new
 /// [`initial_age`] from the `304` and the times of the revalidation. Returns `true`.
-pub(crate) fn update_from_304(stored: &mut HeaderMap, not_modified: &HeaderMap) -> bool {
+pub(crate) fn update_from_304(
+    stored: &mut HeaderMap,
+    not_modified: &HeaderMap,
+    keep_cookies: bool,
+) -> bool {
     let new_etag = stored_etag(not_modified).map(|(_, tag)| tag);
     let selected = if let Some(new) = new_etag {
         let old = stored_etag(stored).map(|(_, tag)| tag);
@@ -508,7 +578,7 @@ pub(crate) fn update_from_304(stored: &mut HeaderMap, not_modified: &HeaderMap) 
         stored.remove(AGE);
     }
     for name in not_modified.keys() {
-        if excluded_from_update(name, not_modified) {
+        if excluded_from_update(name, not_modified, keep_cookies) {
             continue;
         }
         stored.remove(name);
@@ -582,6 +652,15 @@ impl<'a> EntityTag<'a> {
     }
 }
 
+/// Whether both field sections carry the same strong entity-tag (RFC 9111 3.4: only then are
+/// two responses parts of one representation).
+pub(crate) fn same_strong_etag(a: &HeaderMap, b: &HeaderMap) -> bool {
+    match (stored_etag(a), stored_etag(b)) {
+        (Some((_, a)), Some((_, b))) => a.strong_eq(b),
+        _ => false,
+    }
+}
+
 /// The first `ETag` field line of `headers`, when it is exactly one well-formed entity-tag.
 fn stored_etag(headers: &HeaderMap) -> Option<(&HeaderValue, EntityTag<'_>)> {
     let value = headers.get(ETAG)?;
@@ -596,8 +675,36 @@ fn http_date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
     if lines.next().is_some() {
         return None;
     }
-    let text = std::str::from_utf8(trim_ows(value.as_bytes())).ok()?;
-    httpdate::parse_http_date(text).ok()
+    parse_date(trim_ows(value.as_bytes()))
+}
+
+/// An HTTP-date in any of the three formats of RFC 9110 5.6.7 (IMF-fixdate, and the obsolete
+/// RFC 850 and asctime ones), also with the names of days, months and zone in the wrong case.
+pub(crate) fn parse_date(bytes: &[u8]) -> Option<SystemTime> {
+    if let Some(date) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| httpdate::parse_http_date(text).ok())
+    {
+        return Some(date);
+    }
+    // Recase on the stack: `Thu`, `Jan`, `GMT`. The longest valid date has 33 bytes.
+    let mut buf = [0u8; 40];
+    let out = buf.get_mut(..bytes.len())?;
+    let mut word_start = true;
+    for (dst, &src) in out.iter_mut().zip(bytes) {
+        *dst = if word_start {
+            src.to_ascii_uppercase()
+        } else {
+            src.to_ascii_lowercase()
+        };
+        word_start = !src.is_ascii_alphabetic();
+    }
+    if let Some(zone) = out.len().checked_sub(3).map(|at| &mut out[at..]) {
+        if zone.eq_ignore_ascii_case(b"gmt") {
+            zone.copy_from_slice(b"GMT");
+        }
+    }
+    httpdate::parse_http_date(std::str::from_utf8(out).ok()?).ok()
 }
 
 /// The members of a comma-separated list, trimmed, empty ones skipped.
@@ -804,12 +911,29 @@ mod tests {
     #[test]
     fn statuses() {
         assert_eq!(check(&[], 206, &[FRESH]), Err(Uncacheable::PartialContent));
-        for status in [100, 103, 304, 500, 501, 502, 503, 504] {
+        for status in [100, 103, 304] {
             assert_eq!(
                 check(&[], status, &[FRESH]),
                 Err(Uncacheable::Status),
                 "{status}"
             );
+        }
+        // Server errors: with explicit freshness only, or `public` and heuristically cacheable.
+        let etag = ("etag", "\"v1\"");
+        let public = ("cache-control", "public");
+        for status in [500, 501, 502, 503, 504, 599] {
+            assert_eq!(check(&[], status, &[FRESH]), Ok(()), "{status}");
+            assert_eq!(
+                check(&[], status, &[etag]),
+                Err(Uncacheable::Status),
+                "{status}"
+            );
+            let want = if status == 501 {
+                Ok(())
+            } else {
+                Err(Uncacheable::Status)
+            };
+            assert_eq!(check(&[], status, &[public, etag]), want, "{status}");
         }
         // Without explicit freshness, only heuristically cacheable statuses (or `public`).
         let etag = ("etag", "\"v1\"");
@@ -878,9 +1002,10 @@ mod tests {
             check_with(Method::GET, &[], 200, &[zero], &policy),
             Err(Uncacheable::NoFreshness)
         );
-        // A zero cap leaves only validators.
+        // A zero cap, applied to explicit lifetimes too, leaves only validators.
         let policy = StorePolicy {
             max_ttl: Duration::ZERO,
+            cap_explicit: true,
             ..StorePolicy::default()
         };
         assert_eq!(
@@ -1057,20 +1182,24 @@ mod tests {
     }
 
     #[test]
-    fn max_ttl_caps_everything() {
-        assert_eq!(lifetime(&[("cache-control", "max-age=1000000")]), secs(DAY));
-        assert_eq!(
-            lifetime(&[("cache-control", "s-maxage=99999999999")]),
-            secs(DAY)
-        );
+    fn max_ttl_caps_explicit_lifetimes_only_when_asked() {
         let far = date(T0 + 1000 * DAY);
-        assert_eq!(lifetime(&[("expires", &far)]), secs(DAY));
-        let policy = StorePolicy {
-            max_ttl: Duration::MAX,
+        let capped = StorePolicy {
+            cap_explicit: true,
             ..StorePolicy::default()
         };
-        let huge = [("cache-control", "max-age=99999999999")];
-        assert_eq!(lifetime_with(200, &huge, &policy), secs(1 << 31));
+        for (fields, uncapped) in [
+            (&[("cache-control", "max-age=1000000")][..], secs(1_000_000)),
+            (&[("cache-control", "s-maxage=99999999999")], secs(1 << 31)),
+            (&[("expires", &*far)], secs(1000 * DAY)),
+            (
+                &[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")],
+                secs(1 << 31),
+            ),
+        ] {
+            assert_eq!(lifetime(fields), uncapped, "{fields:?}");
+            assert_eq!(lifetime_with(200, fields, &capped), secs(DAY), "{fields:?}");
+        }
     }
 
     // ---- initial_age ----
@@ -1094,10 +1223,14 @@ mod tests {
         let future = date(T0 + 3600);
         assert_eq!(age(&[("age", "5"), ("date", &future)], T0 - 1, T0), secs(6));
         assert_eq!(age(&[("date", &future)], T0, T0), Duration::ZERO);
-        // Malformed Age: 0.
-        for bad in ["abc", "-5", "1.5", "", "5, 6", "0x10"] {
-            assert_eq!(age(&[("age", bad)], T0, T0), Duration::ZERO, "{bad:?}");
+        // Malformed Age: stale (the largest age).
+        for bad in ["abc", "-5", "1.5", "0x10", "old, 0"] {
+            assert_eq!(age(&[("age", bad)], T0, T0), secs(1 << 31), "{bad:?}");
         }
+        // A list: its first member; a blank field: absent.
+        assert_eq!(age(&[("age", "5, 6")], T0, T0), secs(5));
+        assert_eq!(age(&[("age", "7200,0")], T0, T0), secs(7200));
+        assert_eq!(age(&[("age", "")], T0, T0), Duration::ZERO);
         assert_eq!(age(&[("age", " 7 ")], T0, T0), secs(7));
         // Saturation.
         assert_eq!(
@@ -1360,8 +1493,10 @@ mod tests {
             ("x-multi", "c"),
             ("expires", "0"),
         ]);
-        assert!(update_from_304(&mut stored, &not_modified));
+        let mut with_cookies = stored.clone();
+        assert!(update_from_304(&mut stored, &not_modified, false));
         assert_eq!(stored.get("cache-control").unwrap(), "max-age=120");
+        assert_eq!(stored.get("content-range").unwrap(), "bytes 0-0/1");
         assert_eq!(stored.get("date").unwrap(), fresh_date.as_str());
         assert_eq!(stored.get("expires").unwrap(), "0");
         assert_eq!(stored.get("content-length").unwrap(), "1234");
@@ -1372,7 +1507,6 @@ mod tests {
         assert_eq!(stored.get_all("x-multi").iter().collect::<Vec<_>>(), ["c"]);
         for gone in [
             "transfer-encoding",
-            "content-range",
             "connection",
             "x-hop",
             "keep-alive",
@@ -1381,6 +1515,11 @@ mod tests {
         ] {
             assert!(!stored.contains_key(gone), "{gone}");
         }
+        // A cache that stores cookies replaces the stored ones.
+        with_cookies.append("set-cookie", HeaderValue::from_static("session=old"));
+        assert!(update_from_304(&mut with_cookies, &not_modified, true));
+        let cookies: Vec<_> = with_cookies.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["session=secret"]);
     }
 
     #[test]
@@ -1388,7 +1527,8 @@ mod tests {
         let mut stored = stored_response();
         assert!(update_from_304(
             &mut stored,
-            &map(&[("etag", "\"v1\""), ("age", "3")])
+            &map(&[("etag", "\"v1\""), ("age", "3")]),
+            false
         ));
         assert_eq!(stored.get("age").unwrap(), "3");
     }
@@ -1439,12 +1579,44 @@ mod tests {
         for (i, &(stored, not_modified, want)) in cases.iter().enumerate() {
             let mut stored = map(stored);
             let before = stored.clone();
-            let got = update_from_304(&mut stored, &map(not_modified));
+            let got = update_from_304(&mut stored, &map(not_modified), false);
             assert_eq!(got, want, "case {i}");
             if !got {
                 assert_eq!(stored, before, "case {i}: untouched");
             }
         }
+    }
+
+    #[test]
+    fn obsolete_and_miscased_dates() {
+        let want = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").ok();
+        for text in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+            "sun, 06 nov 1994 08:49:37 gmt",
+            "SUNDAY, 06-NOV-94 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_date(text.as_bytes()), want, "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "yesterday",
+            "Sun, 06 Nov 1994 08:49:37 GMT and a long tail",
+        ] {
+            assert_eq!(parse_date(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_known_statuses_only() {
+        let mu = ("cache-control", "no-store, must-understand, max-age=60");
+        assert_eq!(check(&[], 200, &[mu]), Ok(()));
+        assert_eq!(check(&[], 404, &[mu]), Ok(()));
+        assert_eq!(check(&[], 299, &[mu]), Err(Uncacheable::Status));
+        let plain = ("cache-control", "no-store, max-age=60");
+        assert_eq!(check(&[], 200, &[plain]), Err(Uncacheable::ResponseNoStore));
     }
 
     // ---- headers_for_304 ----
@@ -1540,7 +1712,7 @@ mod tests {
             let policy = StorePolicy::default();
             let _ = storable(&Method::GET, &req, &req_cc, status, &res, &res_cc, &policy);
             let lifetime = freshness_lifetime(status, &res, &res_cc, at(times[0]), &policy);
-            proptest::prop_assert!(lifetime <= policy.max_ttl);
+            proptest::prop_assert!(lifetime <= Duration::from_secs(1 << 31).max(policy.max_ttl));
             let age = initial_age(&res, at(times[1]), at(times[2]));
             let _ = serve_decision(age, lifetime, &req_cc, &res_cc);
             let mut conditional = req.clone();
@@ -1548,7 +1720,7 @@ mod tests {
             let _ = not_modified(&req, &res);
             let _ = headers_for_304(&res);
             let mut stored = res.clone();
-            let _ = update_from_304(&mut stored, &req);
+            let _ = update_from_304(&mut stored, &req, false);
         }
     }
 

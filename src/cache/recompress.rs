@@ -63,13 +63,12 @@ fn coding_of(headers: &HeaderMap) -> Option<Coding> {
 }
 
 /// Counts a fresh hit on `entry` and, at the threshold, starts its recompression.
-pub(crate) fn on_hit(
-    shared: &Arc<Shared>,
-    primary: Primary,
-    entry: &Arc<Entry>,
-    req_headers: &HeaderMap,
-) {
+pub(crate) fn on_hit(shared: &Arc<Shared>, primary: Primary, entry: &Arc<Entry>) {
     let Some(r) = &shared.recompress else { return };
+    // A stored part (`206`) is a slice of an encoded body: never re-encoded on its own.
+    if entry.status != http::StatusCode::OK {
+        return;
+    }
     // Past the threshold (or recompressed already) the counter stays as it is: one load, no
     // write to a line every core reads.
     if entry.hits.load(Ordering::Relaxed) >= r.after_hits {
@@ -94,7 +93,7 @@ pub(crate) fn on_hit(
     };
     let key = EntryKey {
         primary,
-        variant: shared.keyer.variant(&entry.vary, req_headers),
+        variant: shared.keyer.entry_variant(entry),
     };
     let shared = shared.clone();
     let entry = entry.clone();

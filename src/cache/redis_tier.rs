@@ -6,7 +6,7 @@
 //! | key | what |
 //! |---|---|
 //! | `N:e:{U}:v` | the `Vary` names of URL `U` (a 128-bit XXH3 of the key material, stable across instances) |
-//! | `N:e:{U}:<variant>` | one stored response ([`codec`](super::codec) format) |
+//! | `N:e:{U}:<variant>` | one stored response ([`codec`](super::codec) format); a response in one `Content-Language` also under its language key |
 //! | `N:e:{U}:<variant>:lease` | the fleet-wide coalescing lease of a cold key (`SET NX PX`) |
 //! | `{N}:gen`, `{N}:purges`, `{N}:idx` | the fleet's purge counter, records and their ages |
 //! | channel `N:purge` | purges, published to every instance |
@@ -487,27 +487,70 @@ impl RedisTier {
             // The URL varies on other headers than guessed: remember them, ask again.
             self.vary_hints.insert(key.url, names.clone());
             let variant = self.variant(shared, &names, parts);
-            let entry_key = key.entry(variant);
-            let got = self
-                .link
-                .call("cache-get", |c| async move {
-                    c.get::<Option<Bytes>, _>(entry_key).await
-                })
-                .await;
-            match got {
+            match self.get(key.entry(variant)).await {
                 Ok(v) => (variant, v),
                 Err(e) => return RedisFound::Error(e),
             }
         };
-        let Some(value) = value else {
-            return RedisFound::Miss;
+        let found = match value {
+            Some(value) => self.accept(shared, value, stamp, parts, false),
+            None => Ok(RedisFound::Miss),
         };
-        match self.accept(shared, value, stamp, parts) {
+        match found {
+            Ok(RedisFound::Miss) => {
+                self.lookup_language(shared, key, parts, &names, stamp)
+                    .await
+            }
             Ok(found) => found,
             Err(()) => {
                 self.delete(key.entry(variant));
                 RedisFound::Miss
             }
+        }
+    }
+
+    /// One stored value.
+    async fn get(&self, entry_key: String) -> Result<Option<Bytes>, LinkError> {
+        self.link
+            .call("cache-get", |c| async move {
+                c.get::<Option<Bytes>, _>(entry_key).await
+            })
+            .await
+    }
+
+    /// After a miss of the request's own variant: the response in the language the request
+    /// prefers, under its language key ([`Keyer::shared_language_variant`]), when the URL
+    /// varies on `Accept-Language`. One more round trip, on such misses only.
+    ///
+    /// [`Keyer::shared_language_variant`]: super::key::Keyer::shared_language_variant
+    async fn lookup_language(
+        &self,
+        shared: &Shared,
+        key: &RedisKey,
+        parts: &Parts,
+        names: &[HeaderName],
+        stamp: u64,
+    ) -> RedisFound {
+        let Some(language) = super::key::preferred_language(&parts.headers) else {
+            return RedisFound::Miss;
+        };
+        if !names.contains(&http::header::ACCEPT_LANGUAGE) {
+            return RedisFound::Miss;
+        }
+        let fields = super::key::Selecting::Request(&parts.headers);
+        let variant = shared
+            .keyer
+            .shared_language_variant(names, fields, language, self.seed);
+        match self.get(key.entry(variant)).await {
+            Ok(Some(value)) => match self.accept(shared, value, stamp, parts, true) {
+                Ok(found) => found,
+                Err(()) => {
+                    self.delete(key.entry(variant));
+                    RedisFound::Miss
+                }
+            },
+            Ok(None) => RedisFound::Miss,
+            Err(e) => RedisFound::Error(e),
         }
     }
 
@@ -519,17 +562,28 @@ impl RedisTier {
         value: Bytes,
         stamp: u64,
         parts: &Parts,
+        by_language: bool,
     ) -> Result<RedisFound, ()> {
-        let Some(decoded) = codec::decode(value, stamp) else {
+        let Some(decoded) = codec::decode(value, stamp, &shared.policy.targeted) else {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             return Err(());
         };
         let mut entry = decoded.entry;
         if !shared.keyer.same_target(&entry.uri, &parts.uri)
-            || !super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers)
-            || !super::key::coding_acceptable(&entry.headers, &parts.headers)
+            || !(if by_language {
+                super::key::selects_by_language(&entry, &parts.headers)
+            } else {
+                super::key::vary_matches(&entry.vary, &entry.vary_values, &parts.headers)
+            })
+            || !super::key::coding_usable(
+                &entry,
+                &parts.headers,
+                shared.policy.require_accepted_coding,
+            )
+            || !super::range::usable(&entry, &parts.headers)
         {
-            // A hash collision or another variant: not this request's, but not corrupt.
+            // A hash collision or another variant (or a stored part that does not hold the
+            // requested range): not this request's, but not corrupt.
             return Ok(RedisFound::Miss);
         }
         let validity = self.check(&entry);
@@ -558,11 +612,38 @@ impl RedisTier {
         });
     }
 
-    /// Stores `entry` in Redis in the background; consumes the lease (the script releases it).
+    /// The language key a stored response is also written under, when it has one
+    /// ([`Keyer::shared_language_variant`](super::key::Keyer::shared_language_variant)).
+    pub(crate) fn language_variant(&self, shared: &Shared, entry: &Entry) -> Option<u64> {
+        let language = super::key::stored_language(entry)?;
+        let fields = super::key::Selecting::Stored(&entry.vary_values);
+        Some(
+            shared
+                .keyer
+                .shared_language_variant(&entry.vary, fields, language, self.seed),
+        )
+    }
+
+    /// Writes the copy of a stored response under its language key (best effort: a failure
+    /// costs a later miss).
+    async fn set_language_copy(&self, key: String, value: Bytes, ttl: Duration) {
+        let px = ttl.as_millis().max(1) as i64;
+        let _ = self
+            .link
+            .call("cache-store", |c| async move {
+                c.set::<(), _, _>(key, value, Some(Expiration::PX(px)), None, false)
+                    .await
+            })
+            .await;
+    }
+
+    /// Stores `entry` in Redis in the background (also under its `language` key); consumes
+    /// the lease (the script releases it).
     pub(crate) fn store(
         self: &Arc<Self>,
         key: RedisKey,
         variant: u64,
+        language: Option<u64>,
         entry: Arc<Entry>,
         lease: Option<LeaseGuard>,
     ) {
@@ -579,6 +660,8 @@ impl RedisTier {
                 .checked_sub(elapsed)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             let value = codec::encode(&entry, stored_at);
+            let language_key = language.map(|variant| key.entry(variant));
+            let copy = language_key.as_ref().map(|_| value.clone());
             let vary = join_vary_names(&entry.vary);
             let keys: Vec<fred::types::Key> = vec![
                 key.vary().into(),
@@ -596,10 +679,13 @@ impl RedisTier {
                 .await
                 .is_ok()
             {
-                tier.counters.stores.fetch_add(1, Ordering::Relaxed);
                 if let Some(l) = lease.as_mut() {
                     l.disarm();
                 }
+                if let (Some(k), Some(v)) = (language_key, copy) {
+                    tier.set_language_copy(k, v, ttl).await;
+                }
+                tier.counters.stores.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -713,6 +799,13 @@ impl RedisTier {
             self.channel.clone().into(),
             self.instance.clone().into(),
         ]
+    }
+
+    /// Records a purge in Redis now, not through the outbox (see
+    /// [`Tiers::purge_now`](super::tiers::Tiers::purge_now)): the fleet's generation it took
+    /// is known when this returns, so what is stamped after it is newer.
+    pub(crate) async fn purge_now(&self, target: Target<'_>, hard: bool) -> bool {
+        self.send_purge(&field_of(target), hard).await.is_ok()
     }
 
     async fn send_purge(&self, field: &str, hard: bool) -> Result<u64, LinkError> {

@@ -42,7 +42,7 @@ pub(crate) fn refresh_in_background<S, ReqBody, ResBody>(
     ReqBody: Default + Send + 'static,
     ResBody: OriginBody,
 {
-    let variant = shared.keyer.variant(&entry.vary, &parts.headers);
+    let variant = shared.keyer.entry_variant(&entry);
     let Some(guard) = shared.refreshes.try_lead(primary ^ variant.rotate_left(17)) else {
         return;
     };

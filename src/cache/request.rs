@@ -219,7 +219,7 @@ impl RequestCtx {
     /// The key of the request's flight: the URL, or its variant once the URL's `Vary` is known.
     fn flight_key(&self) -> u64 {
         match &self.found {
-            Found::VaryMiss(vary) => {
+            Found::VaryMiss(vary) | Found::PartMiss(vary) => {
                 let variant = self.shared.keyer.variant(vary, &self.parts.headers);
                 self.primary ^ variant.rotate_left(17)
             }
@@ -255,7 +255,7 @@ impl RequestCtx {
             return None;
         }
         let hint = match &self.found {
-            Found::VaryMiss(v) => Some(v.clone()),
+            Found::VaryMiss(v) | Found::PartMiss(v) => Some(v.clone()),
             Found::Entry(e, _) => Some(e.vary.clone()),
             Found::UriMiss => None,
         };
@@ -307,6 +307,7 @@ impl RequestCtx {
             Found::Entry(e, Validity::Valid) if e.age(Instant::now()) < e.lifetime => Fwd::Request,
             Found::Entry(..) => Fwd::Stale,
             Found::VaryMiss(_) => Fwd::VaryMiss,
+            Found::PartMiss(_) => Fwd::Partial,
             Found::UriMiss => Fwd::UriMiss,
         };
         let stale = match std::mem::replace(&mut self.found, Found::UriMiss) {
@@ -370,7 +371,7 @@ impl RequestCtx {
         }
         // The 304 does not match what is stored: fetch it whole. The request body is gone,
         // but only GET and HEAD get here, whose bodies carry nothing.
-        let variant = self.shared.keyer.variant(&entry.vary, &self.parts.headers);
+        let variant = self.shared.keyer.entry_variant(&entry);
         self.shared.store.remove(&EntryKey {
             primary: self.primary,
             variant,
@@ -398,10 +399,7 @@ impl RequestCtx {
             refreshed_entry(&self.shared, entry, not_modified, &self.parts, ex)?;
         let key = EntryKey {
             primary: self.primary,
-            variant: self
-                .shared
-                .keyer
-                .variant(&updated.vary, &self.parts.headers),
+            variant: self.shared.keyer.entry_variant(&updated),
         };
         let updated = Arc::new(updated);
         let mut served = Served::hit();
@@ -416,9 +414,14 @@ impl RequestCtx {
             served.detail = Some("uncacheable");
         }
         let mut res = self.serve(&updated, Instant::now(), served);
-        // Never stored, but this client's: cookies the 304 sets reach it.
-        for cookie in not_modified.get_all(header::SET_COOKIE) {
-            res.headers_mut().append(header::SET_COOKIE, cookie.clone());
+        // This client's (and stored only when the cache stores cookies): the cookies the 304
+        // sets replace the stored ones (RFC 9111 3.2), never add to them.
+        if not_modified.contains_key(header::SET_COOKIE) {
+            let headers = res.headers_mut();
+            headers.remove(header::SET_COOKIE);
+            for cookie in not_modified.get_all(header::SET_COOKIE) {
+                headers.append(header::SET_COOKIE, cookie.clone());
+            }
         }
         Some(res)
     }
@@ -427,20 +430,25 @@ impl RequestCtx {
     /// RFC 9111 and the configuration allow; else passed through. Either way it gets this
     /// cache's `Cache-Status` member. The verdict is typed state, never read back from headers.
     pub(crate) fn store_or_pass<B: Body>(
-        self,
+        mut self,
         mut res: Response<B>,
         ex: Exchange,
     ) -> (Response<CacheBody<B>>, StoreVerdict) {
+        let updated_complete = self.update_from(res.status(), res.headers(), ex);
         let shared = &*self.shared;
         let status = res.status();
-        let res_cc = CacheControl::parse(res.headers());
+        let res_cc = CacheControl::parse_response(res.headers(), &shared.policy.targeted);
         let policy = StorePolicy {
             default_ttl: shared.default_ttl(&self.parts),
             ..shared.policy.clone()
         };
         let tags = parse_tags(shared, res.headers());
         strip_tags(shared, res.headers_mut());
-        let verdict = self.verdict(&res, &res_cc, &policy);
+        let mut verdict = self.verdict(&res, &res_cc, &policy);
+        if updated_complete {
+            // The stored complete response stays; a part of it is not stored over it.
+            verdict = verdict.and(Err(Uncacheable::PartialContent));
+        }
         let vary = parse_vary(res.headers());
         shared
             .counters
@@ -466,12 +474,21 @@ impl RequestCtx {
             cs.append_to(res.headers_mut());
             return (res.map(CacheBody::passthrough), StoreVerdict::Passed);
         };
-        cs.stored = true;
+        // Said only when it cannot fail for its size: a body of unknown length may still grow
+        // past the entry limit (then it is not stored, and the header is already sent).
+        cs.stored = res.body().size_hint().upper().is_some();
         cs.ttl = Some(lifetime.as_secs() as i64);
         // The stored copy gets the client-visible headers, before Cache-Status is added.
         let mut headers = res.headers().clone();
         strip_hop_by_hop(&mut headers);
         headers.remove(&AGE);
+        // RFC 9110 6.6.1: a cache adds the `Date` a response lacks (hyper adds its own outside
+        // this layer); conditionals by date are then answered from it.
+        if !headers.contains_key(header::DATE) {
+            if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(ex.response_time)) {
+                headers.insert(header::DATE, date);
+            }
+        }
         cs.append_to(res.headers_mut());
         let fresh = Fresh {
             status,
@@ -486,6 +503,98 @@ impl RequestCtx {
             res.map(|b| CacheBody::storing(b, job)),
             StoreVerdict::Storing,
         )
+    }
+
+    /// The stored response updated by a `200` to a `HEAD` or a `206` of it; `true` when a
+    /// stored complete response was updated by a part (which is then not stored over it).
+    fn update_from(&mut self, status: StatusCode, headers: &HeaderMap, ex: Exchange) -> bool {
+        match status {
+            StatusCode::OK if self.parts.method == Method::HEAD => {
+                self.update_from_head(headers, ex);
+                false
+            }
+            StatusCode::PARTIAL_CONTENT => self.update_from_partial(headers, ex),
+            _ => false,
+        }
+    }
+
+    /// RFC 9111 4.3.5: a `200` to a `HEAD` the cache forwarded updates the stored `GET`
+    /// response it selects (the same validators and length), like a `304` would; a stored
+    /// response it does not select is invalidated.
+    fn update_from_head(&mut self, head: &HeaderMap, ex: Exchange) {
+        let Some((entry, key)) = self.stored() else {
+            return;
+        };
+        let validated =
+            |h: &HeaderMap| h.contains_key(header::ETAG) || h.contains_key(header::LAST_MODIFIED);
+        let length = |h: &HeaderMap| h.get(header::CONTENT_LENGTH).cloned();
+        let same_length = match (length(head), length(&entry.headers)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if !(same_length && (validated(head) || !validated(&entry.headers)))
+            || !self.update_stored(&entry, key, head, ex)
+        {
+            self.shared.store.remove(&key);
+        }
+    }
+
+    /// RFC 9111 3.4 and 4.3.4: a `206` of the stored complete response (the same strong
+    /// `ETag`) updates its header fields, but not those that describe the part
+    /// (`Content-Range`, `Content-Length`, a multipart `Content-Type`). `true` when the
+    /// complete response was updated (and stays).
+    fn update_from_partial(&mut self, partial: &HeaderMap, ex: Exchange) -> bool {
+        let Some((entry, key)) = self.stored() else {
+            return false;
+        };
+        if entry.status != StatusCode::OK || !policy::same_strong_etag(&entry.headers, partial) {
+            return false;
+        }
+        let mut fields = partial.clone();
+        fields.remove(header::CONTENT_RANGE);
+        let multipart = fields
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"multipart/byteranges"));
+        if multipart {
+            fields.remove(header::CONTENT_TYPE);
+        }
+        let updated = self.update_stored(&entry, key, &fields, ex);
+        if !updated {
+            self.shared.store.remove(&key);
+        }
+        updated
+    }
+
+    /// The stored response this request selects, and where it lives.
+    fn stored(&self) -> Option<(Arc<Entry>, EntryKey)> {
+        let Found::Entry(entry, _) = lookup_parts(&self.shared, self.primary, &self.parts) else {
+            return None;
+        };
+        let variant = self.shared.keyer.entry_variant(&entry);
+        let key = EntryKey {
+            primary: self.primary,
+            variant,
+        };
+        Some((entry, key))
+    }
+
+    /// Stores `entry` updated with `fields` (as from a `304`); `false` when the fields do not
+    /// select it or make it unstorable.
+    fn update_stored(
+        &mut self,
+        entry: &Entry,
+        key: EntryKey,
+        fields: &HeaderMap,
+        ex: Exchange,
+    ) -> bool {
+        match refreshed_entry(&self.shared, entry, fields, &self.parts, ex) {
+            Some((updated, true)) => {
+                let waiters = std::mem::take(&mut self.waiters);
+                store_refreshed(&self.shared, key, &Arc::new(updated), &self.parts, waiters);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether RFC 9111 and the configuration let the response be stored.
@@ -570,6 +679,8 @@ pub(crate) enum Found {
     UriMiss,
     /// The URL has responses, but not for this request's variant.
     VaryMiss(Arc<[HeaderName]>),
+    /// The variant is a stored part that does not hold the requested range.
+    PartMiss(Arc<[HeaderName]>),
 }
 
 pub(crate) fn lookup_parts(shared: &Shared, primary: Primary, parts: &Parts) -> Found {
@@ -586,21 +697,40 @@ pub(crate) fn lookup_head(
         return Found::UriMiss;
     };
     let variant = shared.keyer.variant(&url.vary, headers);
-    match url.variant(variant) {
+    let usable = |entry: &Entry| {
+        shared.keyer.same_target(&entry.uri, uri)
+            && super::key::coding_usable(entry, headers, shared.policy.require_accepted_coding)
+            && super::range::usable(entry, headers)
+    };
+    let found = match url.variant(variant) {
         Some(entry)
-            if shared.keyer.same_target(&entry.uri, uri)
-                && super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
-                && super::key::coding_acceptable(&entry.headers, headers) =>
+            if super::key::vary_matches(&entry.vary, &entry.vary_values, headers)
+                && usable(entry) =>
         {
-            match shared.validity(entry) {
-                Validity::Gone => {
-                    shared.store.remove(&EntryKey { primary, variant });
-                    Found::UriMiss
-                }
-                v => Found::Entry(entry.clone(), v),
-            }
+            Some((variant, entry))
         }
-        _ => Found::VaryMiss(url.vary.clone()),
+        // Not stored for these exact values: a variant in the language the request prefers
+        // may still do (`Vary: Accept-Language`).
+        _ => url
+            .variants()
+            .find(|(_, e)| super::key::selects_by_language(e, headers) && usable(e)),
+    };
+    let Some((variant, entry)) = found else {
+        // A stored part of this variant that does not hold the range: `fwd=partial`.
+        let part = url
+            .variant(variant)
+            .is_some_and(|e| e.status == StatusCode::PARTIAL_CONTENT);
+        return match part {
+            true => Found::PartMiss(url.vary.clone()),
+            false => Found::VaryMiss(url.vary.clone()),
+        };
+    };
+    match shared.validity(entry) {
+        Validity::Gone => {
+            shared.store.remove(&EntryKey { primary, variant });
+            Found::UriMiss
+        }
+        v => Found::Entry(entry.clone(), v),
     }
 }
 
@@ -628,44 +758,59 @@ where
     svc.call(req).await
 }
 
-/// RFC 9111 4.4: a non-error response to an unsafe request invalidates the target URI and the
-/// same-origin `Location` and `Content-Location`.
-pub(crate) fn invalidate_after_unsafe(
+/// RFC 9111 4.4: a non-error response (`2xx`, `3xx`) to an unsafe request invalidates the
+/// target URI and the same-origin `Location` and `Content-Location`; all but the target with
+/// `except_target` (whose caller purges it itself, [`Shared::purge_before_store`]).
+pub(crate) fn invalidate_after_unsafe<B>(
     shared: &Shared,
     uri: &http::Uri,
     host: Option<&HeaderValue>,
-    res_headers: &HeaderMap,
+    res: &Response<B>,
+    except_target: bool,
 ) {
-    let purge = |pq: &str| shared.purge(Target::Uri(pq), true);
-    if let Some(pq) = uri.path_and_query() {
-        purge(pq.as_str());
+    if !(res.status().is_success() || res.status().is_redirection()) {
+        return;
+    }
+    let res_headers = res.headers();
+    let target = uri.path_and_query().map(|pq| pq.as_str());
+    let purge = |pq: &str| {
+        if !(except_target && Some(pq) == target) {
+            shared.purge(Target::Uri(pq), true);
+        }
+    };
+    if let Some(pq) = target {
+        purge(pq);
     }
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
-        let Some(value) = res_headers.get(&name).and_then(|v| v.to_str().ok()) else {
-            continue;
-        };
-        let Ok(target) = value.parse::<http::Uri>() else {
-            continue;
-        };
-        // Relative references are same-origin; absolute ones only with the request's authority.
-        let same_origin = match target.authority() {
-            None => true,
-            Some(a) => {
-                uri.authority()
-                    .map(|u| u.as_str().eq_ignore_ascii_case(a.as_str()))
-                    .unwrap_or(false)
-                    || host
-                        .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
-            }
-        };
-        if same_origin {
-            if let Some(pq) = target.path_and_query() {
-                if pq.as_str().starts_with('/') {
-                    purge(pq.as_str());
-                }
-            }
+        let target = res_headers
+            .get(&name)
+            .and_then(|v| same_origin_target(uri, host, v));
+        if let Some(pq) = target.as_ref().and_then(|t| t.path_and_query()) {
+            purge(pq.as_str());
         }
     }
+}
+
+/// The URI a `Location` or `Content-Location` value names, when it has the request's origin:
+/// relative references always, absolute ones with the request's authority.
+pub(crate) fn same_origin_target(
+    uri: &http::Uri,
+    host: Option<&HeaderValue>,
+    value: &HeaderValue,
+) -> Option<http::Uri> {
+    let target = value.to_str().ok()?.parse::<http::Uri>().ok()?;
+    let same_origin = match target.authority() {
+        None => true,
+        Some(a) => {
+            uri.authority()
+                .is_some_and(|u| u.as_str().eq_ignore_ascii_case(a.as_str()))
+                || host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
+        }
+    };
+    let rooted = target
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().starts_with('/'));
+    (same_origin && rooted).then_some(target)
 }
 
 pub(crate) fn host(headers: &HeaderMap) -> Option<HeaderValue> {

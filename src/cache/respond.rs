@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use super::body::CacheBody;
 use super::directives::CacheControl;
 use super::policy::{self, Serve};
 use super::purge::Validity;
+use super::range::{self, Ranged};
 use super::snapshot::CacheOutcome;
 use super::state::Shared;
 use super::status::{CacheStatus, Fwd};
@@ -81,6 +83,8 @@ pub(crate) fn serve<B>(
             policy::headers_for_304(&entry.headers),
             None,
         )
+    } else if let Some(ranged) = ranged(entry, req_headers, head_only) {
+        partial(entry, ranged)
     } else {
         (
             entry.status,
@@ -110,6 +114,29 @@ pub(crate) fn serve<B>(
     *res.headers_mut() = headers;
     res.extensions_mut().insert(served.outcome);
     res
+}
+
+/// The answer to a `GET` with `Range` from a stored `200`, or from a stored `206` that holds
+/// the range, if it asks for one part.
+fn ranged(entry: &Entry, req_headers: &HeaderMap, head_only: bool) -> Option<Ranged> {
+    if head_only || !req_headers.contains_key(header::RANGE) {
+        return None;
+    }
+    let span = range::span(entry)?;
+    range::select(req_headers, &entry.headers, &entry.body, span)
+}
+
+/// A `206` or `416` from the stored entry: its fields, with the part's length and range.
+fn partial(entry: &Entry, ranged: Ranged) -> (StatusCode, HeaderMap, Option<Bytes>) {
+    let status = range::status(&ranged);
+    let mut headers = entry.headers.clone();
+    let (body, content_range) = match ranged {
+        Ranged::Partial(part, content_range) => (part, content_range),
+        Ranged::Unsatisfiable(content_range) => (Bytes::new(), content_range),
+    };
+    headers.insert(header::CONTENT_RANGE, content_range);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    (status, headers, Some(body))
 }
 
 pub(crate) fn bypass<B>(

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Buf;
+use http::header::HOST;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
@@ -12,14 +14,18 @@ use super::directives::CacheControl;
 use super::entry::strip_tags;
 use super::future::ResponseFuture;
 use super::key::is_cacheable_method;
+use super::policy;
+use super::purge::Target;
 use super::refresh::refresh_in_background;
 use super::request::{
-    host, invalidate_after_unsafe, lookup_head, Forwarded, Found, Origin, OriginBody, RequestCtx,
+    clone_parts, host, invalidate_after_unsafe, lookup_head, same_origin_target, Forwarded, Found,
+    Origin, OriginBody, RequestCtx,
 };
 use super::respond::{bypass, decide_without_origin, gateway_timeout, serve};
 #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
 use super::snapshot::CacheOutcome;
-use super::state::Shared;
+use super::state::{Exchange, Shared};
+use super::status::Fwd;
 use crate::error::BoxError;
 use crate::timings::Timings;
 
@@ -114,7 +120,7 @@ where
     }
     #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
     if served.outcome == CacheOutcome::Hit {
-        super::recompress::on_hit(shared, primary, &entry, req.headers());
+        super::recompress::on_hit(shared, primary, &entry);
     }
     let head_only = req.method() == Method::HEAD;
     Some(serve(
@@ -188,27 +194,81 @@ where
 }
 
 /// A method the cache does not serve: forwarded; a successful unsafe one (POST, PUT, PATCH,
-/// DELETE) invalidates its URI and same-origin `Location` / `Content-Location`.
+/// DELETE, and any method unknown to the cache, such as `M-SEARCH`) invalidates its URI and
+/// same-origin `Location` / `Content-Location`.
 async fn forward_uncacheable<S, ReqBody, ResBody>(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     svc: &mut S,
     req: Request<ReqBody>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
 {
-    let unsafe_method = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
+    if req.method() == Method::POST {
+        return forward_post(shared, svc, req).await;
+    }
+    // RFC 9111 4.4: any method that is not safe, unknown ones included (RFC 9110 9.2.1).
+    let unsafe_method = !req.method().is_safe();
     let target = unsafe_method.then(|| (req.uri().clone(), host(req.headers())));
     let mut res = svc.call(req).await?;
     if let Some((uri, host)) = target {
-        let s = res.status();
-        if s.is_success() || s.is_redirection() {
-            invalidate_after_unsafe(shared, &uri, host.as_ref(), res.headers());
-        }
+        invalidate_after_unsafe(shared, &uri, host.as_ref(), &res, false);
     }
     strip_tags(shared, res.headers_mut());
     Ok(bypass(shared, res, "method"))
+}
+
+/// A `POST`: forwarded and, when successful, invalidating like any unsafe method; then its
+/// response is stored for later `GET`s of the target URI when the origin says it is that
+/// URI's representation (RFC 9110 9.3.3, RFC 9111 4): a `200` with explicit freshness and a
+/// `Content-Location` equal to the target URI. The target's invalidation is recorded
+/// everywhere (in Redis too) before the copy is stamped, so it does not cover the copy; when
+/// Redis does not take it in time, nothing is stored.
+async fn forward_post<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    svc: &mut S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    let request_time = SystemTime::now();
+    let (parts, body) = req.into_parts();
+    let head = clone_parts(&parts);
+    let mut res = svc.call(Request::from_parts(parts, body)).await?;
+    let reusable = reusable_for_get(shared, &head, &res);
+    invalidate_after_unsafe(shared, &head.uri, head.headers.get(HOST), &res, reusable);
+    let target = head.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if !(reusable && shared.purge_before_store(Target::Uri(target), true).await) {
+        strip_tags(shared, res.headers_mut());
+        return Ok(bypass(shared, res, "method"));
+    }
+    let mut get = head;
+    get.method = Method::GET;
+    let primary = shared.keyer.primary(&get, shared.key_fn.as_deref());
+    let req_cc = CacheControl::parse_request(&get.headers);
+    let ex = Exchange {
+        fwd: Fwd::Method,
+        stamp: shared.stamp(),
+        request_time,
+        response_time: SystemTime::now(),
+    };
+    let ctx = RequestCtx::new(shared.clone(), get, primary, req_cc, None, Instant::now());
+    Ok(ctx.store_or_pass(res, ex).0)
+}
+
+/// Whether a `POST`'s response may serve later `GET`s: a `200` with explicit freshness and a
+/// same-origin `Content-Location` equal to the request's target.
+fn reusable_for_get<B>(shared: &Shared, head: &http::request::Parts, res: &Response<B>) -> bool {
+    let cc = CacheControl::parse_response(res.headers(), &shared.policy.targeted);
+    let host = head.headers.get(HOST);
+    let target = res
+        .headers()
+        .get(http::header::CONTENT_LOCATION)
+        .and_then(|v| same_origin_target(&head.uri, host, v));
+    res.status() == http::StatusCode::OK
+        && policy::explicit_freshness(res.headers(), &cc)
+        && target.is_some_and(|t| t.path_and_query() == head.uri.path_and_query())
 }

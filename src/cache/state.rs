@@ -202,6 +202,19 @@ impl Shared {
         self.tiers.publish_purge(target, hard, generation);
     }
 
+    /// Purges `target` everywhere before a response for it is stored (a `POST`'s, RFC 9110
+    /// 9.3.3), so that the purge does not cover it: in memory, and in Redis before returning
+    /// rather than through the outbox. `false` when Redis did not take it in time: the purge
+    /// then goes the usual way and would cover what is stored after it.
+    pub(crate) async fn purge_before_store(&self, target: Target<'_>, hard: bool) -> bool {
+        let generation = self.purge_memory(target, hard);
+        if self.tiers.purge_now(target, hard).await {
+            return true;
+        }
+        self.tiers.publish_purge(target, hard, generation);
+        false
+    }
+
     /// Purges `target` from the memory tier only: records the purge (checked on read) and,
     /// when hard, drops the entries now.
     pub(crate) fn purge_memory(&self, target: Target<'_>, hard: bool) -> u64 {

@@ -23,6 +23,11 @@ pub(crate) enum Fwd {
     Stale,
     /// The cache was configured, or decided, not to handle this request.
     Bypass,
+    /// A stored part did not hold the requested range.
+    Partial,
+    /// The request method's semantics require the request to go forward (a `POST`, whose
+    /// response may still be stored for later `GET`s).
+    Method,
 }
 
 impl Fwd {
@@ -35,6 +40,8 @@ impl Fwd {
             Fwd::Request => "request",
             Fwd::Stale => "stale",
             Fwd::Bypass => "bypass",
+            Fwd::Partial => "partial",
+            Fwd::Method => "method",
         }
     }
 }

@@ -133,6 +133,11 @@ impl Url {
         }
     }
 
+    /// Every stored variant with its key.
+    pub(crate) fn variants(&self) -> impl Iterator<Item = (u64, &Arc<Entry>)> {
+        self.variants.iter().map(|(v, e)| (*v, e))
+    }
+
     pub(crate) fn variant(&self, variant: u64) -> Option<&Arc<Entry>> {
         self.variants
             .iter()
@@ -149,7 +154,11 @@ pub(crate) struct MemoryStore {
     max_bytes: u64,
 }
 
-struct UrlExpiry;
+/// Each URL lives as long as its longest-lived variant, but never longer than `max`: the purge
+/// records last that long, and an entry must not outlive a purge that covered it.
+struct UrlExpiry {
+    max: Duration,
+}
 
 impl moka::Expiry<Primary, Arc<Url>> for UrlExpiry {
     fn expire_after_create(
@@ -158,7 +167,7 @@ impl moka::Expiry<Primary, Arc<Url>> for UrlExpiry {
         value: &Arc<Url>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl.min(self.max))
     }
 
     fn expire_after_update(
@@ -168,18 +177,19 @@ impl moka::Expiry<Primary, Arc<Url>> for UrlExpiry {
         _updated_at: std::time::Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl.min(self.max))
     }
 }
 
 impl MemoryStore {
-    pub(crate) fn new(max_bytes: u64) -> Self {
+    /// A tier of `max_bytes` whose entries are dropped after `max_ttl` at the latest.
+    pub(crate) fn new(max_bytes: u64, max_ttl: Duration) -> Self {
         let evictions = Arc::new(Evictions::default());
         let counts = evictions.clone();
         let urls = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &Primary, v: &Arc<Url>| v.weight)
-            .expire_after(UrlExpiry)
+            .expire_after(UrlExpiry { max: max_ttl })
             .support_invalidation_closures()
             .eviction_listener(move |_k, v: Arc<Url>, cause| {
                 let (counter, label) = match cause {

@@ -78,6 +78,17 @@ impl Tiers {
         }
     }
 
+    /// Records a purge in the lower tiers before returning, for a caller that stores a
+    /// response right after it which the purge must not cover; `false` when a tier did not
+    /// take it (within the Redis link's deadline).
+    pub(crate) async fn purge_now(&self, _target: Target<'_>, _hard: bool) -> bool {
+        match self {
+            Tiers::Memory => true,
+            #[cfg(feature = "redis")]
+            Tiers::MemoryAndRedis(tier) => tier.purge_now(_target, _hard).await,
+        }
+    }
+
     /// Sends a purge, recorded locally under `_generation`, to the lower tiers and the fleet.
     pub(crate) fn publish_purge(&self, _target: Target<'_>, _hard: bool, _generation: u64) {
         match self {
@@ -189,7 +200,7 @@ async fn redis_lookup(
     if let Some(hit) = out.hit.as_ref().filter(|h| h.validity == Validity::Valid) {
         let mem = super::store::EntryKey {
             primary: query.primary,
-            variant: shared.keyer.variant(&hit.entry.vary, &parts.headers),
+            variant: shared.keyer.entry_variant(&hit.entry),
         };
         shared.store.insert(mem, hit.entry.clone());
         shared.report_size_soon();
@@ -235,7 +246,8 @@ impl FleetStore {
     pub(crate) fn stored(self, _shared: &Shared, _entry: &std::sync::Arc<Entry>) {
         #[cfg(feature = "redis")]
         if let (Tiers::MemoryAndRedis(tier), Some((key, variant))) = (&_shared.tiers, self.key) {
-            tier.store(key, variant, _entry.clone(), self.lease);
+            let language = tier.language_variant(_shared, _entry);
+            tier.store(key, variant, language, _entry.clone(), self.lease);
         }
     }
 }

@@ -158,6 +158,13 @@ pub(crate) fn negotiate(headers: &HeaderMap, supported: &[Encoding]) -> Option<E
     best.map(|(encoding, _)| encoding)
 }
 
+/// The well-formed `token *( OWS ";" OWS param )` members of one line of a weighted list field
+/// (`Accept-Encoding`, `Accept-Language`), as `(token, weight in thousandths)`; malformed
+/// members are skipped. Never allocates.
+pub(crate) fn weighted_members(line: &[u8]) -> impl Iterator<Item = (&[u8], Quality)> {
+    Entries::new(line)
+}
+
 /// Iterates over the well-formed `coding *( OWS ";" OWS param )` members of one field line as
 /// `(name, quality)`, skipping malformed members.
 struct Entries<'a> {

@@ -64,4 +64,5 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
         .await
         .expect("body")
 }
+pub mod alloc;
 pub mod redis;
