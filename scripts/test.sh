@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing
-# (redis-server, for the cache and rate-limit tiers), then checks formatting, lints and docs,
+# (redis-server, for the cache and rate-limit tiers; its `--sentinel` mode and redis-cli, from
+# redis-tools, for the Cluster and Sentinel topologies), then checks formatting, lints and docs,
 # runs every test with all features, and builds the examples and benches.
 #
 # Usage: scripts/test.sh          (from anywhere; it works from the repository root)
@@ -12,6 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need -------------------------------------------------------------------
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# `redis-cli --cluster create` makes the tests' Redis Cluster (redis-server depends on it).
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"
     if command -v apt-get >/dev/null 2>&1; then

@@ -65,3 +65,4 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
         .expect("body")
 }
 pub mod redis;
+pub mod topology;
