@@ -273,9 +273,14 @@ impl Topology {
         self.running().find(|n| n.port() == port)
     }
 
-    /// Cluster: kills (SIGKILL, by PID) the master that holds `key`; its replica takes over
-    /// once the others have noticed (the cluster's node timeout). Returns the killed port.
+    /// Kills (SIGKILL, by PID) the master that holds `key` (Sentinel: the master). A replica
+    /// takes over once the others have noticed (the cluster's node timeout; Sentinel's
+    /// `down-after-milliseconds` and an election). Returns the killed port.
     pub fn kill_master_of(&mut self, key: &str) -> u16 {
+        if self.kind == Kind::Sentinel {
+            // The sentinels must know each other to elect a leader, and the replica.
+            self.wait_sentinels_ready();
+        }
         let port = self.master_of(key).expect("a master holds the key").port();
         let node = self
             .nodes
@@ -286,17 +291,45 @@ impl Topology {
         port
     }
 
-    /// Cluster: waits until a replica has taken over from a killed master and every running
-    /// node says the cluster is ok again.
+    /// Sentinel: waits until every sentinel knows the 2 others and the replica.
+    pub fn wait_sentinels_ready(&self) {
+        let entries = |s: &RedisServer, what: &str| {
+            let reply = s.command(&["SENTINEL", what, SERVICE]).unwrap_or_default();
+            reply.lines().filter(|l| *l == "name").count()
+        };
+        wait_for(
+            Duration::from_secs(30),
+            "the sentinels know each other",
+            || {
+                self.sentinels
+                    .iter()
+                    .all(|s| entries(s, "sentinels") == 2 && entries(s, "replicas") == 1)
+            },
+        );
+    }
+
+    /// Waits until a replica has taken over from a killed master: a cluster says it is ok
+    /// on every running node, with 3 masters; every sentinel names a running master.
     pub fn wait_failed_over(&self) {
-        wait_for(Duration::from_secs(60), "a replica took over", || {
-            self.masters().len() == 3
-                && self.running().all(|n| {
-                    n.info_field(&["CLUSTER", "INFO"], "cluster_state")
-                        .as_deref()
-                        == Some("ok")
-                })
-        });
+        wait_for(
+            Duration::from_secs(60),
+            "a replica took over",
+            || match self.kind {
+                Kind::Cluster => {
+                    self.masters().len() == 3
+                        && self.running().all(|n| {
+                            n.info_field(&["CLUSTER", "INFO"], "cluster_state")
+                                .as_deref()
+                                == Some("ok")
+                        })
+                }
+                _ => self.sentinels.iter().all(|s| {
+                    self.sentinel_master_port(s).is_some_and(|p| {
+                        self.running().any(|n| n.port() == p && role(n) == "master")
+                    })
+                }),
+            },
+        );
     }
 
     /// Sentinel: `SENTINEL FAILOVER`, then waits until every sentinel names the replica as
