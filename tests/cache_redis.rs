@@ -590,3 +590,71 @@ async fn a_redis_that_restarts_empty_does_not_bring_purged_entries_back() {
         "the purged entry was not served fresh"
     );
 }
+
+#[tokio::test]
+async fn a_lease_whose_release_failed_is_released_once_redis_answers_again() {
+    let redis = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A short deadline and a breaker that opens on one failure, for a second: the release is
+    // not even sent while Redis is paused. A lease that lives 30 s.
+    let link = RedisLink::builder()
+        .url(redis.url())
+        .deadline(Duration::from_millis(100))
+        .failure_threshold(1)
+        .cool_down(Duration::from_secs(1), Duration::from_secs(1))
+        .build()
+        .expect("link");
+    assert!(link.connect(Duration::from_secs(10)).await);
+    let layer = ResponseCacheLayer::builder()
+        .ignore_host(true)
+        .coalesce(true, Duration::from_secs(30))
+        .redis(link.clone())
+        .build()
+        .expect("cache");
+    let app = Router::new()
+        .route(
+            "/private",
+            get({
+                let (calls, gate) = (calls.clone(), gate.clone());
+                move || {
+                    let (calls, gate) = (calls.clone(), gate.clone());
+                    async move {
+                        calls.fetch_add(1, SeqCst);
+                        gate.acquire().await.expect("gate open").forget();
+                        ([(header::CACHE_CONTROL, "private")], "mine")
+                    }
+                }
+            }),
+        )
+        .layer(layer);
+    let addr = serve(app).await;
+    let leases = || redis.keys("*:lease");
+    let r = tokio::spawn(get_url(format!("http://{addr}/private")));
+    until(Duration::from_secs(10), || {
+        calls.load(SeqCst) == 1 && leases().len() == 1
+    })
+    .await
+    .expect("the instance holds the lease, at the origin");
+
+    // Redis stops answering for 1.5 s: another request's lookup misses its deadline and
+    // opens the link's breaker, so the release is skipped.
+    let paused = redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    assert!(paused.is_some_and(|r| r.starts_with("+OK")));
+    let other = tokio::spawn(get_url(format!("http://{addr}/private?other")));
+    until(Duration::from_secs(5), || link.snapshot().open)
+        .await
+        .expect("the breaker opened");
+    gate.add_permits(2);
+    assert_eq!(r.await.unwrap().status, 200);
+    assert_eq!(other.await.unwrap().status, 200);
+    assert!(link.snapshot().skipped > 0, "{:?}", link.snapshot());
+    // Released once Redis takes writes again, long before the lease's own expiry (30 s).
+    assert!(
+        until(Duration::from_secs(10), || leases().is_empty())
+            .await
+            .is_some(),
+        "the lease was released: {:?}",
+        leases()
+    );
+}
