@@ -187,7 +187,7 @@ impl Drop for LeaseGuard {
 
 /// Deletes a lease, retrying while Redis is away (the link's breaker open, a failover) until
 /// the lease would expire anyway: a lease left behind makes the other instances wait for its
-/// expiry (measured: seconds of latency after a cluster failover, `examples/fleet_failover.rs`).
+/// expiry (seen: up to seconds of latency after a cluster failover, `examples/fleet_experiment.rs`).
 async fn release(link: RedisLink, key: String, expires: Instant) {
     let mut backoff = Duration::from_millis(50);
     loop {
