@@ -138,11 +138,16 @@ impl Topology {
     }
 
     fn start_sentinel(&mut self, first: u16) {
-        let master = RedisServer::start_with(first, Vec::new());
-        let replica = RedisServer::start_with(
-            free_port(),
-            vec!["--replicaof".into(), "127.0.0.1".into(), first.to_string()],
-        );
+        // In the temp dir: a replica writes the copy it receives to disk.
+        let dir = vec!["--dir".to_owned(), self.dir()];
+        let master = RedisServer::start_with(first, dir.clone());
+        let replica_args = ["--replicaof", "127.0.0.1", &first.to_string()];
+        let replica_args = replica_args
+            .iter()
+            .map(|s| s.to_string())
+            .chain(dir)
+            .collect();
+        let replica = RedisServer::start_with(free_port(), replica_args);
         wait_for(Duration::from_secs(20), "the replica is in sync", || {
             replica
                 .info_field(&["INFO", "replication"], "master_link_status")
