@@ -494,6 +494,21 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
     assert_no_redis_errors(&[&ha, &hb]);
 }
 
+/// `GET /private`: counted in `calls`, answers once `gate` has a permit, not storable.
+fn private_gated(calls: Arc<AtomicUsize>, gate: Arc<tokio::sync::Semaphore>) -> Router {
+    Router::new().route(
+        "/private",
+        get(move || {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            async move {
+                calls.fetch_add(1, SeqCst);
+                gate.acquire().await.expect("gate open").forget();
+                ([(header::CACHE_CONTROL, "private")], "mine")
+            }
+        }),
+    )
+}
+
 async fn an_uncacheable_response_releases_the_lease_at_once(redis: Topology) {
     let calls = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -505,19 +520,7 @@ async fn an_uncacheable_response_releases_the_lease_at_once(redis: Topology) {
             .build()
             .expect("cache");
         let handle = layer.handle();
-        let app = Router::new()
-            .route(
-                "/private",
-                get(move || {
-                    let (calls, gate) = (calls.clone(), gate.clone());
-                    async move {
-                        calls.fetch_add(1, SeqCst);
-                        gate.acquire().await.expect("gate open").forget();
-                        ([(header::CACHE_CONTROL, "private")], "mine")
-                    }
-                }),
-            )
-            .layer(layer);
+        let app = private_gated(calls, gate).layer(layer);
         (app, handle)
     };
     let (app_a, ha) = make(calls.clone(), gate.clone());
@@ -612,22 +615,7 @@ async fn a_lease_whose_release_failed_is_released_once_redis_answers_again() {
         .redis(link.clone())
         .build()
         .expect("cache");
-    let app = Router::new()
-        .route(
-            "/private",
-            get({
-                let (calls, gate) = (calls.clone(), gate.clone());
-                move || {
-                    let (calls, gate) = (calls.clone(), gate.clone());
-                    async move {
-                        calls.fetch_add(1, SeqCst);
-                        gate.acquire().await.expect("gate open").forget();
-                        ([(header::CACHE_CONTROL, "private")], "mine")
-                    }
-                }
-            }),
-        )
-        .layer(layer);
+    let app = private_gated(calls.clone(), gate.clone()).layer(layer);
     let addr = serve(app).await;
     let leases = || redis.keys("*:lease");
     let r = tokio::spawn(get_url(format!("http://{addr}/private")));
