@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need when it is missing
-# (redis-server, for the cache and rate-limit tiers; chromium, for the console's page;
+# (redis-server, for the cache and rate-limit tiers, with its `--sentinel` mode and redis-cli
+# from redis-tools for the Cluster and Sentinel topologies; chromium, for the console's page;
 # prometheus, for the monitoring kit), then checks formatting, lints and docs, checks the
 # monitoring kit with promtool, runs every test with all features, and builds the examples and
 # benches.
@@ -14,6 +15,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- what the tests need -------------------------------------------------------------------
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# `redis-cli --cluster create` makes the tests' Redis Cluster (redis-server depends on it).
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 # The console's browser test (tests/console.rs) drives headless Chromium; without it the test
 # fails (TOWER_PERF_SKIP_BROWSER=1 skips it).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

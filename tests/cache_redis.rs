@@ -1,5 +1,9 @@
-//! The Redis tier of `ResponseCacheLayer` against a real `redis-server` (started by the test on
-//! a free loopback port) and real axum servers on loopback with a real HTTP client.
+//! The Redis tier of `ResponseCacheLayer` against real Redis (started by the test on free
+//! loopback ports) and real axum servers on loopback with a real HTTP client.
+//!
+//! The multi-instance tests run on every topology (`single::`, `cluster::`, `sentinel::`: one
+//! server, a Redis Cluster of 3 masters with a replica each, a master and a replica behind 3
+//! sentinels); those that kill and restart Redis run on one server.
 //!
 //! Two layers with separate memory tiers stand for two instances of one application. These
 //! tests run on the real clock: paused time would jump past the Redis deadlines while a reply
@@ -8,6 +12,7 @@
 
 #![cfg(feature = "redis")]
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -20,6 +25,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use common::redis::RedisServer;
+use common::topology::{Kind, Topology};
 use common::{client, serve};
 use tower_perf::cache::{CacheHandle, ResponseCacheLayer};
 use tower_perf::redis::RedisLink;
@@ -47,9 +53,9 @@ async fn item(State(o): State<Origin>, Path(id): Path<String>) -> impl IntoRespo
     )
 }
 
-fn link(redis: &RedisServer) -> RedisLink {
+fn link(url: String) -> RedisLink {
     RedisLink::builder()
-        .url(redis.url())
+        .url(url)
         // Generous: a loaded test machine must not turn a slow reply into a failure.
         .deadline(Duration::from_secs(2))
         .failure_threshold(2)
@@ -59,8 +65,8 @@ fn link(redis: &RedisServer) -> RedisLink {
 }
 
 /// One application instance: its own memory tier, the shared Redis.
-async fn instance(redis: &RedisServer, origin: Origin) -> (String, CacheHandle) {
-    let link = link(redis);
+async fn instance(redis: &impl Url, origin: Origin) -> (String, CacheHandle) {
+    let link = link(redis.url());
     assert!(link.connect(Duration::from_secs(10)).await, "connected");
     let layer = ResponseCacheLayer::builder()
         .ignore_host(true)
@@ -74,6 +80,36 @@ async fn instance(redis: &RedisServer, origin: Origin) -> (String, CacheHandle) 
         .layer(layer);
     let addr = serve(app).await;
     (format!("http://{addr}"), handle)
+}
+
+/// What an instance connects to: one server, or a topology.
+trait Url {
+    fn url(&self) -> String;
+}
+
+impl Url for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+}
+
+impl Url for Topology {
+    fn url(&self) -> String {
+        Topology::url(self)
+    }
+}
+
+/// No Redis call of either instance failed: in a cluster, no `CROSSSLOT` (every multi-key
+/// command and script stays in one slot) and no redirection that fred could not follow.
+fn assert_no_redis_errors(handles: &[&CacheHandle]) {
+    for h in handles {
+        let redis = h.snapshot().redis.expect("redis tier");
+        assert_eq!(
+            (redis.errors, redis.link.errors, redis.link.timeouts),
+            (0, 0, 0),
+            "{redis:?}"
+        );
+    }
 }
 
 struct Reply {
@@ -120,9 +156,7 @@ fn stores(h: &CacheHandle) -> u64 {
     h.snapshot().redis.expect("redis tier").stores
 }
 
-#[tokio::test]
-async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other() {
-    let redis = RedisServer::start();
+async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other(redis: Topology) {
     let origin = Origin::default();
     let (a, ha) = instance(&redis, origin.clone()).await;
     let (b, hb) = instance(&redis, origin.clone()).await;
@@ -170,11 +204,10 @@ async fn a_response_stored_through_one_instance_is_a_redis_hit_through_the_other
         let ttl: i64 = ttl.trim_start_matches(':').trim().parse().unwrap_or(-9);
         assert!(ttl > 0, "{key} has a TTL, got {ttl}");
     }
+    assert_no_redis_errors(&[&ha, &hb]);
 }
 
-#[tokio::test]
-async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
-    let redis = RedisServer::start();
+async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier(redis: Topology) {
     let origin = Origin::default();
     let (a, ha) = instance(&redis, origin.clone()).await;
     let (b, hb) = instance(&redis, origin.clone()).await;
@@ -193,15 +226,13 @@ async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
     .expect("both instances loaded the purge records");
 
     ha.purge_tags(["items"], false);
-    let took = until(Duration::from_secs(5), || {
+    // Counted when the channel's message is applied (a purge found by the counter poll
+    // reloads the records instead, counted as a resync).
+    until(Duration::from_secs(5), || {
         hb.snapshot().redis.unwrap().purges_received >= 1
     })
     .await
-    .expect("B received the purge");
-    assert!(
-        took <= Duration::from_millis(100),
-        "the purge reached B's memory tier in {took:?}"
-    );
+    .expect("B received the purge by message");
 
     let after = get_url(&format!("{b}/items/7")).await;
     assert_eq!(
@@ -229,6 +260,106 @@ async fn a_tag_purge_through_one_instance_reaches_the_other_memory_tier() {
             .is_some(),
         "B dropped the entry"
     );
+    assert_no_redis_errors(&[&ha, &hb]);
+}
+
+/// Entries stored through A under `paths`, then read through B (Redis hits, now in B's
+/// memory too); returns the bodies B served.
+async fn shared_through_both(a: &str, b: &str, ha: &CacheHandle, paths: &[String]) -> Vec<String> {
+    let before = stores(ha);
+    for path in paths {
+        assert_eq!(get_url(format!("{a}{path}")).await.status, 200);
+    }
+    let n = before + paths.len() as u64;
+    until(Duration::from_secs(10), || stores(ha) == n)
+        .await
+        .expect("every entry reached Redis");
+    let mut bodies = Vec::new();
+    for path in paths {
+        let r = get_url(format!("{b}{path}")).await;
+        assert!(
+            r.cache_status.contains("hit") && r.cache_status.contains("detail=redis"),
+            "{path}: {}",
+            r.cache_status
+        );
+        bodies.push(r.body);
+    }
+    bodies
+}
+
+async fn entries_on_every_slot_are_shared_and_each_url_keeps_one_slot(redis: Topology) {
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+    let paths: Vec<String> = (0..48).map(|i| format!("/items/spread-{i}")).collect();
+    let bodies = shared_through_both(&a, &b, &ha, &paths).await;
+    for (i, body) in bodies.iter().enumerate() {
+        assert!(
+            body.starts_with(&format!("item spread-{i} version")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        origin.calls.load(SeqCst),
+        48,
+        "B asked the origin for nothing"
+    );
+    let spread = redis.keys_per_master("*:e:*");
+    if redis.kind() == Kind::Cluster {
+        // Each URL's keys share a hash tag (one slot), and URLs spread over every master.
+        assert_eq!(spread.len(), 3);
+        assert!(
+            spread.iter().all(|&n| n > 0),
+            "entries on every master: {spread:?}"
+        );
+    }
+    // Its `Vary` names and its entry: two keys per URL.
+    assert_eq!(spread.iter().sum::<usize>(), 96, "{spread:?}");
+    assert_no_redis_errors(&[&ha, &hb]);
+}
+
+async fn prefix_and_uri_purges_reach_the_other_instance_by_message(redis: Topology) {
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+    let paths: Vec<String> = ["p-1", "p-2", "q-1", "q-2"]
+        .iter()
+        .map(|id| format!("/items/{id}"))
+        .collect();
+    let before = shared_through_both(&a, &b, &ha, &paths).await;
+    // Both instances listen to the channel (from their first request on) before the purges.
+    until(Duration::from_secs(5), || {
+        ha.snapshot().redis.unwrap().listening && hb.snapshot().redis.unwrap().listening
+    })
+    .await
+    .expect("both instances loaded the purge records");
+
+    // Through A: a soft purge of a prefix, a hard purge of one URI.
+    ha.purge_prefix("/items/p-", false);
+    ha.purge_uri("/items/q-1", true);
+    until(Duration::from_secs(5), || {
+        hb.snapshot().redis.unwrap().purges_received >= 2
+    })
+    .await
+    .expect("B received both purges by message");
+
+    // B serves the purged ones from the origin again, the other one from its memory.
+    for (path, old) in paths.iter().zip(&before) {
+        let r = get_url(format!("{b}{path}")).await;
+        assert_eq!(r.status, 200);
+        if path.ends_with("q-2") {
+            assert_eq!(&r.body, old, "{path} was not purged");
+            assert!(r.cache_status.contains("hit"), "{}", r.cache_status);
+        } else {
+            assert_ne!(&r.body, old, "{path} was purged: {}", r.cache_status);
+        }
+    }
+    // Nor does A serve them (its memory tier, or Redis) from before the purge.
+    for (path, old) in paths.iter().zip(&before).take(3) {
+        let r = get_url(format!("{a}{path}")).await;
+        assert_ne!(&r.body, old, "{path} through A: {}", r.cache_status);
+    }
+    assert_no_redis_errors(&[&ha, &hb]);
 }
 
 #[tokio::test]
@@ -281,9 +412,7 @@ async fn requests_are_answered_while_redis_is_down_and_the_tier_comes_back() {
     );
 }
 
-#[tokio::test]
-async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced() {
-    let redis = RedisServer::start();
+async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced(redis: Topology) {
     let origin = Origin::default();
     let (a, ha) = instance(&redis, origin.clone()).await;
     let (b, hb) = instance(&redis, origin.clone()).await;
@@ -317,9 +446,19 @@ async fn a_corrupt_value_in_redis_is_a_miss_and_is_replaced() {
     assert!(value.contains("item 9 version 2"), "{value:?}");
 }
 
-#[tokio::test]
-async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_once() {
-    let redis = RedisServer::start();
+on_every_topology!(
+    a_response_stored_through_one_instance_is_a_redis_hit_through_the_other,
+    a_tag_purge_through_one_instance_reaches_the_other_memory_tier,
+    entries_on_every_slot_are_shared_and_each_url_keeps_one_slot,
+    prefix_and_uri_purges_reach_the_other_instance_by_message,
+    a_corrupt_value_in_redis_is_a_miss_and_is_replaced,
+    a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_once,
+    an_uncacheable_response_releases_the_lease_at_once,
+);
+
+async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_once(
+    redis: Topology,
+) {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let origin = Origin {
         gate: Some(gate.clone()),
@@ -352,34 +491,36 @@ async fn a_cold_key_requested_through_both_instances_at_once_reaches_the_origin_
     let waited =
         hb.snapshot().redis.unwrap().lease_waits + ha.snapshot().redis.unwrap().lease_waits;
     assert_eq!(waited, 1, "one instance waited on the other's lease");
+    assert_no_redis_errors(&[&ha, &hb]);
 }
 
-#[tokio::test]
-async fn an_uncacheable_response_releases_the_lease_at_once() {
-    let redis = RedisServer::start();
+/// `GET /private`: counted in `calls`, answers once `gate` has a permit, not storable.
+fn private_gated(calls: Arc<AtomicUsize>, gate: Arc<tokio::sync::Semaphore>) -> Router {
+    Router::new().route(
+        "/private",
+        get(move || {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            async move {
+                calls.fetch_add(1, SeqCst);
+                gate.acquire().await.expect("gate open").forget();
+                ([(header::CACHE_CONTROL, "private")], "mine")
+            }
+        }),
+    )
+}
+
+async fn an_uncacheable_response_releases_the_lease_at_once(redis: Topology) {
     let calls = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     // Built lazily (the link connects on first use): the lease-free path of a fresh link.
     let make = |calls: Arc<AtomicUsize>, gate: Arc<tokio::sync::Semaphore>| {
         let layer = ResponseCacheLayer::builder()
             .ignore_host(true)
-            .redis(link(&redis))
+            .redis(link(redis.url()))
             .build()
             .expect("cache");
         let handle = layer.handle();
-        let app = Router::new()
-            .route(
-                "/private",
-                get(move || {
-                    let (calls, gate) = (calls.clone(), gate.clone());
-                    async move {
-                        calls.fetch_add(1, SeqCst);
-                        gate.acquire().await.expect("gate open").forget();
-                        ([(header::CACHE_CONTROL, "private")], "mine")
-                    }
-                }),
-            )
-            .layer(layer);
+        let app = private_gated(calls, gate).layer(layer);
         (app, handle)
     };
     let (app_a, ha) = make(calls.clone(), gate.clone());
@@ -450,5 +591,58 @@ async fn a_redis_that_restarts_empty_does_not_bring_purged_entries_back() {
     assert_eq!(
         r.body, "item 5 version 2",
         "the purged entry was not served fresh"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_whose_release_failed_is_released_once_redis_answers_again() {
+    let redis = RedisServer::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    // A short deadline and a breaker that opens on one failure, for a second: the release is
+    // not even sent while Redis is paused. A lease that lives 30 s.
+    let link = RedisLink::builder()
+        .url(redis.url())
+        .deadline(Duration::from_millis(100))
+        .failure_threshold(1)
+        .cool_down(Duration::from_secs(1), Duration::from_secs(1))
+        .build()
+        .expect("link");
+    assert!(link.connect(Duration::from_secs(10)).await);
+    let layer = ResponseCacheLayer::builder()
+        .ignore_host(true)
+        .coalesce(true, Duration::from_secs(30))
+        .redis(link.clone())
+        .build()
+        .expect("cache");
+    let app = private_gated(calls.clone(), gate.clone()).layer(layer);
+    let addr = serve(app).await;
+    let leases = || redis.keys("*:lease");
+    let r = tokio::spawn(get_url(format!("http://{addr}/private")));
+    until(Duration::from_secs(10), || {
+        calls.load(SeqCst) == 1 && leases().len() == 1
+    })
+    .await
+    .expect("the instance holds the lease, at the origin");
+
+    // Redis stops answering for 1.5 s: another request's lookup misses its deadline and
+    // opens the link's breaker, so the release is skipped.
+    let paused = redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]);
+    assert!(paused.is_some_and(|r| r.starts_with("+OK")));
+    let other = tokio::spawn(get_url(format!("http://{addr}/private?other")));
+    until(Duration::from_secs(5), || link.snapshot().open)
+        .await
+        .expect("the breaker opened");
+    gate.add_permits(2);
+    assert_eq!(r.await.unwrap().status, 200);
+    assert_eq!(other.await.unwrap().status, 200);
+    assert!(link.snapshot().skipped > 0, "{:?}", link.snapshot());
+    // Released once Redis takes writes again, long before the lease's own expiry (30 s).
+    assert!(
+        until(Duration::from_secs(10), || leases().is_empty())
+            .await
+            .is_some(),
+        "the lease was released: {:?}",
+        leases()
     );
 }

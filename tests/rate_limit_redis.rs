@@ -7,8 +7,13 @@
 //! deadline is a generous 500 ms. Each test identifies clients by an `x-client` header, so a
 //! fresh client is a fresh bucket.
 
+//!
+//! The tests of sharing run on every topology (`single::`, `cluster::`, `sentinel::`); those
+//! that kill and restart Redis run on one server.
+
 #![cfg(feature = "redis")]
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -18,6 +23,7 @@ use axum::routing;
 use axum::Router;
 use common::client;
 use common::redis::RedisServer;
+use common::topology::Topology;
 use http::{HeaderName, StatusCode};
 use tower_perf::rate_limit::{Quota, RateLimitHandle, RateLimitLayer, RedisFallback};
 use tower_perf::redis::RedisLink;
@@ -32,9 +38,9 @@ async fn serve(layer: RateLimitLayer) -> SocketAddr {
 
 /// A link to `server` with a generous deadline, a breaker that opens after 2 failures and
 /// probes again after 100 ms, and `prefix` for its keys. Connected before it is returned.
-async fn link(server: &RedisServer, prefix: &str) -> RedisLink {
+async fn link(url: String, prefix: &str) -> RedisLink {
     let link = RedisLink::builder()
-        .url(server.url())
+        .url(url)
         .deadline(Duration::from_millis(500))
         .failure_threshold(2)
         .cool_down(Duration::from_millis(100), Duration::from_millis(200))
@@ -98,7 +104,7 @@ async fn statuses(addr: SocketAddr, who: &str, n: usize) -> Vec<u16> {
 }
 
 /// The keys the limiter holds in `server` under `prefix`.
-fn rate_limit_keys(server: &RedisServer, prefix: &str) -> Vec<String> {
+fn rate_limit_keys(server: &Topology, prefix: &str) -> Vec<String> {
     server.keys(&format!("{prefix}:rl:*"))
 }
 
@@ -121,13 +127,19 @@ async fn until_redis_decides(addr: SocketAddr, handle: &RateLimitHandle) {
 /// One request per hour, bursts of 5: nothing refills while a test runs.
 const HOURLY: Quota = Quota::per_hour(1).burst(5);
 
-#[tokio::test]
-async fn two_instances_share_one_quota() {
-    let server = RedisServer::start();
+async fn two_instances_share_one_quota(server: Topology) {
     // Two instances: their own link, their own layer (whose in-process keys would be seeded
     // differently), their own server.
-    let a = shared(HOURLY, link(&server, "app").await, RedisFallback::Local);
-    let b = shared(HOURLY, link(&server, "app").await, RedisFallback::Local);
+    let a = shared(
+        HOURLY,
+        link(server.url(), "app").await,
+        RedisFallback::Local,
+    );
+    let b = shared(
+        HOURLY,
+        link(server.url(), "app").await,
+        RedisFallback::Local,
+    );
     let (ha, hb) = (a.handle(), b.handle());
     let (a, b) = (serve(a).await, serve(b).await);
 
@@ -160,11 +172,9 @@ async fn two_instances_share_one_quota() {
     assert_eq!(sa.tracked_keys + sb.tracked_keys, 0);
 }
 
-#[tokio::test]
-async fn tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in() {
+async fn tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in(server: Topology) {
     const GOLD: Quota = Quota::per_hour(1).burst(3).named("gold");
     const SILVER: Quota = Quota::per_hour(1).burst(2).named("silver");
-    let server = RedisServer::start();
     let layer = |link| {
         RateLimitLayer::builder(HOURLY)
             .key_header(HeaderName::from_static("x-client"))
@@ -177,8 +187,8 @@ async fn tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in()
             .build()
             .unwrap()
     };
-    let a = serve(layer(link(&server, "app").await)).await;
-    let b = serve(layer(link(&server, "app").await)).await;
+    let a = serve(layer(link(server.url(), "app").await)).await;
+    let b = serve(layer(link(server.url(), "app").await)).await;
     let get_plan = |addr: SocketAddr, plan: &'static str| async move {
         client()
             .get(format!("http://{addr}/items"))
@@ -204,14 +214,12 @@ async fn tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in()
     assert_eq!(rate_limit_keys(&server, "app").len(), 2);
 }
 
-#[tokio::test]
-async fn headers_in_shared_mode_are_those_of_the_in_process_mode() {
+async fn headers_in_shared_mode_are_those_of_the_in_process_mode(server: Topology) {
     // One request every 6 s, bursts of 3: `t` is 6, whatever milliseconds the test takes.
     let quota = Quota::per_minute(10).burst(3).named("api");
-    let server = RedisServer::start();
     let redis = serve(shared(
         quota,
-        link(&server, "app").await,
+        link(server.url(), "app").await,
         RedisFallback::Local,
     ))
     .await;
@@ -252,12 +260,10 @@ async fn headers_in_shared_mode_are_those_of_the_in_process_mode() {
     assert_eq!(r.body, r#"{"error":"rate limited","retry_after_secs":6}"#);
 }
 
-#[tokio::test]
-async fn keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again() {
-    let server = RedisServer::start();
+async fn keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again(server: Topology) {
     let addr = serve(shared(
         Quota::per_minute(1).burst(2),
-        link(&server, "shop-eu").await,
+        link(server.url(), "shop-eu").await,
         RedisFallback::Local,
     ))
     .await;
@@ -271,15 +277,17 @@ async fn keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again() {
         "{key}"
     );
     // The bucket is full again one interval (60 s) after one request: the key's TTL.
+    // In a cluster, the master of the key's slot.
+    let server = server.master_of(key).expect("the key's master");
     let pttl = |server: &RedisServer| -> i64 {
         let reply = server.command(&["PTTL", key]).unwrap();
         reply.trim_start_matches(':').trim().parse().unwrap()
     };
-    let ttl = pttl(&server);
+    let ttl = pttl(server);
     assert!(ttl > 50_000 && ttl <= 60_000, "{ttl}");
     // A second request pushes it to two intervals.
     assert_eq!(get(addr, "erin").await.status, StatusCode::OK);
-    let ttl = pttl(&server);
+    let ttl = pttl(server);
     assert!(ttl > 110_000 && ttl <= 120_000, "{ttl}");
     // The script was sent once (EVAL, after EVALSHA's NOSCRIPT), then called by its SHA.
     let stats = server.command(&["INFO", "commandstats"]).unwrap();
@@ -317,12 +325,20 @@ async fn keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again() {
     );
 }
 
+on_every_topology!(
+    two_instances_share_one_quota,
+    tier_quotas_share_one_budget_whatever_order_the_instances_met_them_in,
+    headers_in_shared_mode_are_those_of_the_in_process_mode,
+    keys_carry_the_prefix_and_expire_when_the_bucket_is_full_again,
+    malformed_values_at_the_key_never_panic_and_are_replaced,
+);
+
 #[tokio::test]
 async fn redis_killed_falls_back_to_the_local_limiter() {
     let mut server = RedisServer::start();
     let layer = shared(
         Quota::per_hour(1).burst(3),
-        link(&server, "app").await,
+        link(server.url(), "app").await,
         RedisFallback::Local,
     );
     let handle = layer.handle();
@@ -353,7 +369,7 @@ async fn redis_killed_fails_open_when_configured() {
     let mut server = RedisServer::start();
     let layer = shared(
         Quota::per_hour(1).burst(1),
-        link(&server, "app").await,
+        link(server.url(), "app").await,
         RedisFallback::FailOpen,
     );
     let handle = layer.handle();
@@ -379,7 +395,7 @@ async fn redis_killed_fails_closed_when_configured() {
     let mut server = RedisServer::start();
     let layer = shared(
         Quota::per_hour(1).burst(5),
-        link(&server, "app").await,
+        link(server.url(), "app").await,
         RedisFallback::FailClosed,
     );
     let handle = layer.handle();
@@ -405,8 +421,16 @@ async fn redis_killed_fails_closed_when_configured() {
 #[tokio::test]
 async fn restarting_redis_restores_sharing() {
     let mut server = RedisServer::start();
-    let a = shared(HOURLY, link(&server, "app").await, RedisFallback::Local);
-    let b = shared(HOURLY, link(&server, "app").await, RedisFallback::Local);
+    let a = shared(
+        HOURLY,
+        link(server.url(), "app").await,
+        RedisFallback::Local,
+    );
+    let b = shared(
+        HOURLY,
+        link(server.url(), "app").await,
+        RedisFallback::Local,
+    );
     let (ha, hb) = (a.handle(), b.handle());
     let (a, b) = (serve(a).await, serve(b).await);
     assert_eq!(statuses(a, "ivan", 1).await, [200]);
@@ -428,12 +452,10 @@ async fn restarting_redis_restores_sharing() {
     assert_eq!(seen, [200, 200, 200, 200, 200, 429, 429]);
 }
 
-#[tokio::test]
-async fn malformed_values_at_the_key_never_panic_and_are_replaced() {
-    let server = RedisServer::start();
+async fn malformed_values_at_the_key_never_panic_and_are_replaced(server: Topology) {
     let layer = shared(
         HOURLY,
-        link(&server, "app").await,
+        link(server.url(), "app").await,
         RedisFallback::FailClosed,
     );
     let handle = layer.handle();
@@ -537,7 +559,7 @@ fn shared_decisions_are_counted_in_metrics() {
             let mut server = RedisServer::start();
             let addr = serve(shared(
                 HOURLY,
-                link(&server, "app").await,
+                link(server.url(), "app").await,
                 RedisFallback::Local,
             ))
             .await;

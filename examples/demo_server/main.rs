@@ -57,7 +57,7 @@
 //! | `SLOW_THRESHOLD_MS` | `slow.threshold_ms` (1000) | requests at or above this are slow (the export route: 60 s) |
 //! | `CACHE_MAX_MB` | `cache.max_mb` (64) | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `rate_limit.per_second`, `.burst` (100, 200) | per-client quota on `/api/*` |
-//! | `REDIS_URL` | unset | `redis://host:port`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`) |
+//! | `REDIS_URL` | unset | `redis://host:port`, `redis-cluster://host:port?node=...` or `redis-sentinel://host:port?sentinelServiceName=...`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`; `examples/fleet.sh` starts 3 on a Redis Cluster behind nginx) |
 //! | `ADMIN_TOKEN` | unset | bearer token of every `/admin/*` route and the console; unset: loopback clients only |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!

@@ -164,6 +164,8 @@ pub(crate) enum Lease {
 pub(crate) struct LeaseGuard {
     tier: Arc<RedisTier>,
     key: Option<String>,
+    /// When the lease was asked for: it expires by itself `lease_ttl` later.
+    taken: Instant,
 }
 
 impl LeaseGuard {
@@ -179,14 +181,25 @@ impl Drop for LeaseGuard {
             return;
         };
         let link = self.tier.link.clone();
-        rt.spawn(async move {
-            let _ = link
-                .call(
-                    "lease-release",
-                    |c| async move { c.del::<i64, _>(key).await },
-                )
-                .await;
-        });
+        rt.spawn(release(link, key, self.taken + self.tier.lease_ttl));
+    }
+}
+
+/// Deletes a lease, retrying while Redis is away (the link's breaker open, a failover) until
+/// the lease would expire anyway: a lease left behind makes the other instances wait for its
+/// expiry (seen: up to seconds of latency after a cluster failover, `examples/fleet_experiment.rs`).
+async fn release(link: RedisLink, key: String, expires: Instant) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let k = key.clone();
+        let deleted = link
+            .call("lease-release", |c| async move { c.del::<i64, _>(k).await })
+            .await;
+        if deleted.is_ok() || Instant::now() + backoff >= expires {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -698,6 +711,7 @@ impl RedisTier {
         parts: &Parts,
     ) -> Lease {
         let lease_key = key.lease();
+        let taken = Instant::now();
         let ttl = self.lease_ttl.as_millis() as i64;
         let instance = self.instance.clone();
         let k = lease_key.clone();
@@ -719,6 +733,7 @@ impl RedisTier {
                 return Lease::Leader(LeaseGuard {
                     tier: self.clone(),
                     key: Some(lease_key),
+                    taken,
                 })
             }
             Ok(None) => {}

@@ -51,9 +51,14 @@ impl std::fmt::Debug for RedisLinkBuilder {
 }
 
 impl RedisLinkBuilder {
-    /// Where Redis is: `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS, with
-    /// the `redis-rustls` feature), `redis-cluster://host:port?node=host:port...` or
-    /// `redis-sentinel://host:port?sentinelServiceName=name...`, as fred parses them.
+    /// Where Redis is, as fred parses it:
+    /// - one server: `redis://[user:password@]host[:port][/db]`;
+    /// - Redis Cluster: `redis-cluster://[user:password@]host:port[?node=host:port&node=...]`
+    ///   (any reachable node is enough: the others are discovered);
+    /// - Sentinel: `redis-sentinel://[user:password@]sentinel:port[/db]?sentinelServiceName=name
+    ///   [&node=sentinel2:port...]` (the hosts are the sentinels, which name the master);
+    /// - `rediss://`, `rediss-cluster://`, `rediss-sentinel://`: the same over TLS (with the
+    ///   `redis-rustls` feature); `redis+unix:///path`: a Unix socket.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -135,20 +140,23 @@ impl RedisLinkBuilder {
                 "set a Redis URL (or a fred config with `config`)",
             ));
         };
-        const SCHEMES: [&str; 5] = [
+        const SCHEMES: [&str; 7] = [
             "redis://",
             "rediss://",
             "redis-cluster://",
+            "rediss-cluster://",
             "redis-sentinel://",
+            "rediss-sentinel://",
             "redis+unix://",
         ];
         if !SCHEMES.iter().any(|s| url.starts_with(s)) {
             return Err(ConfigError::new(
                 "url",
-                "must start with redis://, rediss://, redis-cluster://, redis-sentinel:// or redis+unix://",
+                "must start with redis://, rediss://, redis-cluster://, rediss-cluster://, \
+                 redis-sentinel://, rediss-sentinel:// or redis+unix://",
             ));
         }
-        if url.starts_with("rediss://") && cfg!(not(feature = "redis-rustls")) {
+        if url.starts_with("rediss") && cfg!(not(feature = "redis-rustls")) {
             return Err(ConfigError::new(
                 "url",
                 "rediss:// (TLS) needs the `redis-rustls` feature of tower-perf",
@@ -274,5 +282,30 @@ mod tests {
             "key_prefix"
         );
         assert!(RedisLink::builder().url(url).build().is_ok());
+    }
+
+    #[test]
+    fn cluster_and_sentinel_urls_are_accepted() {
+        for url in [
+            "redis-cluster://127.0.0.1:7000",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002",
+            "redis-sentinel://127.0.0.1:26379?sentinelServiceName=mymaster",
+            "redis-sentinel://127.0.0.1:26379/1?sentinelServiceName=mymaster&node=127.0.0.1:26380",
+        ] {
+            assert!(RedisLink::builder().url(url).build().is_ok(), "{url}");
+        }
+        // The service name is required.
+        let err = RedisLink::builder()
+            .url("redis-sentinel://127.0.0.1:26379")
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "url");
+        if cfg!(not(feature = "redis-rustls")) {
+            let err = RedisLink::builder()
+                .url("rediss-cluster://127.0.0.1:7000")
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field(), "url");
+        }
     }
 }

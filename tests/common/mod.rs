@@ -66,3 +66,4 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
 }
 pub mod alloc;
 pub mod redis;
+pub mod topology;
