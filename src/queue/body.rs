@@ -11,16 +11,27 @@ pin_project! {
     /// Response body of [`PriorityQueue`](super::PriorityQueue): the inner body, unchanged,
     /// holding the request's concurrency permit until the body ends (last frame or error), or
     /// is dropped.
+    ///
+    /// With [`pacing`](super::PriorityQueueBuilder::pacing), a body of a lower class yields to
+    /// the runtime once before each chunk while a more important class waits or has not
+    /// answered, or while the runtime is saturated: the task goes to the back of the run queue
+    /// and the requests queued behind it run first.
     pub struct QueueBody<B> {
         #[pin]
         inner: B,
         permit: Option<Permit>,
+        // This chunk already yielded once: the next poll produces it.
+        yielded: bool,
     }
 }
 
 impl<B> QueueBody<B> {
     pub(crate) fn new(inner: B, permit: Option<Permit>) -> Self {
-        Self { inner, permit }
+        Self {
+            inner,
+            permit,
+            yielded: false,
+        }
     }
 
     /// The inner body.
@@ -46,7 +57,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if !*this.yielded && this.permit.as_ref().is_some_and(Permit::should_pace) {
+            // Wake at once: the runtime puts a task that woke itself at the back of its queue.
+            *this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        *this.yielded = false;
         let ended = match &frame {
             None | Some(Err(_)) => true,
             Some(Ok(_)) => this.inner.is_end_stream(),
