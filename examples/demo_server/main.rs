@@ -58,6 +58,7 @@
 //! | `CACHE_MAX_MB` | `cache.max_mb` (64) | memory budget of the response cache |
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `rate_limit.per_second`, `.burst` (100, 200) | per-client quota on `/api/*` |
 //! | `REDIS_URL` | unset | `redis://host:port`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`) |
+//! | `DEMO_TOWER_LIMIT` | unset | `n`: tower's `ConcurrencyLimit` of `n` + `LoadShed` around the stack, the peer `examples/overload_flood.rs` compares with |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable (or the configuration
@@ -124,6 +125,9 @@ struct Env {
     rate_limit_burst: Option<u32>,
     /// `REDIS_URL`: the cache's Redis tier and the shared rate limit, when set.
     redis_url: Option<String>,
+    /// `DEMO_TOWER_LIMIT`: tower's `ConcurrencyLimit` + `LoadShed` around the stack, for
+    /// comparison (`examples/overload_flood.rs`).
+    tower_limit: Option<usize>,
 }
 
 impl Env {
@@ -150,6 +154,7 @@ impl Env {
             rate_limit_rps: nonzero("RATE_LIMIT_RPS", env_opt("RATE_LIMIT_RPS")?)?,
             rate_limit_burst: nonzero("RATE_LIMIT_BURST", env_opt("RATE_LIMIT_BURST")?)?,
             redis_url,
+            tower_limit: nonzero("DEMO_TOWER_LIMIT", env_opt("DEMO_TOWER_LIMIT")?)?,
         })
     }
 }
@@ -236,7 +241,8 @@ async fn main() -> ExitCode {
         Err(e) => return config_error(&format!("{}: {e}", env.config_path.display())),
     };
     let handles = perf.handles();
-    let router = stack::around(routes::app(AppState::new(metrics, handles.clone())), perf);
+    let app = routes::app(AppState::new(metrics, handles.clone()));
+    let router = stack::around(app, perf, env.tower_limit);
 
     let listener = match tokio::net::TcpListener::bind(env.addr).await {
         Ok(l) => l,

@@ -7,21 +7,33 @@ use pin_project_lite::pin_project;
 
 use super::state::Permit;
 
+/// How many times a paced body yields before one chunk, at most.
+///
+/// One yield alone does not make room: tokio polls its I/O driver and wakes the tasks that
+/// yielded (`yield_now`) or wait on a socket once every 61 scheduler ticks (its
+/// `event_interval`), so behind bodies that yield once per chunk a new request is still seen
+/// only every thirty chunks or so. A yield is one tick that costs about a microsecond; 32 of
+/// them make each chunk cost half an interval, so the runtime looks at new work about every
+/// two chunks, and the chunk's own CPU (generating and compressing tens of KB) stays the bulk
+/// of the cost. Bounded, so that a higher class waiting on something slow (a provider, a
+/// database) does not stop the body: it slows down, it never spins alone.
+pub(crate) const PACE_YIELDS: u8 = 32;
+
 pin_project! {
     /// Response body of [`PriorityQueue`](super::PriorityQueue): the inner body, unchanged,
     /// holding the request's concurrency permit until the body ends (last frame or error), or
     /// is dropped.
     ///
     /// With [`pacing`](super::PriorityQueueBuilder::pacing), a body of a lower class yields to
-    /// the runtime once before each chunk while a more important class waits or has not
-    /// answered, or while the runtime is saturated: the task goes to the back of the run queue
-    /// and the requests queued behind it run first.
+    /// the runtime before each chunk, up to [`PACE_YIELDS`] times, while a more important class
+    /// waits or has not answered, or while the runtime is saturated: the task goes to the back
+    /// of the run queue each time, and the requests queued behind it run first.
     pub struct QueueBody<B> {
         #[pin]
         inner: B,
         permit: Option<Permit>,
-        // This chunk already yielded once: the next poll produces it.
-        yielded: bool,
+        // Times this chunk already yielded.
+        yields: u8,
     }
 }
 
@@ -30,7 +42,7 @@ impl<B> QueueBody<B> {
         Self {
             inner,
             permit,
-            yielded: false,
+            yields: 0,
         }
     }
 
@@ -57,14 +69,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        if !*this.yielded && this.permit.as_ref().is_some_and(Permit::should_pace) {
+        if *this.yields < PACE_YIELDS && this.permit.as_ref().is_some_and(Permit::should_pace) {
             // Wake at once: the runtime puts a task that woke itself at the back of its queue.
-            *this.yielded = true;
+            *this.yields += 1;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        *this.yielded = false;
+        *this.yields = 0;
         let ended = match &frame {
             None | Some(Err(_)) => true,
             Some(Ok(_)) => this.inner.is_end_stream(),
