@@ -16,10 +16,12 @@
 //!   `Cache-Control` (see `Cache-Status` and `Age` on the responses), refreshes the dashboard in
 //!   the background while serving it stale (`stale-while-revalidate`), answers `If-None-Match`
 //!   with 304, and is purged by tag when a property is created;
-//! - the priority queue, inside the cache: at most 64 requests at once, the class from
-//!   `x-priority` (`critical|high|normal|low`), else by route (payments critical, the export
-//!   low, reads normal); when full, the lowest class is shed first with `503` + `Retry-After`,
-//!   and the cache serves a stale copy instead when it has one;
+//! - the priority queue, inside the cache: an adaptive limit (at least 8) that the runtime's
+//!   lag cuts when the CPU is saturated, the class from `x-priority`
+//!   (`critical|high|normal|low`), else by route (payments critical, the export low, reads
+//!   normal); the CPU-bound export holds at most an eighth of the limit and its body yields to
+//!   the payments; when full, the lowest class is shed first with `503` + `Retry-After`, and
+//!   the cache serves a stale copy instead when it has one;
 //! - adaptive compression, inside the cache (which stores each encoded variant, so a hit costs
 //!   no compression): zstd, br, gzip or deflate by `Accept-Encoding`, levels that follow the
 //!   load, and the CSV export compressed as it streams (`curl --compressed`);

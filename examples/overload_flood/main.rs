@@ -20,9 +20,11 @@
 //! Three phases per stack, `--secs` each: the critical probe alone (unloaded), the exports
 //! alone (what the machine serves of them), the exports with the probe (the flood). Prints a
 //! Markdown table per run and, with `--runs N` (the stacks taken in turn, N times), the
-//! median of each cell: critical p50/p90/p99 and failures, low-priority answers served and
-//! shed (`503` and socket errors), their goodput (MB/s of compressed body). `--demo PATH` names
-//! the server binary, `--connections N` the wrk connections (48).
+//! median of each cell: critical p50/p90/p99 (of the answered ones), failures (non-2xx or
+//! the probe's 2 s timeout) and requests sent (the probe waits for each answer, so a stalled
+//! server gets few), low-priority answers served and shed (`503` and socket errors), their
+//! goodput (MB/s of compressed body). `--demo PATH` names the server binary,
+//! `--connections N` the wrk connections (48).
 //!
 //! The demo's per-client rate limit is lifted (`RATE_LIMIT_RPS`): the 48 downloads stand for 48
 //! users, who share one address on loopback.
@@ -104,8 +106,8 @@ fn before_config(after: &str) -> String {
     replace("# limit = 64", "limit = 64");
     replace("pacing = true", "pacing = false");
     replace(
-        "[queue.class_share]\nlow = 0.25",
-        "[queue.class_share]\nlow = 1.0",
+        "[queue.class_share]\nlow = ",
+        "[queue.class_share]\nlow = 1.0\n# was ",
     );
     replace("step_down_low = true", "step_down_low = false");
     let start = s.find("[queue.saturation]").expect("a saturation section");
@@ -278,7 +280,7 @@ fn pct(v: &[f64], q: f64) -> Option<f64> {
 }
 
 /// The cells of one phase, as numbers (`None`: not measured in this phase).
-fn cells(p: &Phase) -> [Option<f64>; 7] {
+fn cells(p: &Phase) -> [Option<f64>; 8] {
     let probed = !p.critical.is_empty() || p.critical_failed > 0;
     let q = |x| if probed { pct(&p.critical, x) } else { None };
     let low = p.low.as_ref();
@@ -287,6 +289,7 @@ fn cells(p: &Phase) -> [Option<f64>; 7] {
         q(0.9),
         q(0.99),
         probed.then_some(p.critical_failed as f64),
+        probed.then_some((p.critical.len() + p.critical_failed) as f64),
         low.map(|w| w.requests.saturating_sub(w.non_2xx) as f64),
         low.map(|w| (w.non_2xx + w.errors) as f64),
         low.map(|w| w.bytes_per_sec / 1e6),
@@ -303,11 +306,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
 }
 
-fn row(setup: &str, phase: &str, c: &[Option<f64>; 7]) -> String {
+fn row(setup: &str, phase: &str, c: &[Option<f64>; 8]) -> String {
     let fmt = |i: usize, v: Option<f64>| match (i, v) {
         (_, None) => String::new(),
         (0..=2, Some(ms)) => format!("{ms:.1} ms"),
-        (6, Some(mb)) => format!("{mb:.1}"),
+        (7, Some(mb)) => format!("{mb:.1}"),
         (_, Some(n)) => format!("{n:.0}"),
     };
     let mut out = vec![setup.to_owned(), phase.to_owned()];
@@ -317,10 +320,10 @@ fn row(setup: &str, phase: &str, c: &[Option<f64>; 7]) -> String {
 
 const PHASES: [&str; 3] = ["unloaded", "exports alone", "under the export flood"];
 
-fn print_table(title: &str, rows: &[(&str, usize, [Option<f64>; 7])]) {
+fn print_table(title: &str, rows: &[(&str, usize, [Option<f64>; 8])]) {
     println!("\n{title}\n");
-    println!("| stack | phase | critical p50 | p90 | p99 | critical failed | low served | low shed (503 + errors) | low MB/s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| stack | phase | critical p50 | p90 | p99 | critical failed | critical sent | low served | low shed (503 + errors) | low MB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (setup, phase, c) in rows {
         println!("{}", row(setup, PHASES[*phase], c));
     }

@@ -174,10 +174,11 @@ impl<C> PriorityQueueBuilder<C> {
     }
 
     /// Pacing of admitted response bodies: a body of any class but `critical` yields to the
-    /// runtime before each chunk while a more important class waits for a permit or for its
+    /// runtime once before each chunk, so one poll produces one chunk at most and a long
+    /// CPU-bound stream cannot hold a worker for many chunks in a row; and it yields up to 32
+    /// times before each chunk while a more important class waits for a permit or for its
     /// response head, or while the runtime is saturated ([`saturation`](Self::saturation)).
-    /// Each such poll then produces one chunk at most and goes to the back of the run queue,
-    /// so a long CPU-bound stream cannot hold a worker for many chunks in a row. Default: off.
+    /// Default: off.
     pub fn pacing(mut self, pacing: bool) -> Self {
         self.pacing = pacing;
         self

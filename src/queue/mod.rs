@@ -49,11 +49,11 @@
 //!   cannot shrink it); and the cut stops at the limit's `min` (with the class share's floor
 //!   of one permit).
 //! - **Pacing.** With [`pacing`](PriorityQueueBuilder::pacing), an admitted response body of a
-//!   class below `critical` yields to the runtime before each chunk while a more important
-//!   class waits for a permit or for its response head, or while the runtime is saturated: the
-//!   body's task goes to the back of the run queue, so the request behind it runs before the
-//!   stream's next chunk, instead of after as many chunks as the connection's write buffer
-//!   takes. The check reads a few atomics, never the lock. An adaptive compression layer
+//!   class below `critical` yields to the runtime once before each chunk, and up to 32 times
+//!   while a more important class waits for a permit or for its response head, or while the
+//!   runtime is saturated: the body's task goes to the back of the run queue, so the request
+//!   behind it runs before the stream's next chunks, instead of after as many chunks as the
+//!   connection's write buffer takes. The check reads a few atomics, never the lock. An adaptive compression layer
 //!   inside reads the class too and steps low-priority responses down a level first.
 //! - **Answers.** Turned-away requests get `503 Service Unavailable`, a `Retry-After` estimated
 //!   from the recent drain rate (the time to serve what waits, 1 to 60 s), a small JSON body

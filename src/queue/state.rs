@@ -294,12 +294,19 @@ impl Shared {
         }
     }
 
-    /// Whether an admitted body of class `c` should let the CPU go before its next chunk: a
-    /// more important class waits or has not answered yet, or the runtime is saturated.
-    pub(crate) fn should_pace(&self, c: usize) -> bool {
-        self.settings.pacing
-            && c > 0
-            && (self.pressure.above(c) || self.signal.as_ref().is_some_and(Signal::saturated))
+    /// How many times an admitted body of class `c` yields before its next chunk: none for
+    /// `critical` or without pacing; [`PACE_YIELDS`](super::body::PACE_YIELDS) while a more
+    /// important class waits or has not answered yet, or while the runtime is saturated; else
+    /// one, so that one poll of a stream never produces more than one chunk.
+    pub(crate) fn pace(&self, c: usize) -> u8 {
+        if !self.settings.pacing || c == 0 {
+            return 0;
+        }
+        if self.pressure.above(c) || self.signal.as_ref().is_some_and(Signal::saturated) {
+            super::body::PACE_YIELDS
+        } else {
+            1
+        }
     }
 
     /// Whether class `c` may take a permit now.
@@ -699,10 +706,9 @@ impl Permit {
         }
     }
 
-    /// Whether the body should let the CPU go before its next chunk (see
-    /// [`Shared::should_pace`]).
-    pub(crate) fn should_pace(&self) -> bool {
-        self.shared.should_pace(self.class)
+    /// How many times the body yields before its next chunk (see [`Shared::pace`]).
+    pub(crate) fn pace(&self) -> u8 {
+        self.shared.pace(self.class)
     }
 
     /// The request ran to its end: give the permit back, with its latency (to the response
