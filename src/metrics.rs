@@ -52,7 +52,7 @@
 //! | `tower_perf_queue_size` | gauge | `priority` | queue |
 //! | `tower_perf_queue_wait_duration_seconds` | histogram | `priority`, `queue_result` | queue |
 //! | `tower_perf_queue_requests_total` | counter | `priority`, `queue_result` | queue |
-//! | `tower_perf_queue_in_flight`, `tower_perf_concurrency_limit` | gauge | | queue |
+//! | `tower_perf_queue_in_flight`, `tower_perf_concurrency_limit`, `tower_perf_queue_runtime_lag_seconds` | gauge | | queue |
 //! | `tower_perf_circuit_breaker_state` | gauge (1 for the current state) | `breaker`, `state` | breaker |
 //! | `tower_perf_circuit_breaker_transitions_total` | counter | `breaker`, `state` | breaker |
 //! | `tower_perf_circuit_breaker_calls_total` | counter | `breaker`, `result` | breaker |
@@ -141,6 +141,7 @@ pub mod names {
         QUEUE_WAIT_DURATION_SECONDS,
         QUEUE_REQUESTS_TOTAL,
         QUEUE_IN_FLIGHT,
+        QUEUE_RUNTIME_LAG_SECONDS,
         CONCURRENCY_LIMIT,
         RATE_LIMIT_DECISIONS_TOTAL,
         RATE_LIMIT_SHARED_DECISIONS_TOTAL,
@@ -214,6 +215,9 @@ pub mod names {
     /// Gauge: requests holding a permit of the priority queue (running, or streaming their
     /// response body).
     pub const QUEUE_IN_FLIGHT: &str = "tower_perf_queue_in_flight";
+    /// Gauge: how late the priority queue's periodic tick runs, smoothed, in seconds: its
+    /// saturation signal (set while `PriorityQueueBuilder::saturation` is on).
+    pub const QUEUE_RUNTIME_LAG_SECONDS: &str = "tower_perf_queue_runtime_lag_seconds";
     /// Gauge: the priority queue's concurrency limit (fixed, or where the adaptive limit
     /// stands).
     pub const CONCURRENCY_LIMIT: &str = "tower_perf_concurrency_limit";

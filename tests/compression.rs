@@ -28,6 +28,7 @@ use tower_perf::cache::ResponseCacheLayer;
 use tower_perf::compression::{
     AdaptiveCompressionLayer, Algorithm, CompressionHandle, Decision, EventStreams, Tier,
 };
+use tower_perf::queue::PriorityQueueLayer;
 
 /// A JSON document of about `n` bytes, deterministic, with the redundancy of real API output.
 fn json(n: usize) -> String {
@@ -1090,6 +1091,46 @@ async fn idle_cpu_goes_to_ratio_and_large_bodies_to_fast_levels() {
     assert_eq!(decode(Some("zstd"), &body), doc.as_bytes());
     assert_eq!(handle.responses("zstd", Decision::LargeBody), 1);
     assert_eq!(level_of(&handle, "zstd"), Some(-1));
+}
+
+/// Low-priority responses (the class a priority queue outside put on the request) step down a
+/// tier first: under normal load they get the fast level while the others keep the normal one;
+/// `step_down_low(false)` treats them like the rest.
+#[tokio::test(start_paused = true)]
+async fn low_priority_responses_step_down_a_tier_first() {
+    for step_down in [true, false] {
+        let layer = AdaptiveCompressionLayer::builder()
+            .step_down_low(step_down)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let queue = PriorityQueueLayer::builder()
+            .trust_priority_header(true)
+            .build()
+            .unwrap();
+        let base = format!("http://{}", serve(routes().layer(layer).layer(queue)).await);
+        for class in ["normal", "low"] {
+            let res = client()
+                .get(format!("{base}/json"))
+                .header("accept-encoding", "br")
+                .header("x-priority", class)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(coding(res.headers()), Some("br"));
+            let body = res.bytes().await.unwrap();
+            assert_eq!(decode(Some("br"), &body), json(20_000).as_bytes());
+        }
+        let (normal, busy) = (
+            handle.responses("br", Decision::Normal),
+            handle.responses("br", Decision::Busy),
+        );
+        if step_down {
+            assert_eq!((normal, busy), (1, 1), "the low response at the fast level");
+        } else {
+            assert_eq!((normal, busy), (2, 0), "both at the normal level");
+        }
+    }
 }
 
 #[tokio::test]

@@ -398,6 +398,14 @@ fn bad_configuration_names_the_configuration_key() {
     );
     assert_eq!(key(r#"{"queue": {"limit": 0}}"#), "queue.limit");
     assert_eq!(
+        key(r#"{"queue": {"class_share": {"low": 1.5}}}"#),
+        "queue.class_share"
+    );
+    assert_eq!(
+        key(r#"{"queue": {"saturation": {"enter_ms": 2, "exit_ms": 3}}}"#),
+        "queue.saturation"
+    );
+    assert_eq!(
         key(r#"{"compression": {"cpu_budget": 7.0}}"#),
         "compression.cpu_budget"
     );
@@ -494,6 +502,30 @@ async fn one_redis_link_gives_the_cache_its_tier_and_the_rate_limit_its_shared_q
         from_redis.header("cache-status")
     );
     assert_eq!(get_gzip(format!("{b}/data")).await.status, 429);
+}
+
+/// `queue.class_share`, `queue.pacing` and `queue.saturation` reach the queue: low holds at most
+/// its share of the limit, and the snapshot reports the signal.
+#[test]
+fn queue_shares_and_the_saturation_signal_come_from_the_configuration() {
+    let config: PerfConfig = toml::from_str(
+        r#"
+        [queue]
+        limit = 8
+        pacing = true
+        class_share = { low = 0.25 }
+        saturation = { interval_ms = 20 }
+        "#,
+    )
+    .expect("valid TOML");
+    let queue = PerfStack::from_config(&config)
+        .expect("valid configuration")
+        .handles()
+        .queue
+        .snapshot();
+    assert_eq!(queue.class(Priority::Low).max_in_flight, 2);
+    assert_eq!(queue.class(Priority::Normal).max_in_flight, 8);
+    assert!(!queue.saturated);
 }
 
 /// The configuration files of the examples build a stack (the demo's and the minimal one).

@@ -16,10 +16,12 @@
 //!   `Cache-Control` (see `Cache-Status` and `Age` on the responses), refreshes the dashboard in
 //!   the background while serving it stale (`stale-while-revalidate`), answers `If-None-Match`
 //!   with 304, and is purged by tag when a property is created;
-//! - the priority queue, inside the cache: at most 64 requests at once, the class from
-//!   `x-priority` (`critical|high|normal|low`), else by route (payments critical, the export
-//!   low, reads normal); when full, the lowest class is shed first with `503` + `Retry-After`,
-//!   and the cache serves a stale copy instead when it has one;
+//! - the priority queue, inside the cache: an adaptive limit (at least 8) that the runtime's
+//!   lag cuts when the CPU is saturated, the class from `x-priority`
+//!   (`critical|high|normal|low`), else by route (payments critical, the export low, reads
+//!   normal); the CPU-bound export holds at most an eighth of the limit and its body yields to
+//!   the payments; when full, the lowest class is shed first with `503` + `Retry-After`, and
+//!   the cache serves a stale copy instead when it has one;
 //! - adaptive compression, inside the cache (which stores each encoded variant, so a hit costs
 //!   no compression): zstd, br, gzip or deflate by `Accept-Encoding`, levels that follow the
 //!   load, and the CSV export compressed as it streams (`curl --compressed`);
@@ -59,6 +61,7 @@
 //! | `RATE_LIMIT_RPS`, `RATE_LIMIT_BURST` | `rate_limit.per_second`, `.burst` (100, 200) | per-client quota on `/api/*` |
 //! | `REDIS_URL` | unset | `redis://host:port`, `redis-cluster://host:port?node=...` or `redis-sentinel://host:port?sentinelServiceName=...`: the cache's Redis tier and the quota on `/api/*` are shared by every instance (needs `--features redis`; `examples/fleet.sh` starts 3 on a Redis Cluster behind nginx) |
 //! | `ADMIN_TOKEN` | unset | bearer token of every `/admin/*` route and the console; unset: loopback clients only |
+//! | `DEMO_TOWER_LIMIT` | unset | `n`: tower's `ConcurrencyLimit` of `n` + `LoadShed` around the stack, the peer `examples/overload_flood.rs` compares with |
 //! | `RUST_LOG` | `info,tower_http=info` | log filter |
 //!
 //! An invalid value stops the server with a message naming the variable (or the configuration
@@ -128,6 +131,9 @@ struct Env {
     rate_limit_burst: Option<u32>,
     /// `REDIS_URL`: the cache's Redis tier and the shared rate limit, when set.
     redis_url: Option<String>,
+    /// `DEMO_TOWER_LIMIT`: tower's `ConcurrencyLimit` + `LoadShed` around the stack, for
+    /// comparison (`examples/overload_flood.rs`).
+    tower_limit: Option<usize>,
 }
 
 impl Env {
@@ -154,6 +160,7 @@ impl Env {
             rate_limit_rps: nonzero("RATE_LIMIT_RPS", env_opt("RATE_LIMIT_RPS")?)?,
             rate_limit_burst: nonzero("RATE_LIMIT_BURST", env_opt("RATE_LIMIT_BURST")?)?,
             redis_url,
+            tower_limit: nonzero("DEMO_TOWER_LIMIT", env_opt("DEMO_TOWER_LIMIT")?)?,
         })
     }
 }
@@ -246,7 +253,13 @@ async fn main() -> ExitCode {
     let handles = perf.handles();
     let state = AppState::new(metrics, handles.clone());
     let console = routes::console(&state);
-    let router = stack::around(routes::app(state), console, perf, auth.clone());
+    let router = stack::around(
+        routes::app(state),
+        console,
+        perf,
+        auth.clone(),
+        env.tower_limit,
+    );
 
     let listener = match tokio::net::TcpListener::bind(env.addr).await {
         Ok(l) => l,

@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{header, Request, StatusCode};
 use axum::Router;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -92,12 +95,34 @@ pub(crate) async fn build(
 ///
 /// `Router::layer` puts the layers *after* routing, so they see axum's `MatchedPath` and report
 /// per route template (`/api/v1/properties/{id}`), never per raw path.
+///
+/// With `tower_limit` (`DEMO_TOWER_LIMIT`), tower's `ConcurrencyLimit` of that many requests
+/// and `LoadShed` (`503` + `Retry-After` when it is full) go around the stack, as a user of
+/// tower alone would admit requests: the peer `examples/overload_flood` compares with.
 pub(crate) fn around(
     router: Router,
     console: Router,
     stack: PerfStack,
     auth: AdminAuthLayer,
+    tower_limit: Option<usize>,
 ) -> Router {
+    let router = router.layer(stack);
+    let router = match tower_limit {
+        Some(limit) => router.layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                    )
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(ConcurrencyLimitLayer::new(limit)),
+        ),
+        None => router,
+    };
+    // Inside them, the slow-request tracker, rate limit, cache, priority queue, compression,
+    // circuit breaker, outermost first (see `tower_perf::stack`).
     let app = router.layer(
         ServiceBuilder::new()
             // Request ids first, so every layer below (and the tracker's slow log) sees one.
@@ -108,9 +133,6 @@ pub(crate) fn around(
                     .make_span_with(request_span)
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
-            // Slow-request tracker, rate limit, cache, priority queue, compression, circuit
-            // breaker, outermost first (see `tower_perf::stack`).
-            .layer(stack)
             .into_inner(),
     );
     app.merge(console).layer(auth)

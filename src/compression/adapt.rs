@@ -33,6 +33,12 @@ impl Tier {
         }
     }
 
+    /// The next tier towards `Saturated` (itself at the end): where low-priority responses
+    /// stand.
+    pub(crate) fn cheaper(self) -> Tier {
+        Tier::from_u8(self as u8 + 1)
+    }
+
     /// The name used in stats.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -46,6 +46,7 @@ pub struct AdaptiveCompressionBuilder {
     event_streams: EventStreams,
     predicate: Box<dyn Predicate>,
     essential: Option<Box<EssentialFn>>,
+    step_down_low: bool,
     cpu_budget: f64,
     load_interval: Duration,
     max_in_flight: Option<usize>,
@@ -101,6 +102,7 @@ impl Default for AdaptiveCompressionBuilder {
             event_streams: EventStreams::FlushEachEvent,
             predicate: Box::new(DefaultPredicate::new()),
             essential: None,
+            step_down_low: true,
             cpu_budget: 0.5,
             load_interval: Duration::from_millis(250),
             max_in_flight: None,
@@ -182,6 +184,17 @@ impl AdaptiveCompressionBuilder {
         F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
     {
         self.essential = Some(Box::new(f));
+        self
+    }
+
+    /// Whether responses to [`Priority::Low`](crate::Priority::Low) requests (the class a
+    /// [`PriorityQueueLayer`](crate::queue::PriorityQueueLayer) outside put in the request
+    /// extensions) step down first: one tier lower than the load says, so they get the fast
+    /// level under normal load, and go uncompressed (past the budget) as soon as compression is
+    /// busy, before any other response gives up its level. Default: `true`; requests without a
+    /// class are not affected.
+    pub fn step_down_low(mut self, on: bool) -> Self {
+        self.step_down_low = on;
         self
     }
 
@@ -287,6 +300,7 @@ impl AdaptiveCompressionBuilder {
             event_streams: self.event_streams,
             predicate: self.predicate,
             essential: self.essential,
+            step_down_low: self.step_down_low,
             load: Load::new(
                 self.load_interval,
                 cores as f64 * self.cpu_budget,

@@ -42,6 +42,8 @@ pub(crate) struct RequestInfo {
     pub(crate) revalidating: bool,
     /// Keeps compression when saturated.
     pub(crate) essential: bool,
+    /// The request is of the lowest class: its response steps down first.
+    pub(crate) low: bool,
     /// The request's phase record, if an outer layer made one: compression time goes there.
     pub(crate) timings: Option<Timings>,
 }
@@ -110,7 +112,7 @@ fn respond<B: Body>(
     let plan = match (skip_reason(shared, info, &parts, size, sse), algorithm) {
         (None, Some(algorithm)) => {
             let cost_size = if sse { None } else { size };
-            plan(shared, algorithm, cost_size, size, info.essential)
+            plan(shared, algorithm, cost_size, size, info)
         }
         (skip, _) => Plan {
             encoding: Encoding::Identity,
@@ -193,9 +195,9 @@ fn plan(
     algorithm: Algorithm,
     cost_size: Option<u64>,
     size: Option<u64>,
-    essential: bool,
+    info: &RequestInfo,
 ) -> Plan {
-    let (rung, decision) = shared.choose(algorithm, cost_size, essential);
+    let (rung, decision) = shared.choose(algorithm, cost_size, info.essential, info.low);
     let identity = Plan {
         encoding: Encoding::Identity,
         decision,

@@ -54,6 +54,7 @@ where
             _ => false,
         };
         let timings = crate::Timings::from_request(&req).cloned();
+        let low = req.extensions().get::<crate::Priority>() == Some(&crate::Priority::Low);
         let essential = match &self.shared.essential {
             Some(f) => {
                 let (parts, body) = req.into_parts();
@@ -71,6 +72,7 @@ where
                 accept,
                 revalidating,
                 essential,
+                low,
                 timings,
             },
         )

@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) predicate: Box<dyn Predicate>,
     /// Requests that keep compression (at the fast level) when saturated.
     pub(crate) essential: Option<Box<EssentialFn>>,
+    /// Low-priority responses take the next cheaper tier.
+    pub(crate) step_down_low: bool,
     pub(crate) load: Load,
     /// By `Encoding` order: zstd, br, gzip, deflate, identity.
     pub(crate) counters: [EncodingCounters; 5],
@@ -115,11 +117,18 @@ impl Shared {
         algorithm: Algorithm,
         size: Option<u64>,
         essential: bool,
+        low: bool,
     ) -> (Option<Rung>, Decision) {
         if !self.adaptive {
             return (Some(Rung::Normal), Decision::Normal);
         }
-        match self.load.tier() {
+        let tier = self.load.tier();
+        let tier = if low && self.step_down_low {
+            tier.cheaper()
+        } else {
+            tier
+        };
+        match tier {
             Tier::Saturated => {
                 if essential || self.load.within_budget() {
                     // Up to the budget, compression goes on at the fast level.

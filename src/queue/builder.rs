@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::layer::PriorityQueueLayer;
 use super::limit::{AdaptiveLimit, Limiter};
 use super::priority::{DefaultClassifier, Priority, CLASSES};
+use super::saturation::SaturationSignal;
 use super::state::{describe_metrics, Metrics, Settings, Shared};
 use crate::error::ConfigError;
 use crate::route::Route;
@@ -38,6 +39,9 @@ pub struct PriorityQueueBuilder<C = DefaultClassifier> {
     min_share: f64,
     trust_header: bool,
     wait_window: Duration,
+    class_share: [f64; CLASSES],
+    pacing: bool,
+    saturation: Option<SaturationSignal>,
     classifier: C,
 }
 
@@ -53,6 +57,9 @@ impl Default for PriorityQueueBuilder<DefaultClassifier> {
             min_share: 0.05,
             trust_header: false,
             wait_window: Duration::from_secs(60),
+            class_share: [1.0; CLASSES],
+            pacing: false,
+            saturation: None,
             classifier: DefaultClassifier::default(),
         }
     }
@@ -144,6 +151,48 @@ impl<C> PriorityQueueBuilder<C> {
         self
     }
 
+    /// Requests of class `priority` hold at most `share` of the limit's permits (rounded down,
+    /// at least one, so the class always makes progress), in (0, 1]; the rest stays for the
+    /// other classes even when this one has plenty of work. Default: 1 (no cap). With an
+    /// adaptive limit the cap follows the limit.
+    ///
+    /// ```
+    /// use tower_perf::queue::PriorityQueueLayer;
+    /// use tower_perf::Priority;
+    ///
+    /// // 64 permits, of which low-priority requests (the exports) take 16 at most.
+    /// let layer = PriorityQueueLayer::builder()
+    ///     .limit(64)
+    ///     .class_share(Priority::Low, 0.25)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn class_share(mut self, priority: Priority, share: f64) -> Self {
+        self.class_share[priority.index()] = share;
+        self
+    }
+
+    /// Pacing of admitted response bodies: a body of any class but `critical` yields to the
+    /// runtime once before each chunk, so one poll produces one chunk at most and a long
+    /// CPU-bound stream cannot hold a worker for many chunks in a row; and it yields up to 32
+    /// times before each chunk while a more important class waits for a permit or for its
+    /// response head, or while the runtime is saturated ([`saturation`](Self::saturation)).
+    /// Default: off.
+    pub fn pacing(mut self, pacing: bool) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
+    /// A saturation signal (the runtime lag, see [`SaturationSignal`]): while it says the
+    /// runtime is saturated, the adaptive limit does not grow and is cut, once per drain, and
+    /// paced bodies yield. Needs a Tokio runtime (the tick task starts with the first request).
+    /// Default: none.
+    pub fn saturation(mut self, signal: SaturationSignal) -> Self {
+        self.saturation = Some(signal);
+        self
+    }
+
     /// Take the class from the request's `x-priority` header (`critical`, `high`, `normal`,
     /// `low`) when present and well-formed, before the classifier. Off by default: clients
     /// can lie; turn it on behind a gateway that sets or strips the header.
@@ -190,6 +239,9 @@ impl<C> PriorityQueueBuilder<C> {
             min_share: self.min_share,
             trust_header: self.trust_header,
             wait_window: self.wait_window,
+            class_share: self.class_share,
+            pacing: self.pacing,
+            saturation: self.saturation,
             classifier: f,
         }
     }
@@ -215,6 +267,9 @@ impl<C> PriorityQueueBuilder<C> {
             trust_header: self.trust_header,
             wait_window: self.wait_window,
             adaptive,
+            class_share: self.class_share,
+            pacing: self.pacing,
+            saturation: self.saturation,
         };
         Ok(PriorityQueueLayer::from_parts(
             Arc::new(Shared::new(settings, limiter, Metrics::new())),
@@ -287,6 +342,12 @@ impl<C> PriorityQueueBuilder<C> {
                 format!("must be between 0 and 0.25, got {}", self.min_share),
             ));
         }
+        if self.class_share.iter().any(|s| !(*s > 0.0 && *s <= 1.0)) {
+            return Err(ConfigError::new("class_share", "must be in (0, 1]"));
+        }
+        if let Some(s) = &self.saturation {
+            s.validate()?;
+        }
         if self.wait_window < Duration::from_secs(2)
             || self.wait_window > Duration::from_secs(86_400)
         {
@@ -311,6 +372,9 @@ impl<C> fmt::Debug for PriorityQueueBuilder<C> {
             .field("min_share", &self.min_share)
             .field("trust_header", &self.trust_header)
             .field("wait_window", &self.wait_window)
+            .field("class_share", &self.class_share)
+            .field("pacing", &self.pacing)
+            .field("saturation", &self.saturation)
             .finish_non_exhaustive()
     }
 }

@@ -172,13 +172,24 @@ pub(crate) struct Limiter {
     batch_sum: f64,
     batch_n: u32,
     batch_in_flight: usize,
+    batch_in_use: bool,
     floor: f64,
     win_min: f64,
     prev_min: f64,
     win_samples: u32,
     // AIMD: when the limit last shrank, so one burst of slow requests shrinks it once.
     last_decrease: Option<Instant>,
+    // The runtime is saturated (the saturation signal): the limit does not grow, and is cut
+    // once per drain (`cut`); when the last cut was made.
+    saturated: bool,
+    last_cut: Option<Instant>,
 }
+
+/// What one saturation cut keeps of the limit.
+const CUT: f64 = 0.8;
+/// The shortest time between two saturation cuts: ten ticks of the default signal, so each cut
+/// is judged on a smoothed lag that has seen its effect begin.
+const CUT_EVERY: Duration = Duration::from_millis(100);
 
 impl Limiter {
     pub(crate) fn fixed(limit: usize) -> Self {
@@ -188,11 +199,14 @@ impl Limiter {
             batch_sum: 0.0,
             batch_n: 0,
             batch_in_flight: 0,
+            batch_in_use: false,
             floor: f64::INFINITY,
             win_min: f64::INFINITY,
             prev_min: f64::INFINITY,
             win_samples: 0,
             last_decrease: None,
+            saturated: false,
+            last_cut: None,
         }
     }
 
@@ -207,12 +221,50 @@ impl Limiter {
         self.limit as usize
     }
 
-    /// Learns from one request that held a permit for `rtt` while `in_flight` requests (itself
-    /// included) held one. Returns whether the limit changed.
-    pub(crate) fn update(&mut self, rtt: Duration, in_flight: usize, now: Instant) -> bool {
+    /// The saturation signal's state: while saturated the limit does not grow.
+    pub(crate) fn set_saturated(&mut self, saturated: bool) {
+        self.saturated = saturated;
+    }
+
+    /// The runtime is saturated and the limit in use: cut it to four fifths, not below `min`,
+    /// once the requests admitted above the last cut have drained (`in_flight` at most the
+    /// limit) and at most every 100 ms. One cut per drain is what keeps it from collapsing:
+    /// streams admitted before a cut keep the runtime busy for a while, and cutting again for
+    /// the lag they cause would overshoot. Returns whether the limit changed.
+    pub(crate) fn cut(&mut self, in_flight: usize, now: Instant) -> bool {
         let Some(cfg) = &self.adaptive else {
             return false;
         };
+        let due = self
+            .last_cut
+            .is_none_or(|t| now.saturating_duration_since(t) >= CUT_EVERY);
+        if !due || in_flight > self.current() {
+            return false;
+        }
+        let before = self.current();
+        self.limit = (self.limit * CUT).max(cfg.min as f64);
+        self.last_cut = Some(now);
+        self.batch_sum = 0.0;
+        self.batch_n = 0;
+        self.batch_in_flight = 0;
+        self.batch_in_use = false;
+        self.current() != before
+    }
+
+    /// Learns from one request that held a permit for `rtt` while `in_flight` requests (itself
+    /// included) held one; `in_use` says whether the limit was in use (half of it held, or a
+    /// class at its share): only then may it grow. Returns whether the limit changed.
+    pub(crate) fn update(
+        &mut self,
+        rtt: Duration,
+        in_flight: usize,
+        in_use: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(cfg) = &self.adaptive else {
+            return false;
+        };
+        let grow = in_use && !self.saturated;
         let before = self.current();
         let (min, max) = (cfg.min as f64, cfg.max as f64);
         let rtt_s = rtt.as_secs_f64().max(1e-6);
@@ -238,11 +290,14 @@ impl Limiter {
                 self.batch_sum += rtt_s;
                 self.batch_n += 1;
                 self.batch_in_flight = self.batch_in_flight.max(in_flight);
+                self.batch_in_use |= in_use;
                 if f64::from(self.batch_n) < self.limit.max(1.0) {
                     return false;
                 }
                 let rtt_avg = self.batch_sum / f64::from(self.batch_n);
                 let peak = self.batch_in_flight;
+                let used = self.batch_in_use || (peak as f64) * 2.0 >= self.limit;
+                self.batch_in_use = false;
                 self.batch_sum = 0.0;
                 self.batch_n = 0;
                 self.batch_in_flight = 0;
@@ -253,7 +308,7 @@ impl Limiter {
                 // shrink, never grow, while at most half of it is in use. (Without this the
                 // `sqrt` allowance grew an idle limit to 70 on a pool of 4 at 1x load, and the
                 // next burst queued 50 deep inside the service.)
-                if next > self.limit && (peak as f64) * 2.0 < self.limit {
+                if next > self.limit && (!used || self.saturated) {
                     return false;
                 }
                 self.limit = next.clamp(min, max);
@@ -267,7 +322,7 @@ impl Limiter {
                         self.limit = (self.limit * backoff).clamp(min, max);
                         self.last_decrease = Some(now);
                     }
-                } else if (in_flight as f64) * 2.0 >= self.limit {
+                } else if grow {
                     self.limit = (self.limit + 1.0 / self.limit).clamp(min, max);
                 }
             }
@@ -294,14 +349,14 @@ mod tests {
         // Traffic starts light: one request at a time, as when a server comes up.
         for _ in 0..100 {
             now += base;
-            limiter.update(base, 1, now);
+            limiter.update(base, 1, 2 >= limiter.current(), now);
         }
         let (mut lo, mut hi) = (usize::MAX, 0);
         for i in 0..rounds {
             let in_flight = limiter.current();
             let rtt = latency(in_flight, capacity, base);
             now += rtt / in_flight as u32;
-            limiter.update(rtt, in_flight, now);
+            limiter.update(rtt, in_flight, in_flight * 2 >= limiter.current(), now);
             if i >= rounds * 3 / 4 {
                 lo = lo.min(limiter.current());
                 hi = hi.max(limiter.current());
@@ -348,7 +403,7 @@ mod tests {
         let mut l = Limiter::adaptive(AdaptiveLimit::gradient().initial(10));
         let now = Instant::now();
         for _ in 0..10_000 {
-            l.update(Duration::from_millis(5), 1, now);
+            l.update(Duration::from_millis(5), 1, false, now);
         }
         assert_eq!(l.current(), 10);
     }
@@ -358,20 +413,63 @@ mod tests {
         let mut l = Limiter::adaptive(AdaptiveLimit::gradient().initial(16));
         let now = Instant::now();
         for _ in 0..100 {
-            l.update(Duration::from_millis(5), 1, now);
+            l.update(Duration::from_millis(5), 1, false, now);
         }
         // A quarter of the limit in use, latency 10-30% above no-load (noise, no queueing).
         for i in 0..20_000u64 {
             let rtt = Duration::from_micros(5_500 + (i % 5) * 250);
-            l.update(rtt, 4, now);
+            l.update(rtt, 4, false, now);
         }
         assert!(l.current() <= 16, "grew to {}", l.current());
     }
 
     #[test]
+    fn saturation_cuts_once_per_drain_and_never_below_min() {
+        let mut l = Limiter::adaptive(AdaptiveLimit::gradient().initial(100).min(8));
+        let t0 = Instant::now();
+        l.set_saturated(true);
+        // 100 in flight, limit 100: cut to 80.
+        assert!(l.cut(100, t0));
+        assert_eq!(l.current(), 80);
+        // Too soon, and then the 100 admitted before have not drained below 80: no cut.
+        assert!(!l.cut(80, t0 + Duration::from_millis(50)));
+        assert!(!l.cut(90, t0 + Duration::from_secs(1)));
+        // Drained: the next cut.
+        assert!(l.cut(80, t0 + Duration::from_secs(1)));
+        assert_eq!(l.current(), 64);
+        let mut t = t0 + Duration::from_secs(1);
+        for _ in 0..100 {
+            t += Duration::from_millis(100);
+            l.cut(0, t);
+        }
+        assert_eq!(l.current(), 8);
+        // A fixed limit is never cut.
+        let mut f = Limiter::fixed(8);
+        assert!(!f.cut(0, t));
+    }
+
+    #[test]
+    fn a_saturated_limit_does_not_grow() {
+        let mut l = Limiter::adaptive(AdaptiveLimit::gradient().initial(10));
+        let now = Instant::now();
+        l.set_saturated(true);
+        // Heads come back fast, at no-load latency, and the limit is in use: the gradient
+        // alone would grow it by its sqrt allowance.
+        for _ in 0..10_000 {
+            l.update(Duration::from_millis(1), 10, true, now);
+        }
+        assert_eq!(l.current(), 10);
+        l.set_saturated(false);
+        for _ in 0..1_000 {
+            l.update(Duration::from_millis(1), 10, true, now);
+        }
+        assert!(l.current() > 10);
+    }
+
+    #[test]
     fn fixed_never_moves() {
         let mut l = Limiter::fixed(8);
-        assert!(!l.update(Duration::from_secs(10), 8, Instant::now()));
+        assert!(!l.update(Duration::from_secs(10), 8, true, Instant::now()));
         assert_eq!(l.current(), 8);
     }
 

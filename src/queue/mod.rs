@@ -27,6 +27,34 @@
 //!   once the oldest waiter has stayed above the target delay for an interval, the queue
 //!   serves newest first and drops those that waited an interval. A request whose client goes
 //!   away while it waits leaves the queue, and never takes a permit.
+//! - **Shares.** A class can be held to a share of the limit
+//!   ([`class_share`](PriorityQueueBuilder::class_share)): low priority at most a quarter, say,
+//!   so heavy low-value work never takes every permit and the other classes always find one
+//!   free. The cap is rounded down but never below one permit: a capped class always makes
+//!   progress, and the starvation guard still serves it among the waiters.
+//! - **Saturation.** A limit counts requests, not CPU: 48 CPU-bound streams stay under a limit
+//!   of 64, and their heads come back fast, so latency alone never says the machine is full.
+//!   With a [`SaturationSignal`] the layer runs a tick every 10 ms and measures how late it
+//!   wakes: the *runtime lag*, the delay any newly ready task (a new request) meets in the run
+//!   queue. The lag is smoothed (exponential mean, weight 1/4); the runtime is saturated once
+//!   the mean stays at or above `enter` (5 ms) for three ticks, and no longer once it falls
+//!   below `exit` (2 ms). While saturated, the adaptive limit does not grow, and, when it is in
+//!   use (half of it held, or a class at its share), it is cut to four fifths, at most every
+//!   100 ms and only once the requests admitted above the previous cut have ended. Why this
+//!   neither oscillates nor collapses: the mean and the three-tick entry ignore one late tick;
+//!   the band between `exit` and `enter` keeps the state from flapping around one threshold;
+//!   one cut per drain never cuts again for lag that streams admitted before the last cut still
+//!   cause; an idle or lightly used runtime has a lag of the timer's granularity (under 1 ms),
+//!   far below `enter`, and a limit not in use is never cut (lag from work outside the layer
+//!   cannot shrink it); and the cut stops at the limit's `min` (with the class share's floor
+//!   of one permit).
+//! - **Pacing.** With [`pacing`](PriorityQueueBuilder::pacing), an admitted response body of a
+//!   class below `critical` yields to the runtime once before each chunk, and up to 32 times
+//!   while a more important class waits for a permit or for its response head, or while the
+//!   runtime is saturated: the body's task goes to the back of the run queue, so the request
+//!   behind it runs before the stream's next chunks, instead of after as many chunks as the
+//!   connection's write buffer takes. The check reads a few atomics, never the lock. An adaptive compression layer
+//!   inside reads the class too and steps low-priority responses down a level first.
 //! - **Answers.** Turned-away requests get `503 Service Unavailable`, a `Retry-After` estimated
 //!   from the recent drain rate (the time to serve what waits, 1 to 60 s), a small JSON body
 //!   and the [`Rejected`](crate::Rejected) marker, so a response cache outside serves a stale
@@ -134,7 +162,9 @@ mod builder;
 mod future;
 mod layer;
 mod limit;
+mod pressure;
 mod priority;
+mod saturation;
 mod service;
 mod snapshot;
 mod state;
@@ -145,5 +175,6 @@ pub use future::ResponseFuture;
 pub use layer::{PriorityQueueHandle, PriorityQueueLayer};
 pub use limit::AdaptiveLimit;
 pub use priority::{Classify, DefaultClassifier, ParsePriorityError, Priority, X_PRIORITY};
+pub use saturation::SaturationSignal;
 pub use service::PriorityQueue;
 pub use snapshot::{ClassSnapshot, PriorityQueueSnapshot};

@@ -22,6 +22,11 @@ pub struct PriorityQueueSnapshot {
     pub overloaded: bool,
     /// Completed requests per second, smoothed: what `Retry-After` is estimated from.
     pub drain_rate: f64,
+    /// Whether the saturation signal says the runtime is saturated (false without a signal).
+    pub saturated: bool,
+    /// The saturation signal's smoothed runtime lag (zero without a signal).
+    #[serde(serialize_with = "serialize_millis")]
+    pub runtime_lag: Duration,
     /// One entry per class, most important first.
     pub classes: Vec<ClassSnapshot>,
 }
@@ -43,6 +48,10 @@ pub struct ClassSnapshot {
     pub priority: Priority,
     /// Requests of this class waiting now.
     pub queued: usize,
+    /// Requests of this class holding a permit now.
+    pub in_flight: usize,
+    /// The permits this class may hold at most under the current limit (its share).
+    pub max_in_flight: usize,
     /// Requests admitted (at once or after waiting).
     pub admitted: u64,
     /// Requests answered 503 because the queue was full or a higher class displaced them.

@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::limit::Limiter;
+use super::pressure::Pressure;
 use super::priority::{Priority, CLASSES};
+use super::saturation::{OnTick, SaturationSignal, Signal, Tick};
 use super::snapshot::{ClassSnapshot, PriorityQueueSnapshot};
 use crate::metrics::{labels, names};
 
@@ -90,6 +92,23 @@ pub(crate) struct Settings {
     pub(crate) wait_window: Duration,
     // Whether the limit learns from latency: only then does a release read the clock.
     pub(crate) adaptive: bool,
+    // The share of the limit each class may hold at most (1.0: all of it).
+    pub(crate) class_share: [f64; CLASSES],
+    // Whether admitted bodies of the lower classes yield before each chunk under pressure.
+    pub(crate) pacing: bool,
+    pub(crate) saturation: Option<SaturationSignal>,
+}
+
+impl Settings {
+    /// The permits class `c` may hold under `limit`: its share, rounded down, at least one (the
+    /// starvation guarantee: a capped class always makes progress).
+    pub(crate) fn cap(&self, c: usize, limit: usize) -> usize {
+        let share = self.class_share[c];
+        if share >= 1.0 {
+            return limit;
+        }
+        ((limit as f64 * share) as usize).clamp(1, limit.max(1))
+    }
 }
 
 /// Wait times of one class over a sliding window: the current half and the one before.
@@ -163,6 +182,7 @@ pub(crate) struct Metrics {
     wait: [[MetricHistogram; 4]; CLASSES],
     limit: Gauge,
     in_flight: Gauge,
+    lag: Gauge,
 }
 
 impl Metrics {
@@ -186,6 +206,7 @@ impl Metrics {
             }),
             limit: metrics::gauge!(names::CONCURRENCY_LIMIT),
             in_flight: metrics::gauge!(names::QUEUE_IN_FLIGHT),
+            lag: metrics::gauge!(names::QUEUE_RUNTIME_LAG_SECONDS),
         }
     }
 }
@@ -193,6 +214,8 @@ impl Metrics {
 /// Everything behind the lock.
 struct Inner {
     in_flight: usize,
+    // Permits held per class: a class stops at its share of the limit.
+    running: [usize; CLASSES],
     limiter: Limiter,
     queues: [VecDeque<Waiter>; CLASSES],
     queued: usize,
@@ -213,6 +236,8 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     inner: Mutex<Inner>,
     metrics: Metrics,
+    pub(crate) pressure: Pressure,
+    pub(crate) signal: Option<Signal>,
 }
 
 /// What [`Shared::admit`] decided.
@@ -230,10 +255,14 @@ impl Shared {
         let now = Instant::now();
         metrics.limit.set(limiter.current() as f64);
         let capacity = settings.capacity;
+        let signal = settings.saturation.map(Signal::new);
         Self {
             settings,
+            pressure: Pressure::default(),
+            signal,
             inner: Mutex::new(Inner {
                 in_flight: 0,
+                running: [0; CLASSES],
                 limiter,
                 queues: std::array::from_fn(|_| VecDeque::with_capacity(capacity.min(1024))),
                 queued: 0,
@@ -253,6 +282,62 @@ impl Shared {
         }
     }
 
+    /// Starts the saturation tick on the runtime of the first request (once).
+    fn start_signal(self: &Arc<Self>) {
+        let Some(signal) = &self.signal else { return };
+        if signal.claim_start() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let every = self
+                    .settings
+                    .saturation
+                    .map_or(Duration::ZERO, |s| s.tick());
+                rt.spawn(super::saturation::run(Arc::downgrade(self), every));
+            }
+        }
+    }
+
+    /// How many times an admitted body of class `c` yields before its next chunk: none for
+    /// `critical` or without pacing; [`PACE_YIELDS`](super::body::PACE_YIELDS) while a more
+    /// important class waits or has not answered yet, or while the runtime is saturated; else
+    /// one, so that one poll of a stream never produces more than one chunk.
+    pub(crate) fn pace(&self, c: usize) -> u8 {
+        if !self.settings.pacing || c == 0 {
+            return 0;
+        }
+        if self.pressure.above(c) || self.signal.as_ref().is_some_and(Signal::saturated) {
+            super::body::PACE_YIELDS
+        } else {
+            1
+        }
+    }
+
+    /// Whether class `c` may take a permit now.
+    fn can_run(&self, inner: &Inner, c: usize) -> bool {
+        let limit = inner.limiter.current();
+        inner.in_flight < limit && inner.running[c] < self.settings.cap(c, limit)
+    }
+
+    /// Whether the limit is in use: half of it held, or a class at its share. Only then does
+    /// the load say something about the limit.
+    fn limit_in_use(&self, inner: &Inner) -> bool {
+        let limit = inner.limiter.current();
+        inner.in_flight * 2 >= limit
+            || (0..CLASSES).any(|c| inner.running[c] >= self.settings.cap(c, limit))
+    }
+
+    /// A permit taken for class `c`.
+    fn take(&self, inner: &mut Inner, c: usize) {
+        inner.in_flight += 1;
+        inner.running[c] += 1;
+    }
+
+    /// The queue length of class `c` changed: the gauge and the pacing counts follow.
+    fn sized(&self, inner: &Inner, c: usize) {
+        let n = inner.queues[c].len();
+        self.metrics.size[c].set(n as f64);
+        self.pressure.set_waiting(c, n);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -261,14 +346,17 @@ impl Shared {
     /// or a rejection.
     pub(crate) fn admit(self: &Arc<Self>, p: Priority, now: Instant) -> Admit {
         let c = p.index();
+        self.start_signal();
         let mut g = self.lock();
         let inner = &mut *g;
         inner.drain.tick(now);
-        if inner.queued == 0 && inner.in_flight < inner.limiter.current() {
-            inner.in_flight += 1;
+        // Free permits go to waiters as soon as they free up, so waiters mean none is free,
+        // except for classes held back by their share: those do not stop another class.
+        if inner.queues[c].is_empty() && self.can_run(inner, c) {
+            self.take(inner, c);
             self.metrics.in_flight.set(inner.in_flight as f64);
             self.count(inner, c, QueueResult::Admitted, Duration::ZERO, now);
-            return Admit::Now(Permit::new(self.clone(), now));
+            return Admit::Now(Permit::new(self.clone(), c, now));
         }
         self.expire(inner, now);
         let s = &self.settings;
@@ -286,7 +374,7 @@ impl Shared {
             let w = inner.queues[l].pop_back().expect("non-empty");
             inner.queued -= 1;
             self.reject_waiter(inner, l, w, Reason::Displaced, now);
-            self.metrics.size[l].set(inner.queues[l].len() as f64);
+            self.sized(inner, l);
         }
         let id = inner.next_id;
         inner.next_id += 1;
@@ -297,7 +385,7 @@ impl Shared {
             tx,
         });
         inner.queued += 1;
-        self.metrics.size[c].set(inner.queues[c].len() as f64);
+        self.sized(inner, c);
         self.dispatch(inner, now);
         Admit::Queued(Ticket {
             shared: self.clone(),
@@ -393,24 +481,28 @@ impl Shared {
                 changed = true;
             }
             if changed {
-                self.metrics.size[c].set(inner.queues[c].len() as f64);
+                self.sized(inner, c);
             }
         }
         // No reset when these drops empty the queue: the request being admitted or enqueued
         // right after them still meets the standing delay they stood for.
     }
 
-    /// The class to serve next: the most important class with waiters, unless a class with
-    /// waiters has been passed over `share_every` times in a row.
+    /// The class to serve next: the most important class with waiters (and below its share of
+    /// the limit), unless such a class has been passed over `share_every` times in a row.
     fn pick(&self, inner: &mut Inner) -> Option<usize> {
-        let first = (0..CLASSES).find(|&c| !inner.queues[c].is_empty())?;
+        let limit = inner.limiter.current();
+        let ready = |c: usize| {
+            !inner.queues[c].is_empty() && inner.running[c] < self.settings.cap(c, limit)
+        };
+        let first = (0..CLASSES).find(|&c| ready(c))?;
         let every = self.settings.share_every;
         let starved = (first + 1..CLASSES)
-            .filter(|&c| every > 0 && !inner.queues[c].is_empty() && inner.skipped[c] + 1 >= every)
+            .filter(|&c| every > 0 && ready(c) && inner.skipped[c] + 1 >= every)
             .max_by_key(|&c| inner.skipped[c]);
         let chosen = starved.unwrap_or(first);
         for c in 0..CLASSES {
-            if c == chosen || inner.queues[c].is_empty() {
+            if c == chosen || !ready(c) {
                 inner.skipped[c] = 0;
             } else {
                 inner.skipped[c] = inner.skipped[c].saturating_add(1);
@@ -422,6 +514,7 @@ impl Shared {
     /// Hands out the free permits to waiters.
     fn dispatch(&self, inner: &mut Inner, now: Instant) {
         while inner.in_flight < inner.limiter.current() {
+            // `pick` skips the classes at their share.
             let Some(c) = self.pick(inner) else { break };
             let w = if inner.overloaded {
                 inner.queues[c].pop_back()
@@ -430,10 +523,10 @@ impl Shared {
             };
             let w = w.expect("pick returns a class with waiters");
             inner.queued -= 1;
-            self.metrics.size[c].set(inner.queues[c].len() as f64);
+            self.sized(inner, c);
             let waited = now.saturating_duration_since(w.enqueued);
             if w.tx.send(Verdict::Admitted(now)).is_ok() {
-                inner.in_flight += 1;
+                self.take(inner, c);
                 self.count(inner, c, QueueResult::Admitted, waited, now);
             } else {
                 self.count(inner, c, QueueResult::Canceled, waited, now);
@@ -445,15 +538,17 @@ impl Shared {
 
     /// A permit comes back; `sample` is (latency, end) when the request ran to its end under
     /// an adaptive limit. Reads the clock only when it has to (adaptive limit, or waiters).
-    fn release(&self, sample: Option<(Duration, Instant)>) {
+    fn release(&self, c: usize, sample: Option<(Duration, Instant)>) {
         let mut g = self.lock();
         let inner = &mut *g;
+        let in_use = self.limit_in_use(inner);
         let in_flight = inner.in_flight;
         inner.in_flight = in_flight.saturating_sub(1);
         self.metrics.in_flight.set(inner.in_flight as f64);
+        inner.running[c] = inner.running[c].saturating_sub(1);
         inner.drain.completed = inner.drain.completed.saturating_add(1);
         if let Some((rtt, end)) = sample {
-            if inner.limiter.update(rtt, in_flight, end) {
+            if inner.limiter.update(rtt, in_flight, in_use, end) {
                 self.metrics.limit.set(inner.limiter.current() as f64);
             }
         }
@@ -476,7 +571,7 @@ impl Shared {
         q.remove(pos);
         inner.queued -= 1;
         reset_if_empty(inner);
-        self.metrics.size[t.class].set(inner.queues[t.class].len() as f64);
+        self.sized(inner, t.class);
         let waited = now.saturating_duration_since(t.enqueued);
         self.count(inner, t.class, result, waited, now);
         true
@@ -500,6 +595,8 @@ impl Shared {
                 ClassSnapshot {
                     priority,
                     queued: inner.queues[c].len(),
+                    in_flight: inner.running[c],
+                    max_in_flight: self.settings.cap(c, inner.limiter.current()),
                     admitted: counts[0],
                     rejected: counts[1],
                     timed_out: counts[2],
@@ -518,7 +615,36 @@ impl Shared {
             queued: inner.queued,
             overloaded: inner.overloaded && inner.queued > 0,
             drain_rate: inner.drain.rate,
+            saturated: self.signal.as_ref().is_some_and(Signal::saturated),
+            runtime_lag: self.signal.as_ref().map_or(Duration::ZERO, Signal::lag),
             classes,
+        }
+    }
+}
+
+impl OnTick for Shared {
+    fn signal(&self) -> &Signal {
+        self.signal
+            .as_ref()
+            .expect("the tick runs only with a signal")
+    }
+
+    /// Saturated: the limit stops growing and, while in use, is cut once per drain. Any change
+    /// of limit or state lets the waiters the new limit allows in.
+    fn on_tick(&self, tick: Tick, now: Instant) {
+        self.metrics.lag.set(self.signal().lag().as_secs_f64());
+        if !tick.saturated && !tick.changed {
+            return;
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        inner.limiter.set_saturated(tick.saturated);
+        if tick.saturated && self.limit_in_use(inner) && inner.limiter.cut(inner.in_flight, now) {
+            self.metrics.limit.set(inner.limiter.current() as f64);
+        }
+        if inner.queued > 0 {
+            self.expire(inner, now);
+            self.dispatch(inner, now);
         }
     }
 }
@@ -545,18 +671,25 @@ fn retry_after(inner: &Inner) -> u64 {
 /// service failed to become ready), it comes back without teaching the limiter anything.
 pub(crate) struct Permit {
     shared: Arc<Shared>,
+    /// The request's class (an index into `Priority::ALL`).
+    class: usize,
     start: Instant,
     /// When the service answered with the response head.
     head: Option<Instant>,
+    /// The head is out: the request no longer counts as waiting for the CPU (pacing).
+    headed: bool,
     done: bool,
 }
 
 impl Permit {
-    fn new(shared: Arc<Shared>, start: Instant) -> Self {
+    fn new(shared: Arc<Shared>, class: usize, start: Instant) -> Self {
+        shared.pressure.head_started(class);
         Self {
             shared,
+            class,
             start,
             head: None,
+            headed: false,
             done: false,
         }
     }
@@ -565,28 +698,43 @@ impl Permit {
     /// the body's transfer, is paced by the client as much as by the service: measured to the
     /// end of the body, one slow reader per interval would hold the limit at its minimum.
     pub(crate) fn head(&mut self) {
+        self.headed();
         if self.shared.settings.adaptive {
             self.head = Some(Instant::now());
         }
+    }
+
+    fn headed(&mut self) {
+        if !self.headed {
+            self.headed = true;
+            self.shared.pressure.head_done(self.class);
+        }
+    }
+
+    /// How many times the body yields before its next chunk (see [`Shared::pace`]).
+    pub(crate) fn pace(&self) -> u8 {
+        self.shared.pace(self.class)
     }
 
     /// The request ran to its end: give the permit back, with its latency (to the response
     /// head) for the limiter.
     pub(crate) fn finish(mut self) {
         self.done = true;
+        self.headed();
         let sample = self.shared.settings.adaptive.then(|| {
             let end = Instant::now();
             let head = self.head.unwrap_or(end);
             (head.saturating_duration_since(self.start), end)
         });
-        self.shared.release(sample);
+        self.shared.release(self.class, sample);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.release(None);
+            self.headed();
+            self.shared.release(self.class, None);
         }
     }
 }
@@ -642,7 +790,7 @@ impl Ticket {
 
     /// Turns an admission verdict into the permit it stands for.
     pub(crate) fn permit(&self, start: Instant) -> Permit {
-        Permit::new(self.shared.clone(), start)
+        Permit::new(self.shared.clone(), self.class, start)
     }
 }
 
@@ -661,6 +809,7 @@ impl Drop for Ticket {
         if let Ok(Verdict::Admitted(_)) = self.rx.try_recv() {
             inner.in_flight = inner.in_flight.saturating_sub(1);
             self.shared.metrics.in_flight.set(inner.in_flight as f64);
+            inner.running[self.class] = inner.running[self.class].saturating_sub(1);
             self.shared.expire(inner, now);
             self.shared.dispatch(inner, now);
         }
@@ -693,5 +842,10 @@ pub(crate) fn describe_metrics() {
         names::CONCURRENCY_LIMIT,
         Unit::Count,
         "The concurrency limit of the priority queue."
+    );
+    describe_gauge!(
+        names::QUEUE_RUNTIME_LAG_SECONDS,
+        Unit::Seconds,
+        "How late the priority queue's periodic tick runs, smoothed: its saturation signal."
     );
 }

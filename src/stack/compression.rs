@@ -30,7 +30,8 @@ impl CompressionConfig {
         let mut b = CompressionLayer::builder()
             .min_size(self.min_size)
             .cpu_budget(self.cpu_budget)
-            .adaptive(self.adaptive);
+            .adaptive(self.adaptive)
+            .step_down_low(self.step_down_low);
         if let Some(names) = &self.prefer {
             b = b.prefer(&algorithms(names)?);
         }

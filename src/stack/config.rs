@@ -166,6 +166,74 @@ pub struct QueueConfig {
     pub default_priority: Priority,
     /// How long a request of each class may wait before it is answered `503`.
     pub max_wait_ms: ClassWaits,
+    /// The share of the limit each class may hold, in (0, 1] (at least one permit). Default:
+    /// 1 for each (no cap).
+    pub class_share: ClassShares,
+    /// Admitted bodies of the lower classes yield before each chunk while a higher class
+    /// waits or has not answered, or while the runtime is saturated. Default: false.
+    pub pacing: bool,
+    /// The runtime-lag saturation signal; absent: none.
+    pub saturation: Option<SaturationConfig>,
+}
+
+/// [`QueueConfig::class_share`]: per class, the share of the limit it may hold. Default: 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassShares {
+    /// `critical` requests.
+    pub critical: f64,
+    /// `high` requests.
+    pub high: f64,
+    /// `normal` requests.
+    pub normal: f64,
+    /// `low` requests.
+    pub low: f64,
+}
+
+impl Default for ClassShares {
+    fn default() -> Self {
+        Self {
+            critical: 1.0,
+            high: 1.0,
+            normal: 1.0,
+            low: 1.0,
+        }
+    }
+}
+
+impl ClassShares {
+    /// The share of class `p`.
+    pub fn of(&self, p: Priority) -> f64 {
+        match p {
+            Priority::Critical => self.critical,
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
+        }
+    }
+}
+
+/// [`QueueConfig::saturation`]: the runtime-lag signal
+/// ([`SaturationSignal`](crate::queue::SaturationSignal)), in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SaturationConfig {
+    /// How often the tick runs. Default: 10.
+    pub interval_ms: u64,
+    /// Smoothed lag from which the runtime is saturated. Default: 5.
+    pub enter_ms: u64,
+    /// Smoothed lag below which it no longer is. Default: 2.
+    pub exit_ms: u64,
+}
+
+impl Default for SaturationConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 10,
+            enter_ms: 5,
+            exit_ms: 2,
+        }
+    }
 }
 
 impl Default for QueueConfig {
@@ -178,6 +246,9 @@ impl Default for QueueConfig {
             route_priority: BTreeMap::new(),
             default_priority: Priority::Normal,
             max_wait_ms: ClassWaits::default(),
+            class_share: ClassShares::default(),
+            pacing: false,
+            saturation: None,
         }
     }
 }
@@ -273,6 +344,9 @@ pub struct CompressionConfig {
     /// feature); a coding left out is never used. Default: every coding compiled in, in that
     /// order.
     pub prefer: Option<Vec<String>>,
+    /// Responses to low-priority requests step down one tier first (fast level, then none).
+    /// Default: true.
+    pub step_down_low: bool,
 }
 
 impl Default for CompressionConfig {
@@ -282,6 +356,7 @@ impl Default for CompressionConfig {
             cpu_budget: 0.5,
             adaptive: true,
             prefer: None,
+            step_down_low: true,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::breaker::CircuitBreakerLayer;
 use crate::cache::ResponseCacheLayer;
 use crate::error::ConfigError;
-use crate::queue::{AdaptiveLimit, DefaultClassifier, Priority, PriorityQueueLayer};
+use crate::queue::{
+    AdaptiveLimit, DefaultClassifier, Priority, PriorityQueueLayer, SaturationSignal,
+};
 use crate::rate_limit::{Quota, RateLimitLayer};
 use crate::route::Route;
 use crate::slow::SlowRequestLayer;
@@ -56,6 +58,8 @@ pub(super) const QUEUE_KEYS: Keys = &[
     ("adaptive_limit", "queue.adaptive"),
     ("queue_capacity", "queue.queue_capacity"),
     ("max_wait", "queue.max_wait_ms"),
+    ("class_share", "queue.class_share"),
+    ("saturation", "queue.saturation"),
 ];
 const BREAKER_KEYS: Keys = &[
     ("count_window", "breaker.window_calls"),
@@ -231,6 +235,16 @@ impl QueueConfig {
             let ms = self.max_wait_ms.of(p);
             positive("queue.max_wait_ms", ms)?;
             b = b.max_wait(p, Duration::from_millis(ms));
+            b = b.class_share(p, self.class_share.of(p));
+        }
+        b = b.pacing(self.pacing);
+        if let Some(s) = &self.saturation {
+            b = b.saturation(
+                SaturationSignal::runtime_lag()
+                    .interval(Duration::from_millis(s.interval_ms))
+                    .enter(Duration::from_millis(s.enter_ms))
+                    .exit(Duration::from_millis(s.exit_ms)),
+            );
         }
         let b = match self.limit {
             Some(limit) => b.limit(limit),

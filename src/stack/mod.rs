@@ -77,8 +77,8 @@ pub use builder::PerfStackBuilder;
 use compression::CompressionLayer;
 pub use compression::PerfService;
 pub use config::{
-    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, ClassWaits, CompressionConfig,
-    PerfConfig, QueueConfig, RateLimitConfig, SlowConfig,
+    AdaptiveAlgorithm, AdaptiveConfig, BreakerConfig, CacheConfig, ClassShares, ClassWaits,
+    CompressionConfig, PerfConfig, QueueConfig, RateLimitConfig, SaturationConfig, SlowConfig,
 };
 
 /// Every layer of the crate, in the order of the design. Made by [`PerfStack::builder`] or
