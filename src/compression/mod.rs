@@ -64,8 +64,8 @@
 //!
 //! # Performance
 //!
-//! Measured with `cargo bench --bench compression` on the shared 2-core machine (figures in the
-//! README's performance section, ratios from one run).
+//! Measured with `cargo bench --bench compression` on the shared 2-core machine (figures in
+//! BENCHMARKS.md, ratios from one run).
 //!
 //! # Example
 //!

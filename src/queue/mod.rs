@@ -126,7 +126,7 @@
 //!
 //! At 4x, critical requests keep 100% success at 1.5x their unloaded p99 and goodput stays at
 //! the capacity; `ConcurrencyLimit` + `LoadShed` sheds every class alike; no limit collapses.
-//! On a busy machine the latency tail follows the CPU, not the queue: the README has the
+//! On a busy machine the latency tail follows the CPU, not the queue: BENCHMARKS.md has the
 //! conditions and the runs that missed the goals.
 
 mod body;
