@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The allocations the stack may add to a request on its hit path, beyond the bare router's.
-const MAX_HIT_ALLOCATIONS: u64 = 14;
+const MAX_HIT_ALLOCATIONS: u64 = 10;
 /// The same on the miss path (a response that is not cacheable).
 const MAX_MISS_ALLOCATIONS: u64 = 26;
 
