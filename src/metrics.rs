@@ -121,7 +121,7 @@ pub const HISTOGRAM_BUCKETS: [(&str, &[f64]); 2] = [
 pub mod names {
     /// Every metric name below, for tools that check dashboards and alert rules against the
     /// crate (a histogram's series add `_bucket`, `_sum` and `_count` to its name).
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         HTTP_SERVER_REQUEST_DURATION_SECONDS,
         HTTP_SERVER_ACTIVE_REQUESTS,
         SLOW_REQUESTS_TOTAL,

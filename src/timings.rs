@@ -87,10 +87,40 @@ struct Shared {
     request: Option<RequestInfo>,
 }
 
+/// How many phases live in the record's own allocation; the rest go to a `Vec`. The stack
+/// records up to three per request (`cache`, `queue`, `compress`), so a request through it
+/// allocates nothing for its phases.
+const INLINE_PHASES: usize = 4;
+
 #[derive(Default)]
 struct Inner {
-    phases: Vec<Phase>,
+    // The first phases, filled in order: a `None` has only `None`s after it.
+    inline: [Option<Phase>; INLINE_PHASES],
+    // The phases after the inline ones, up to `MAX_PHASES` in all.
+    more: Vec<Phase>,
     dropped: u32,
+}
+
+impl Inner {
+    fn iter(&self) -> impl Iterator<Item = &Phase> {
+        self.inline
+            .iter()
+            .map_while(Option::as_ref)
+            .chain(&self.more)
+    }
+
+    fn push(&mut self, phase: Phase) {
+        if let Some(slot) = self.inline.iter_mut().find(|p| p.is_none()) {
+            *slot = Some(phase);
+        } else if INLINE_PHASES + self.more.len() >= MAX_PHASES {
+            self.dropped = self.dropped.saturating_add(1);
+        } else {
+            if self.more.capacity() == 0 {
+                self.more.reserve_exact(4);
+            }
+            self.more.push(phase);
+        }
+    }
 }
 
 /// The request a [`Timings`] record belongs to, as the slow-request log shows it.
@@ -128,15 +158,7 @@ impl Timings {
 
     /// Appends a phase. A name recorded twice appears twice.
     pub fn record(&self, name: impl Into<Cow<'static, str>>, duration: Duration) {
-        let mut inner = self.lock();
-        if inner.phases.len() >= MAX_PHASES {
-            inner.dropped = inner.dropped.saturating_add(1);
-            return;
-        }
-        if inner.phases.capacity() == 0 {
-            inner.phases.reserve_exact(4);
-        }
-        inner.phases.push(Phase {
+        self.lock().push(Phase {
             name: name.into(),
             duration,
         });
@@ -154,7 +176,7 @@ impl Timings {
 
     /// A copy of the phases recorded so far, in the order they were recorded.
     pub fn phases(&self) -> Vec<Phase> {
-        self.lock().phases.clone()
+        self.lock().iter().cloned().collect()
     }
 
     /// How many phases were dropped because the record already held [`MAX_PHASES`].
@@ -164,7 +186,7 @@ impl Timings {
 
     /// Calls `f` with each phase, without copying them.
     pub fn for_each(&self, mut f: impl FnMut(&Phase)) {
-        for p in &self.lock().phases {
+        for p in self.lock().iter() {
             f(p);
         }
     }
@@ -177,7 +199,7 @@ impl Timings {
 
 impl fmt::Debug for Timings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.lock().phases.iter()).finish()
+        f.debug_list().entries(self.lock().iter()).finish()
     }
 }
 

@@ -88,11 +88,11 @@ pub(crate) fn serve<B>(
     } else {
         (
             entry.status,
-            entry.headers.clone(),
+            with_room(&entry.headers),
             (!head_only).then(|| entry.body.clone()),
         )
     };
-    headers.insert(AGE.clone(), HeaderValue::from(age.as_secs()));
+    headers.insert(AGE.clone(), age_value(age.as_secs()));
     let mut ttl = entry.lifetime.as_secs() as i64 - age.as_secs() as i64;
     if served.outcome == CacheOutcome::Stale && ttl > 0 {
         // Served stale before its lifetime ended: soft-purged, so its freshness ended then.
@@ -137,6 +137,58 @@ fn partial(entry: &Entry, ranged: Ranged) -> (StatusCode, HeaderMap, Option<Byte
     headers.insert(header::CONTENT_RANGE, content_range);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     (status, headers, Some(body))
+}
+
+/// A copy of `stored` with room for the fields the layers add to a hit (`Age`,
+/// `Cache-Status`, `Server-Timing`, a rate limit's), so none of them grows the map again: a
+/// clone has no spare room, and the first insert would reallocate it.
+fn with_room(stored: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(stored.len() + 6);
+    // `iter` yields every value of a name; `append` keeps them all.
+    for (name, value) in stored {
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// The digits of 0 to 999 one after the other (`0123...9101112...999`): `Age` values below
+/// 1000 are slices of it, no allocation.
+static AGE_DIGITS: [u8; 2890] = age_digits();
+
+const fn age_digits() -> [u8; 2890] {
+    let mut out = [0u8; 2890];
+    let (mut n, mut pos) = (0usize, 0usize);
+    while n < 1000 {
+        let width = if n < 10 {
+            1
+        } else if n < 100 {
+            2
+        } else {
+            3
+        };
+        let (mut i, mut m) = (width, n);
+        while i > 0 {
+            out[pos + i - 1] = b'0' + (m % 10) as u8;
+            m /= 10;
+            i -= 1;
+        }
+        pos += width;
+        n += 1;
+    }
+    out
+}
+
+/// The `Age` value of `secs`: a static slice below 1000, else formatted.
+fn age_value(secs: u64) -> HeaderValue {
+    let (start, width) = match secs {
+        0..=9 => (secs as usize, 1),
+        10..=99 => (10 + (secs as usize - 10) * 2, 2),
+        100..=999 => (190 + (secs as usize - 100) * 3, 3),
+        _ => return HeaderValue::from(secs),
+    };
+    let digits = &AGE_DIGITS[start..start + width];
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(digits))
+        .unwrap_or_else(|_| HeaderValue::from(secs))
 }
 
 pub(crate) fn bypass<B>(
@@ -222,4 +274,27 @@ pub(crate) fn stale_if_error(entry: &Arc<Entry>) -> Option<Arc<Entry>> {
 /// nothing.
 pub(crate) fn within(stale_for: Duration, window: Duration) -> bool {
     !window.is_zero() && stale_for <= window
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_values_are_the_decimal_seconds() {
+        for secs in (0..1100).chain([9_999, 86_400, u64::MAX]) {
+            assert_eq!(age_value(secs), secs.to_string().as_str(), "{secs}");
+        }
+    }
+
+    #[test]
+    fn a_copy_with_room_keeps_every_value() {
+        let mut stored = HeaderMap::new();
+        stored.append(header::VARY, HeaderValue::from_static("a"));
+        stored.append(header::VARY, HeaderValue::from_static("b"));
+        stored.insert(header::ETAG, HeaderValue::from_static("\"x\""));
+        let copy = with_room(&stored);
+        assert_eq!(copy, stored);
+        assert!(copy.capacity() >= stored.len() + 6);
+    }
 }

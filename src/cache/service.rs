@@ -13,7 +13,7 @@ use super::body::CacheBody;
 use super::directives::CacheControl;
 use super::entry::strip_tags;
 use super::future::ResponseFuture;
-use super::key::is_cacheable_method;
+use super::key::{is_cacheable_method, Primary};
 use super::policy;
 use super::purge::Target;
 use super::refresh::refresh_in_background;
@@ -73,44 +73,48 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // Hits are answered here, synchronously: no origin, no boxed future.
-        if let Some(res) = try_serve(&self.shared, &self.inner, &req) {
-            return ResponseFuture::ready(res);
-        }
+        let primary = match try_serve(&self.shared, &self.inner, &req) {
+            Ok(res) => return ResponseFuture::ready(res),
+            Err(primary) => primary,
+        };
         // The clone takes the place of the service that was polled ready, which goes with the
         // request (tower's usual dance).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::origin(Box::pin(handle(self.shared.clone(), inner, req)))
+        ResponseFuture::origin(Box::pin(handle(self.shared.clone(), inner, req, primary)))
     }
 }
 
 /// Serves `req` from the cache when a stored response may be used without asking the origin:
 /// fresh, acceptable to the request's `max-stale`, or within stale-while-revalidate (which also
-/// starts the background refresh). `None`: the request needs the origin.
+/// starts the background refresh). `Err`: the request needs the origin; with the primary key
+/// when it was computed, so that the origin path does not hash the URL again.
 fn try_serve<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
     svc: &S,
     req: &Request<ReqBody>,
-) -> Option<Response<CacheBody<ResBody>>>
+) -> Result<Response<CacheBody<ResBody>>, Option<Primary>>
 where
     S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: OriginBody,
 {
     if !is_cacheable_method(req.method()) {
-        return None;
+        return Err(None);
     }
     let req_cc = CacheControl::parse_request(req.headers());
     if req_cc.no_store {
-        return None;
+        return Err(None);
     }
     let start = Instant::now();
     let primary = shared.keyer.primary_of(req, shared.key_fn.as_deref());
     let Found::Entry(entry, validity) = lookup_head(shared, primary, req.uri(), req.headers())
     else {
-        return None;
+        return Err(Some(primary));
     };
-    let served = decide_without_origin(&entry, validity, &req_cc, start)?;
+    let Some(served) = decide_without_origin(&entry, validity, &req_cc, start) else {
+        return Err(Some(primary));
+    };
     if let Some(t) = Timings::from_request(req) {
         t.record("cache", start.elapsed());
     }
@@ -123,7 +127,7 @@ where
         super::recompress::on_hit(shared, primary, &entry);
     }
     let head_only = req.method() == Method::HEAD;
-    Some(serve(
+    Ok(serve(
         shared,
         &entry,
         req.headers(),
@@ -149,6 +153,7 @@ async fn handle<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
     mut svc: S,
     req: Request<ReqBody>,
+    primary: Option<Primary>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Origin<ReqBody, ResBody>,
@@ -168,7 +173,7 @@ where
     }
     let timings = Timings::from_request(&req).cloned();
     let (parts, body) = req.into_parts();
-    let primary = shared.keyer.primary(&parts, shared.key_fn.as_deref());
+    let primary = primary.unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
     let mut ctx = RequestCtx::new(shared, parts, primary, req_cc, timings, start);
     let res = if let Some(res) = ctx.lookup() {
         res

@@ -5,7 +5,7 @@
 //! which applies that coding. Both must agree, hence one implementation. It reads the field
 //! values as bytes and never allocates.
 
-use super::header::Cursor;
+use super::header::{is_tchar, trim_ows, Cursor};
 use http::header::ACCEPT_ENCODING;
 use http::HeaderMap;
 
@@ -116,10 +116,49 @@ pub(crate) fn accepts(headers: &HeaderMap, coding: &[u8]) -> bool {
 }
 
 pub(crate) fn negotiate(headers: &HeaderMap, supported: &[Encoding]) -> Option<Encoding> {
-    let mut lines = headers.get_all(ACCEPT_ENCODING).iter().peekable();
-    if lines.peek().is_none() {
+    let mut lines = headers.get_all(ACCEPT_ENCODING).iter();
+    let Some(first) = lines.next() else {
         return Some(Encoding::Identity);
+    };
+    if lines.next().is_none() {
+        if let Some(chosen) = negotiate_plain(first.as_bytes(), supported) {
+            return chosen;
+        }
     }
+    negotiate_weighted(headers, supported)
+}
+
+/// [`negotiate`] for the field browsers and tools send: one line of bare coding names
+/// (`gzip, deflate, br, zstd`), every one weighing 1, so the first of `supported` named wins,
+/// else `identity`. A tenth of the general parse; `None` when the line has anything more
+/// (parameters, `*`, a malformed member), which the general parse handles.
+fn negotiate_plain(line: &[u8], supported: &[Encoding]) -> Option<Option<Encoding>> {
+    let mut named = [false; 5];
+    for member in line.split(|&b| b == b',') {
+        let name = trim_ows(member);
+        if name.is_empty() {
+            continue;
+        }
+        if name == b"*" || !name.iter().all(|&b| is_tchar(b)) {
+            return None;
+        }
+        if let Some(e) = Encoding::from_name(name) {
+            named[e.index()] = true;
+        }
+    }
+    // An unnamed `identity` is still acceptable, below every named coding.
+    let chosen = supported
+        .iter()
+        .copied()
+        .chain(std::iter::once(Encoding::Identity))
+        .find(|e| named[e.index()])
+        .unwrap_or(Encoding::Identity);
+    Some(Some(chosen))
+}
+
+/// [`negotiate`] in general: weights, `*`, several lines.
+fn negotiate_weighted(headers: &HeaderMap, supported: &[Encoding]) -> Option<Encoding> {
+    let lines = headers.get_all(ACCEPT_ENCODING).iter();
     let mut prefs = Preferences::default();
     let mut any_entry = false;
     for line in lines {
@@ -431,6 +470,18 @@ mod tests {
             }
             if let Some(chosen) = negotiate(&map, &supported) {
                 prop_assert!(chosen == Identity || supported.contains(&chosen));
+            }
+        }
+
+        #[test]
+        fn the_plain_path_agrees_with_the_general_one(
+            s in "([a-zA-Z*-]{0,8}( ?; ?[qQa-z]{0,2}=[0-9.\"]{0,6})?[ ,\t]{0,3}){0,6}",
+            supported in prop::collection::vec(prop::sample::select(&Encoding::ALL[..]), 0..6),
+        ) {
+            let mut map = HeaderMap::new();
+            map.insert(ACCEPT_ENCODING, HeaderValue::from_str(&s).unwrap());
+            if let Some(plain) = negotiate_plain(s.as_bytes(), &supported) {
+                prop_assert_eq!(plain, negotiate_weighted(&map, &supported));
             }
         }
 
