@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Extension;
 use axum::Router;
+use common::demo::{eventually, start_demo};
 use common::{client, serve, serve_with_peer};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
@@ -648,43 +649,33 @@ fn figures(dom: &str) -> BTreeMap<String, String> {
     map
 }
 
-/// Asserts that what the page shows is what the server's snapshot says.
-fn assert_page_matches(page: &BTreeMap<String, String>, snap: &Value) {
-    let number = |key: &str| -> f64 {
+/// A figure of the page as a number, and a check that it equals a snapshot's value.
+fn numbers(page: &BTreeMap<String, String>) -> impl Fn(&str, &Value) + '_ {
+    move |key: &str, want: &Value| {
         let v = page
             .get(key)
             .unwrap_or_else(|| panic!("page has no {key}: {page:#?}"));
-        v.parse().unwrap_or_else(|_| panic!("{key} = {v:?}"))
-    };
-    let same = |key: &str, want: &Value| {
+        let got: f64 = v.parse().unwrap_or_else(|_| panic!("{key} = {v:?}"));
         let want = want
             .as_f64()
             .unwrap_or_else(|| panic!("snapshot {key}: {want}"));
-        assert_eq!(number(key), want, "{key}");
-    };
+        assert_eq!(got, want, "{key}");
+    }
+}
+
+/// Asserts that the page's counters (figures that only change with traffic: totals per route,
+/// cache outcomes, rate-limit decisions, breaker states, the slow log) are the server's
+/// snapshot's, and that the page ran without a script error.
+fn assert_counters_match(page: &BTreeMap<String, String>, snap: &Value) {
+    let same = numbers(page);
     for r in snap["latency"]["routes"].as_array().unwrap() {
         let k = format!("route:{}:", r["route"].as_str().unwrap());
-        for (field, value) in [
-            ("count", &r["window"]["count"]),
-            ("errors", &r["window"]["errors"]),
-            ("p50", &r["window"]["p50_ms"]),
-            ("p95", &r["window"]["p95_ms"]),
-            ("p99", &r["window"]["p99_ms"]),
-            ("total", &r["total"]["count"]),
-            ("total_errors", &r["total"]["errors"]),
-        ] {
-            same(&format!("{k}{field}"), value);
-        }
+        same(&format!("{k}total"), &r["total"]["count"]);
+        same(&format!("{k}total_errors"), &r["total"]["errors"]);
     }
     let cache = &snap["cache"];
-    for field in ["hits", "misses", "stale", "hit_ratio"] {
+    for field in ["hits", "misses", "stale"] {
         same(&format!("cache.memory.{field}"), &cache[field]);
-    }
-    for field in ["entries", "bytes", "evicted_size"] {
-        same(&format!("cache.{field}"), &cache[field]);
-    }
-    for field in ["limit", "in_flight", "queued"] {
-        same(&format!("queue.{field}"), &snap["queue"][field]);
     }
     for field in ["allowed", "limited", "bypassed"] {
         same(&format!("rate_limit.{field}"), &snap["rate_limit"][field]);
@@ -701,21 +692,52 @@ fn assert_page_matches(page: &BTreeMap<String, String>, snap: &Value) {
     for b in snap["breakers"]["breakers"].as_array().unwrap() {
         let k = format!("breaker:{}:", b["key"].as_str().unwrap());
         assert_eq!(page[&format!("{k}state")], b["state"].as_str().unwrap());
+    }
+    assert_eq!(page["body.errors"], "0", "script errors on the page");
+}
+
+/// Asserts that what the page shows is what the server's snapshot says: its counters, and the
+/// figures that also move with time (window percentiles, cache size, queue, failure rates).
+fn assert_page_matches(page: &BTreeMap<String, String>, snap: &Value) {
+    assert_counters_match(page, snap);
+    let same = numbers(page);
+    for r in snap["latency"]["routes"].as_array().unwrap() {
+        let k = format!("route:{}:", r["route"].as_str().unwrap());
+        for (field, value) in [
+            ("count", &r["window"]["count"]),
+            ("errors", &r["window"]["errors"]),
+            ("p50", &r["window"]["p50_ms"]),
+            ("p95", &r["window"]["p95_ms"]),
+            ("p99", &r["window"]["p99_ms"]),
+        ] {
+            same(&format!("{k}{field}"), value);
+        }
+    }
+    let cache = &snap["cache"];
+    same("cache.memory.hit_ratio", &cache["hit_ratio"]);
+    for field in ["entries", "bytes", "evicted_size"] {
+        same(&format!("cache.{field}"), &cache[field]);
+    }
+    for field in ["limit", "in_flight", "queued"] {
+        same(&format!("queue.{field}"), &snap["queue"][field]);
+    }
+    for b in snap["breakers"]["breakers"].as_array().unwrap() {
+        let k = format!("breaker:{}:", b["key"].as_str().unwrap());
         same(&format!("{k}failure_rate"), &b["failure_rate"]);
     }
     assert_eq!(
         page["compression.tier"],
         snap["compression"]["tier"].as_str().unwrap()
     );
-    assert_eq!(page["body.errors"], "0", "script errors on the page");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_shows_the_live_figures_in_chromium() {
-    // Skipped only when asked to: a missing browser is a failure, not a pass.
+/// The Chromium binary for a browser test, or `None` when `TOWER_PERF_SKIP_BROWSER` asks to
+/// skip it; fails when there is none or it cannot start (a missing browser is a failure, not a
+/// pass).
+async fn browser() -> Option<&'static str> {
     if std::env::var_os("TOWER_PERF_SKIP_BROWSER").is_some() {
         eprintln!("SKIPPED: TOWER_PERF_SKIP_BROWSER is set");
-        return;
+        return None;
     }
     let bin = chromium().expect(
         "no chromium: scripts/test.sh installs Debian's `chromium` \
@@ -724,6 +746,14 @@ async fn the_page_shows_the_live_figures_in_chromium() {
     browse(bin, "about:blank", &[])
         .await
         .unwrap_or_else(|e| panic!("{bin} cannot start here (--headless --no-sandbox): {e}"));
+    Some(bin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_live_figures_in_chromium() {
+    let Some(bin) = browser().await else {
+        return;
+    };
     let app = start(
         AdminAuthLayer::loopback_only(),
         Duration::from_millis(200),
@@ -810,4 +840,148 @@ async fn the_page_shows_the_live_figures_in_chromium() {
         .unwrap();
     assert!(shot.exists(), "no screenshot at {}", shot.display());
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// The console of the demo server itself (the real binary, in its own process, as users run
+/// it), in Chromium: the figures on the page are the demo's snapshot, they follow the traffic
+/// driven at the demo, and the purge form reaches the demo's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_console_follows_its_traffic_in_chromium() {
+    let Some(bin) = browser().await else {
+        return;
+    };
+    let c = client();
+    let (_demo, base) = start_demo(&c, &[]).await;
+    let console = format!("{base}/admin/console");
+    let snapshot = || async {
+        let r = c.get(format!("{console}/snapshot")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the console's snapshot from loopback");
+        r.json::<Value>().await.unwrap()
+    };
+    // The start-up warm-up (five list pages and the dashboard: six misses, stored) is over.
+    let warmed = eventually(Duration::from_secs(30), async || {
+        (snapshot().await["cache"]["misses"].as_u64()? >= 6).then_some(())
+    })
+    .await;
+    assert!(warmed.is_some(), "the demo's warm-up did not finish");
+
+    // Page 7 (not warmed): a miss, then a hit; the dashboard past the cache: 50 ms, slow.
+    let page7 = format!("{base}/api/v1/properties?page=7");
+    for _ in 0..2 {
+        assert_eq!(c.get(&page7).send().await.unwrap().status(), 200);
+    }
+    let dashboard = c
+        .get(format!("{base}/api/v1/dashboard"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+
+    let first = figures(
+        &browse(bin, &format!("{console}?frames=2"), &[])
+            .await
+            .unwrap(),
+    );
+    assert_counters_match(&first, &snapshot().await);
+    assert_eq!(first["slow:0:path"], "/api/v1/dashboard", "{first:#?}");
+    let route = "route:/api/v1/properties:total";
+    let before: u64 = first[route].parse().unwrap();
+    let hits: u64 = first["cache.memory.hits"].parse().unwrap();
+    assert!(hits >= 1, "{first:#?}");
+
+    // Three more hits: the page follows. Its purge form purges the `properties` tag.
+    for _ in 0..3 {
+        assert_eq!(c.get(&page7).send().await.unwrap().status(), 200);
+    }
+    let url = format!("{console}?frames=2&purge-tag=properties");
+    let second = figures(&browse(bin, &url, &[]).await.unwrap());
+    assert_counters_match(&second, &snapshot().await);
+    assert_eq!(second[route].parse::<u64>().unwrap(), before + 3);
+    assert_eq!(
+        second["cache.memory.hits"].parse::<u64>().unwrap(),
+        hits + 3
+    );
+    assert_eq!(
+        second.get("control:purge").map(String::as_str),
+        Some("200"),
+        "the page's purge form answered: {second:#?}"
+    );
+    let misses = snapshot().await["cache"]["misses"].as_u64().unwrap();
+    let after = c.get(&page7).send().await.unwrap();
+    assert_eq!(after.status(), 200);
+    let status = after.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(!status.contains("hit"), "purged from the page: {status}");
+    assert_eq!(
+        snapshot().await["cache"]["misses"].as_u64().unwrap(),
+        misses + 1,
+        "purged from the page"
+    );
+}
+
+/// The demo's admin security and health checks, on the real binary: with `ADMIN_TOKEN` set,
+/// every admin route (the console, its controls, the stats, the purge and the fault switch)
+/// answers `401` with `WWW-Authenticate` without the token and `403` with a wrong one, while
+/// `/health` and `/ready` answer anyone; `/health` reports an open breaker and the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_guards_its_admin_routes_and_reports_its_health() {
+    let c = client();
+    let (_demo, base) = start_demo(&c, &[("ADMIN_TOKEN", TOKEN)]).await;
+    let admin = [
+        c.get(format!("{base}/admin/console")),
+        c.get(format!("{base}/admin/console/snapshot")),
+        c.get(format!("{base}/admin/console/events")),
+        c.get(format!("{base}/admin/stats")),
+        c.post(format!("{base}/admin/cache/purge"))
+            .json(&json!({ "tags": ["properties"] })),
+        c.put(format!("{base}/admin/payments/fault"))
+            .json(&json!({ "failure_rate": 1.0 })),
+    ];
+    for req in admin {
+        let anonymous = req.try_clone().unwrap().send().await.unwrap();
+        let what = format!("{} {}", anonymous.url().path(), anonymous.status());
+        assert_eq!(anonymous.status(), 401, "{what}");
+        let challenge = anonymous.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{what}: {challenge}");
+        let wrong = req.try_clone().unwrap().bearer_auth("not-it").send().await;
+        assert_eq!(wrong.unwrap().status(), 403, "{what}");
+    }
+
+    let health = || async {
+        let r = c.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "/health answers anyone");
+        r.json::<Value>().await.unwrap()
+    };
+    let h = health().await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["breakers"]["open"], json!([]), "{h}");
+    assert!(h["queue"]["limit"].as_u64().unwrap() >= 1, "{h}");
+    assert_eq!(h["queue"]["saturated"], false, "{h}");
+    assert!(h["redis"].is_null(), "no REDIS_URL: {h}");
+    let ready = c.get(format!("{base}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<Value>().await.unwrap()["ready"], true);
+
+    // With the token, the payment provider fails and the route's breaker opens.
+    let fault = c
+        .put(format!("{base}/admin/payments/fault"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "failure_rate": 1.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fault.status(), 200);
+    let mut statuses = Vec::new();
+    while statuses.last() != Some(&503) && statuses.len() < 60 {
+        let r = c.get(format!("{base}/api/v1/payments/2/status")).send();
+        statuses.push(r.await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.last(), Some(&503), "breaker open: {statuses:?}");
+    let h = health().await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(
+        h["breakers"]["open"],
+        json!(["/api/v1/payments/{id}/status"]),
+        "{h}"
+    );
 }

@@ -19,10 +19,11 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::demo::{eventually, free_port, start_demo, Proc};
 
 use serde_json::Value;
 use tower_perf::metrics::names;
@@ -281,156 +282,6 @@ async fn cache_hit_ratio_counts_cacheable_requests_only() {
     assert!((stats.hit_ratio - 0.5).abs() < 1e-9, "{stats:?}");
 }
 
-/// A child process stopped (by PID) and waited for when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Waits (60 s at most) until `url` answers 2xx; fails if the process exits first.
-    async fn wait_until_ok(&mut self, client: &reqwest::Client, url: &str) {
-        let up = eventually(Duration::from_secs(60), async || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited early: {status}", self.name);
-            }
-            get_ok(client, url).await.then_some(())
-        })
-        .await;
-        assert!(up.is_some(), "{} did not answer on {url}", self.name);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// The features this test was built with, for building the demo the same way (so the crate is
-/// not compiled again).
-fn features() -> String {
-    let on = [
-        ("default", cfg!(feature = "default")),
-        ("full", cfg!(feature = "full")),
-        ("axum", cfg!(feature = "axum")),
-        ("tower-http", cfg!(feature = "tower-http")),
-        ("redis", cfg!(feature = "redis")),
-        ("redis-rustls", cfg!(feature = "redis-rustls")),
-        ("compression-zstd", cfg!(feature = "compression-zstd")),
-        ("compression-br", cfg!(feature = "compression-br")),
-        ("compression-gzip", cfg!(feature = "compression-gzip")),
-        ("compression-deflate", cfg!(feature = "compression-deflate")),
-        ("compression-native", cfg!(feature = "compression-native")),
-    ];
-    let list: Vec<&str> = on.iter().filter(|f| f.1).map(|f| f.0).collect();
-    list.join(",")
-}
-
-/// Builds the demo server with this test's features, profile and target directory, and
-/// returns its path.
-fn build_demo() -> PathBuf {
-    // This test runs as <target dir>/<profile dir>/deps/monitoring-<hash>.
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let target_dir = profile_dir.parent().expect("target dir");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(name) => name,
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--example", "demo_server"])
-        .args(["--manifest-path", manifest, "--profile", profile])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .args(["--no-default-features", "--features", &features()]);
-    // The variables cargo sets for this test's run describe this package: build scripts that
-    // watch them (ring's `rerun-if-env-changed=CARGO_PKG_NAME`, ...) would run again, and the
-    // next `cargo test` would rebuild them once more.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_the_test = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-            || [
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&&*name)
-            || name == "OUT_DIR";
-        if set_for_the_test {
-            cmd.env_remove(&*name);
-        }
-    }
-    let status = cmd.status().expect("cargo");
-    assert!(status.success(), "cargo build --example demo_server failed");
-    let demo = profile_dir.join("examples/demo_server");
-    assert!(demo.exists(), "{} missing after the build", demo.display());
-    demo
-}
-
-/// Polls `check` every 250 ms until it gives a value or `limit` passes.
-async fn eventually<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn get_ok(client: &reqwest::Client, url: &str) -> bool {
-    client
-        .get(url)
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
-
-/// Starts the demo on a free port; `redis_url` turns on its Redis tier and shared quota.
-async fn start_demo(client: &reqwest::Client, redis_url: Option<String>) -> (Proc, String) {
-    let port = free_port();
-    let mut cmd = Command::new(build_demo());
-    cmd.env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        // The dashboard (a 50 ms query) counts as slow.
-        .env("SLOW_THRESHOLD_MS", "10")
-        .env("RUST_LOG", "error,tower_http=off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if let Some(url) = redis_url {
-        cmd.env("REDIS_URL", url);
-    }
-    let mut demo = Proc {
-        name: "demo_server",
-        child: cmd.spawn().expect("demo_server"),
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    demo.wait_until_ok(client, &format!("{base}/health")).await;
-    (demo, base)
-}
-
 /// Starts Prometheus on a free port, scraping `target` every second, with the shipped alert
 /// rules evaluated every second and their `for:` durations cut to 0s (so an alert is active at
 /// its first evaluation).
@@ -556,12 +407,13 @@ async fn set_fault(client: &reqwest::Client, base: &str, failure_rate: f64, late
     assert!(fault.status().is_success(), "fault: {}", fault.status());
 }
 
-/// Queue waits: more payment calls at once than the queue's limit (64), each holding its
-/// permit for 300 ms (under the breaker's slow-call threshold, 800 ms, and the critical class's
-/// queue deadline, 1 s): the calls past the limit wait for a permit.
+/// Queue waits: more payment calls at once (30) than the demo's adaptive limit admits (it starts
+/// at 20 and never goes below 8), each holding its permit for 100 ms: the calls past the limit
+/// wait for a permit, at most four rounds (400 ms), well inside the critical class's queue
+/// deadline (1 s) and the breaker's slow-call threshold (800 ms), so none is shed.
 async fn make_queue_waits(client: &reqwest::Client, base: &str) {
-    set_fault(client, base, 0.0, 300).await;
-    let statuses = burst(client, 80, &format!("{base}/api/v1/payments/1/status"), &[]).await;
+    set_fault(client, base, 0.0, 100).await;
+    let statuses = burst(client, 30, &format!("{base}/api/v1/payments/1/status"), &[]).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
 
@@ -668,10 +520,12 @@ async fn every_panel_has_data_and_the_breaker_alert_fires() {
     #[cfg(feature = "redis")]
     let redis = common::redis::RedisServer::start();
     #[cfg(feature = "redis")]
-    let redis_url = Some(redis.url());
+    let url = redis.url();
+    #[cfg(feature = "redis")]
+    let env = [("REDIS_URL", url.as_str())];
     #[cfg(not(feature = "redis"))]
-    let redis_url = None;
-    let (_demo, demo) = start_demo(&client, redis_url).await;
+    let env = [];
+    let (_demo, demo) = start_demo(&client, &env).await;
     let dir = std::env::temp_dir().join(format!("tower-perf-monitoring-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let target = demo.trim_start_matches("http://").to_owned();

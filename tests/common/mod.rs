@@ -65,5 +65,6 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
         .expect("body")
 }
 pub mod alloc;
+pub mod demo;
 pub mod redis;
 pub mod topology;
