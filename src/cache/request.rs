@@ -314,10 +314,14 @@ impl RequestCtx {
             Found::Entry(entry, _) => Some(entry),
             _ => None,
         };
-        let mut origin_parts = clone_parts(&self.parts);
-        if let Some(entry) = &stale {
-            policy::add_validators(&entry.headers, &mut origin_parts.headers);
-        }
+        let origin_parts = match &stale {
+            Some(entry) => {
+                let mut parts = clone_parts(&self.parts);
+                policy::add_validators(&entry.headers, &mut parts.headers);
+                parts
+            }
+            None => self.origin_head(),
+        };
         let mut ex = Exchange::start(&self.shared, fwd);
         let result = svc.call(Request::from_parts(origin_parts, body)).await;
         ex.response_time = std::time::SystemTime::now();
@@ -337,6 +341,24 @@ impl RequestCtx {
             Some(entry) => self.revalidated(svc, res, entry, ex).await,
             None => Forwarded::Origin(res, ex),
         }
+    }
+
+    /// The head of the origin request on a miss with nothing stored to revalidate. The
+    /// extensions go with it instead of being copied when nothing after the forward reads them
+    /// (only the key and TTL hooks and route TTLs do; a revalidation's re-fetch does too, but
+    /// there is none without a stored entry).
+    fn origin_head(&mut self) -> Parts {
+        let shared = &self.shared;
+        if shared.key_fn.is_some() || shared.ttl_fn.is_some() || !shared.route_ttls.is_empty() {
+            return clone_parts(&self.parts);
+        }
+        let mut head = Request::new(());
+        *head.method_mut() = self.parts.method.clone();
+        *head.uri_mut() = self.parts.uri.clone();
+        *head.version_mut() = self.parts.version;
+        *head.headers_mut() = self.parts.headers.clone();
+        *head.extensions_mut() = std::mem::take(&mut self.parts.extensions);
+        head.into_parts().0
     }
 
     /// Phase 4, the origin's answer to a revalidation: a failure serves the entry

@@ -73,47 +73,55 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // Hits are answered here, synchronously: no origin, no boxed future.
-        let primary = match try_serve(&self.shared, &self.inner, &req) {
+        let miss = match try_serve(&self.shared, &self.inner, &req) {
             Ok(res) => return ResponseFuture::ready(res),
-            Err(primary) => primary,
+            Err(miss) => miss,
         };
         // The clone takes the place of the service that was polled ready, which goes with the
         // request (tower's usual dance).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::origin(Box::pin(handle(self.shared.clone(), inner, req, primary)))
+        ResponseFuture::origin(Box::pin(handle(self.shared.clone(), inner, req, miss)))
     }
 }
 
 /// Serves `req` from the cache when a stored response may be used without asking the origin:
 /// fresh, acceptable to the request's `max-stale`, or within stale-while-revalidate (which also
-/// starts the background refresh). `Err`: the request needs the origin; with the primary key
-/// when it was computed, so that the origin path does not hash the URL again.
+/// starts the background refresh). `Err`: the request needs the origin; with what was worked
+/// out on the way, so that the origin path does not hash the URL or parse the request's
+/// `Cache-Control` again.
 fn try_serve<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
     svc: &S,
     req: &Request<ReqBody>,
-) -> Result<Response<CacheBody<ResBody>>, Option<Primary>>
+) -> Result<Response<CacheBody<ResBody>>, Miss>
 where
     S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: OriginBody,
 {
     if !is_cacheable_method(req.method()) {
-        return Err(None);
+        return Err(Miss::default());
     }
     let req_cc = CacheControl::parse_request(req.headers());
     if req_cc.no_store {
-        return Err(None);
+        return Err(Miss {
+            primary: None,
+            req_cc: Some(req_cc),
+        });
     }
     let start = Instant::now();
     let primary = shared.keyer.primary_of(req, shared.key_fn.as_deref());
+    let miss = Miss {
+        primary: Some(primary),
+        req_cc: Some(req_cc),
+    };
     let Found::Entry(entry, validity) = lookup_head(shared, primary, req.uri(), req.headers())
     else {
-        return Err(Some(primary));
+        return Err(miss);
     };
     let Some(served) = decide_without_origin(&entry, validity, &req_cc, start) else {
-        return Err(Some(primary));
+        return Err(miss);
     };
     if let Some(t) = Timings::from_request(req) {
         t.record("cache", start.elapsed());
@@ -137,6 +145,15 @@ where
     ))
 }
 
+/// What [`try_serve`] worked out before it found the request needs the origin.
+#[derive(Default)]
+struct Miss {
+    /// The primary key, when computed.
+    primary: Option<Primary>,
+    /// The request's `Cache-Control`, when parsed.
+    req_cc: Option<CacheControl>,
+}
+
 fn clone_request_head<B>(req: &Request<B>) -> Request<()> {
     let mut head = Request::new(());
     *head.method_mut() = req.method().clone();
@@ -153,7 +170,7 @@ async fn handle<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
     mut svc: S,
     req: Request<ReqBody>,
-    primary: Option<Primary>,
+    miss: Miss,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Origin<ReqBody, ResBody>,
@@ -165,7 +182,9 @@ where
     if !is_cacheable_method(req.method()) {
         return forward_uncacheable(&shared, &mut svc, req).await;
     }
-    let req_cc = CacheControl::parse_request(req.headers());
+    let req_cc = miss
+        .req_cc
+        .unwrap_or_else(|| CacheControl::parse_request(req.headers()));
     if req_cc.no_store {
         let mut res = svc.call(req).await?;
         strip_tags(&shared, res.headers_mut());
@@ -173,7 +192,9 @@ where
     }
     let timings = Timings::from_request(&req).cloned();
     let (parts, body) = req.into_parts();
-    let primary = primary.unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
+    let primary = miss
+        .primary
+        .unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
     let mut ctx = RequestCtx::new(shared, parts, primary, req_cc, timings, start);
     let res = if let Some(res) = ctx.lookup() {
         res

@@ -169,11 +169,25 @@ fn is_sf_token(s: &[u8]) -> bool {
     let Some((&first, rest)) = s.split_first() else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == b'*')
-        && rest
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b":/!#$%&'*+-.^_`|~".contains(&b))
+    (first.is_ascii_alphabetic() || first == b'*') && rest.iter().all(|&b| TOKEN_REST[b as usize])
 }
+
+/// The bytes allowed after the first of an `sf-token`: `tchar / ":" / "/"`, by byte value.
+static TOKEN_REST: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b":/!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Writes a decimal integer without going through `fmt`.
 fn push_integer(buf: &mut Vec<u8>, value: i64) {
