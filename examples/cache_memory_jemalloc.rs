@@ -12,7 +12,8 @@
 mod experiment;
 
 #[global_allocator]
-static ALLOCATOR: experiment::Counting<tikv_jemallocator::Jemalloc> = experiment::Counting(tikv_jemallocator::Jemalloc);
+static ALLOCATOR: experiment::Counting<tikv_jemallocator::Jemalloc> =
+    experiment::Counting(tikv_jemallocator::Jemalloc);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     experiment::main("jemalloc")

@@ -12,7 +12,8 @@
 mod experiment;
 
 #[global_allocator]
-static ALLOCATOR: experiment::Counting<mimalloc::MiMalloc> = experiment::Counting(mimalloc::MiMalloc);
+static ALLOCATOR: experiment::Counting<mimalloc::MiMalloc> =
+    experiment::Counting(mimalloc::MiMalloc);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     experiment::main("mimalloc")
