@@ -1,7 +1,7 @@
 //! Does the cache's memory match its budget? Churns unique URLs of about 23 KB of identity JSON
 //! through a [`PerfStack`] whose cache holds `MAX_MB` MiB, and prints, every interval, the
 //! requests/s, the process's RSS and its growth since the churn began (as a multiple of the
-//! budget), the heap bytes live (a counting allocator around the system one) and the bytes
+//! budget), the heap bytes live (a counting allocator around the one measured) and the bytes
 //! and entries the cache reports.
 //!
 //! One process: an axum server on loopback and `CONNS` clients asking `/items/{n}` with a
