@@ -352,13 +352,8 @@ impl RequestCtx {
         if shared.key_fn.is_some() || shared.ttl_fn.is_some() || !shared.route_ttls.is_empty() {
             return clone_parts(&self.parts);
         }
-        let mut head = Request::new(());
-        *head.method_mut() = self.parts.method.clone();
-        *head.uri_mut() = self.parts.uri.clone();
-        *head.version_mut() = self.parts.version;
-        *head.headers_mut() = self.parts.headers.clone();
-        *head.extensions_mut() = std::mem::take(&mut self.parts.extensions);
-        head.into_parts().0
+        let extensions = std::mem::take(&mut self.parts.extensions);
+        head_of(&self.parts, extensions)
     }
 
     /// Phase 4, the origin's answer to a revalidation: a failure serves the entry
@@ -771,12 +766,18 @@ pub(crate) fn coalescible(parts: &Parts) -> bool {
 }
 
 pub(crate) fn clone_parts(parts: &Parts) -> Parts {
+    head_of(parts, parts.extensions.clone())
+}
+
+/// A copy of `parts`' method, URI, version and headers, with `extensions` (`Parts` has no
+/// public constructor).
+pub(crate) fn head_of(parts: &Parts, extensions: http::Extensions) -> Parts {
     let mut req = Request::new(());
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
-    *req.extensions_mut() = parts.extensions.clone();
+    *req.extensions_mut() = extensions;
     req.into_parts().0
 }
 

@@ -1,7 +1,7 @@
 //! The `Cache-Status` response header (RFC 9211): what the cache did with a request, as one
 //! member of a Structured Field list (RFC 8941).
 
-use crate::util::header::trim_ows;
+use crate::util::header::{is_tchar, trim_ows};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 
@@ -169,25 +169,9 @@ fn is_sf_token(s: &[u8]) -> bool {
     let Some((&first, rest)) = s.split_first() else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == b'*') && rest.iter().all(|&b| TOKEN_REST[b as usize])
+    (first.is_ascii_alphabetic() || first == b'*')
+        && rest.iter().all(|&b| is_tchar(b) || b == b':' || b == b'/')
 }
-
-/// The bytes allowed after the first of an `sf-token`: `tchar / ":" / "/"`, by byte value.
-static TOKEN_REST: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let extra = b":/!#$%&'*+-.^_`|~";
-    let mut i = 0;
-    while i < extra.len() {
-        table[extra[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
 
 /// Writes a decimal integer without going through `fmt`.
 fn push_integer(buf: &mut Vec<u8>, value: i64) {
