@@ -258,6 +258,50 @@ async fn cacheable_get_is_a_miss_then_a_hit_then_stale_after_its_max_age() {
 // 2. Coalescing
 // ---------------------------------------------------------------------------------------------
 
+/// The outcome as an extension, for layers outside the cache: only when asked for. A layer
+/// around the cache copies what it finds into a header the client can read.
+#[tokio::test(start_paused = true)]
+async fn the_outcome_extension_is_there_only_when_asked_for() {
+    use tower_perf::cache::CacheOutcome;
+    async fn run(cache: ResponseCacheLayer) -> Vec<Option<String>> {
+        let app = Router::new()
+            .route("/page", get(counted(PUBLIC_60)))
+            .layer(cache)
+            .layer(axum::middleware::map_response(
+                |mut res: Response| async move {
+                    let seen = res.extensions().get::<CacheOutcome>().copied();
+                    if let Some(outcome) = seen {
+                        let value = format!("{outcome:?}").parse().unwrap();
+                        res.headers_mut().insert("x-outcome", value);
+                    }
+                    res
+                },
+            ))
+            .with_state(Calls::default());
+        let url = format!("http://{}/page", serve(app).await);
+        let client = client();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            seen.push(
+                get_url(&client, &url)
+                    .await
+                    .header("x-outcome")
+                    .map(str::to_owned),
+            );
+        }
+        seen
+    }
+    let on = ResponseCacheLayer::builder()
+        .outcome_extension(true)
+        .build()
+        .unwrap();
+    assert_eq!(
+        run(on).await,
+        [Some("Miss".to_owned()), Some("Hit".to_owned())]
+    );
+    assert_eq!(run(ResponseCacheLayer::new()).await, [None, None]);
+}
+
 async fn slow_origin(State(calls): State<Calls>) -> Response {
     let n = calls.inc();
     tokio::time::sleep(Duration::from_millis(100)).await;

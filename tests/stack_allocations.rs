@@ -46,9 +46,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The allocations the stack may add to a request on its hit path, beyond the bare router's.
-const MAX_HIT_ALLOCATIONS: u64 = 10;
+const MAX_HIT_ALLOCATIONS: u64 = 6;
 /// The same on the miss path (a response that is not cacheable).
-const MAX_MISS_ALLOCATIONS: u64 = 20;
+const MAX_MISS_ALLOCATIONS: u64 = 15;
 
 const BODY: &str = "Hello, World!";
 

@@ -74,6 +74,7 @@ pub struct ResponseCacheBuilder {
     redis_seed: Option<u64>,
     #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
     recompress_hot: Option<u32>,
+    outcome_extension: bool,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -105,6 +106,7 @@ impl Default for ResponseCacheBuilder {
             redis_seed: None,
             #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
             recompress_hot: None,
+            outcome_extension: false,
         }
     }
 }
@@ -244,6 +246,15 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Put the [`CacheOutcome`](super::CacheOutcome) of every response in its extensions, for
+    /// layers outside the cache (and handlers' tests) to read. Off by default: the outcome is
+    /// already in the `Cache-Status` header, and a response extension costs every request an
+    /// extension map (three allocations on a response that had none).
+    pub fn outcome_extension(mut self, on: bool) -> Self {
+        self.outcome_extension = on;
+        self
+    }
+
     /// Coalesce concurrent misses on one key into one origin request (on by default); the
     /// others wait at most `timeout` for it, then go to the origin themselves.
     pub fn coalesce(mut self, on: bool, timeout: Duration) -> Self {
@@ -366,6 +377,7 @@ impl ResponseCacheBuilder {
             tag_header: self.tag_header,
             name: name.clone().into_boxed_str(),
             coalesce: self.coalesce,
+            outcome_extension: self.outcome_extension,
             coalesce_timeout: self.coalesce_timeout,
             counters: Counters::default(),
             #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]

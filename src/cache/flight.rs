@@ -7,7 +7,7 @@
 //! `Drop`), and the waiters go to the origin themselves.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -23,7 +23,21 @@ pub(crate) enum Landing {
 
 const SHARDS: usize = 64;
 
-type Shard = Mutex<HashMap<u64, watch::Receiver<Landing>, foldhash::fast::RandomState>>;
+/// A flight in progress. Its channel is made by the first follower: a miss that nobody waits
+/// for (most of them) costs a map entry, not a channel.
+struct Flight {
+    id: u64,
+    tx: Option<watch::Sender<Landing>>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    flights: HashMap<u64, Flight, foldhash::fast::RandomState>,
+    // Ids of this shard's flights, so a leader only ever removes its own.
+    next_id: u64,
+}
+
+type Shard = Mutex<ShardState>;
 
 /// The flights in progress, sharded so that unrelated keys never contend on one lock.
 pub(crate) struct Flights {
@@ -43,23 +57,28 @@ impl Flights {
         })
     }
 
-    fn shard(&self, key: u64) -> &Shard {
-        &self.shards[(key as usize) % SHARDS]
+    fn lock(&self, key: u64) -> MutexGuard<'_, ShardState> {
+        self.shards[(key as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn join(self: &Arc<Self>, key: u64) -> Role {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(rx) = shard.get(&key) {
-            if *rx.borrow() == Landing::InFlight {
-                return Role::Follower(rx.clone());
-            }
+        let mut shard = self.lock(key);
+        if let Some(flight) = shard.flights.get_mut(&key) {
+            let tx = flight
+                .tx
+                .get_or_insert_with(|| watch::Sender::new(Landing::InFlight));
+            return Role::Follower(tx.subscribe());
         }
-        let (tx, rx) = watch::channel(Landing::InFlight);
-        shard.insert(key, rx);
+        let id = shard.next_id;
+        shard.next_id = id.wrapping_add(1);
+        shard.flights.insert(key, Flight { id, tx: None });
         Role::Leader(FlightGuard {
             flights: self.clone(),
             key,
-            tx: Some(tx),
+            id,
+            done: false,
         })
     }
 
@@ -73,7 +92,10 @@ impl Flights {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap().flights.len())
+            .sum()
     }
 }
 
@@ -81,7 +103,8 @@ impl Flights {
 pub(crate) struct FlightGuard {
     flights: Arc<Flights>,
     key: u64,
-    tx: Option<watch::Sender<Landing>>,
+    id: u64,
+    done: bool,
 }
 
 impl FlightGuard {
@@ -90,22 +113,22 @@ impl FlightGuard {
     }
 
     fn finish(&mut self, landing: Landing) {
-        if let Some(tx) = self.tx.take() {
-            {
-                let mut shard = self
-                    .flights
-                    .shard(self.key)
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                // Only remove our own flight (a later one may have replaced it).
-                if shard
-                    .get(&self.key)
-                    .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-                {
-                    shard.remove(&self.key);
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let tx = {
+            let mut shard = self.flights.lock(self.key);
+            match shard.flights.get(&self.key) {
+                // Only our own flight: ours may have been replaced by a later one.
+                Some(flight) if flight.id == self.id => {
+                    shard.flights.remove(&self.key).and_then(|f| f.tx)
                 }
+                _ => None,
             }
-            let _ = tx.send(landing);
+        };
+        if let Some(tx) = tx {
+            // Followers hold receivers; the value stays readable after the sender is gone.
+            tx.send_replace(landing);
         }
     }
 }

@@ -50,8 +50,10 @@
 //! - **Purges** by tag (the `Cache-Tag` response header), URI or prefix, soft or hard, through
 //!   [`CacheHandle`]; unsafe requests (POST, PUT, PATCH, DELETE, and methods the cache does
 //!   not know) invalidate their URI and same-origin `Location` / `Content-Location`.
-//! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheOutcome`]
-//!   (a response extension), in [`CacheSnapshot`] (from [`CacheHandle::snapshot`]) and in metrics.
+//! - **Reports** what it did in `Cache-Status` (RFC 9211) on every response, in [`CacheSnapshot`]
+//!   (from [`CacheHandle::snapshot`]) and in metrics; and in [`CacheOutcome`], a response
+//!   extension, when built with
+//!   [`outcome_extension(true)`](ResponseCacheBuilder::outcome_extension).
 //!
 //! Out of reach: interim `1xx` responses (`100 Continue`, `103 Early Hints`) never pass through
 //! a tower service, which returns one `http::Response`; the cache neither stores nor forwards

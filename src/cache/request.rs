@@ -482,7 +482,7 @@ impl RequestCtx {
             ttl: None,
             detail: self.detail,
         };
-        res.extensions_mut().insert(CacheOutcome::Miss);
+        shared.mark(&mut res, CacheOutcome::Miss);
         let (Ok(()), Some(vary)) = (verdict, vary) else {
             cs.detail = Some(match verdict {
                 Err(reason) => reason.as_str(),

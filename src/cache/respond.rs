@@ -112,7 +112,7 @@ pub(crate) fn serve<B>(
     let mut res = Response::new(CacheBody::cached(body));
     *res.status_mut() = status;
     *res.headers_mut() = headers;
-    res.extensions_mut().insert(served.outcome);
+    shared.mark(&mut res, served.outcome);
     res
 }
 
@@ -209,7 +209,7 @@ pub(crate) fn bypass<B>(
         detail: Some(detail),
     }
     .append_to(res.headers_mut());
-    res.extensions_mut().insert(CacheOutcome::Bypass);
+    shared.mark(&mut res, CacheOutcome::Bypass);
     res
 }
 
@@ -228,7 +228,7 @@ pub(crate) fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
         detail: Some("only-if-cached"),
     }
     .append_to(res.headers_mut());
-    res.extensions_mut().insert(CacheOutcome::Miss);
+    shared.mark(&mut res, CacheOutcome::Miss);
     res
 }
 

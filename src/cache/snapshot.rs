@@ -1,7 +1,8 @@
 //! What the cache reports: the outcome of a request, counters and sizes, a warm-up's report.
 
-/// What the cache did with a request; also a response extension, so outer layers (and tests)
-/// can see it.
+/// What the cache did with a request; also a response extension when the cache is built with
+/// [`outcome_extension(true)`](super::ResponseCacheBuilder::outcome_extension), so outer layers
+/// (and tests) can see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// Served from the cache, fresh (or after revalidating with a `304`).

@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     pub(crate) tag_header: HeaderName,
     pub(crate) name: Box<str>,
     pub(crate) coalesce: bool,
+    // Whether responses carry their `CacheOutcome` as an extension.
+    pub(crate) outcome_extension: bool,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) counters: Counters,
     /// Recompression of hot entries, when configured.
@@ -172,6 +174,14 @@ impl SizeReport {
 const SIZE_REPORT_EVERY_MS: u64 = 1000;
 
 impl Shared {
+    /// Puts `outcome` in the response's extensions, when the cache was built with
+    /// [`outcome_extension`](super::ResponseCacheBuilder::outcome_extension).
+    pub(crate) fn mark<B>(&self, res: &mut http::Response<B>, outcome: CacheOutcome) {
+        if self.outcome_extension {
+            res.extensions_mut().insert(outcome);
+        }
+    }
+
     /// The default TTL for a request's responses without explicit freshness.
     pub(crate) fn default_ttl(&self, parts: &Parts) -> Option<Duration> {
         if let Some(f) = &self.ttl_fn {

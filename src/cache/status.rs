@@ -1,8 +1,9 @@
 //! The `Cache-Status` response header (RFC 9211): what the cache did with a request, as one
 //! member of a Structured Field list (RFC 8941).
 
+use crate::util::buf::StackBuf;
 use crate::util::header::{is_tchar, trim_ows};
-use http::header::HeaderName;
+use http::header::{Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 /// `Cache-Status`, not among the `http` crate's constants.
@@ -81,38 +82,36 @@ impl CacheStatus<'_> {
     /// (a Structured Field string cannot carry them). `ttl` is clamped to the Structured Field
     /// integer range.
     pub(crate) fn to_header_value(&self) -> HeaderValue {
-        let detail_len = self.detail.map_or(0, str::len);
-        // Escaping at most doubles a string; the rest fits in 96 bytes.
-        let mut buf = Vec::with_capacity(96 + 2 * (self.name.len() + detail_len));
+        let mut buf = Buf::new();
         self.write(&mut buf);
-        value_from(buf)
+        value_from(&buf)
     }
 
-    fn write(&self, buf: &mut Vec<u8>) {
+    fn write(&self, buf: &mut Buf) {
         push_bare_item(buf, self.name);
         if self.hit {
-            buf.extend_from_slice(b"; hit");
+            buf.push(b"; hit");
         }
         if let Some(fwd) = self.fwd {
-            buf.extend_from_slice(b"; fwd=");
-            buf.extend_from_slice(fwd.as_str().as_bytes());
+            buf.push(b"; fwd=");
+            buf.push(fwd.as_str().as_bytes());
         }
         if let Some(status) = self.fwd_status {
-            buf.extend_from_slice(b"; fwd-status=");
-            push_integer(buf, status.into());
+            buf.push(b"; fwd-status=");
+            buf.push_int(status);
         }
         if let Some(ttl) = self.ttl {
-            buf.extend_from_slice(b"; ttl=");
-            push_integer(buf, ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX));
+            buf.push(b"; ttl=");
+            buf.push_int(ttl.clamp(-SF_INTEGER_MAX, SF_INTEGER_MAX));
         }
         if self.stored {
-            buf.extend_from_slice(b"; stored");
+            buf.push(b"; stored");
         }
         if self.collapsed {
-            buf.extend_from_slice(b"; collapsed");
+            buf.push(b"; collapsed");
         }
         if let Some(detail) = self.detail {
-            buf.extend_from_slice(b"; detail=");
+            buf.push(b"; detail=");
             push_bare_item(buf, detail);
         }
     }
@@ -121,47 +120,56 @@ impl CacheStatus<'_> {
     /// the origin (RFC 9211 2: the member of the cache closest to the user comes last). Existing
     /// field lines are joined with ours into one line, `existing, ours`; empty ones are dropped.
     pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
-        let existing = headers.get_all(&CACHE_STATUS);
-        let existing_len: usize = existing.iter().map(|v| v.len() + 2).sum();
-        let mut buf = Vec::with_capacity(existing_len + 96 + 2 * self.name.len());
-        for value in existing {
-            let bytes = trim_ows(value.as_bytes());
-            if !bytes.is_empty() {
-                buf.extend_from_slice(bytes);
-                buf.extend_from_slice(b", ");
+        match headers.entry(&CACHE_STATUS) {
+            Entry::Vacant(slot) => {
+                slot.insert(self.to_header_value());
+            }
+            Entry::Occupied(mut slot) => {
+                let mut buf = Buf::new();
+                for value in slot.iter() {
+                    let bytes = trim_ows(value.as_bytes());
+                    if !bytes.is_empty() {
+                        buf.push(bytes);
+                        buf.push(b", ");
+                    }
+                }
+                self.write(&mut buf);
+                // Joining valid field values with ", " gives a valid field value; if an
+                // existing value were somehow not one, ours alone still is.
+                let value = buf
+                    .to_header_value()
+                    .unwrap_or_else(|| self.to_header_value());
+                slot.insert(value);
             }
         }
-        self.write(&mut buf);
-        // Joining valid field values with ", " gives a valid field value; if an existing value
-        // were somehow not one, ours alone still is.
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
-            .unwrap_or_else(|_| self.to_header_value());
-        headers.insert(CACHE_STATUS.clone(), value);
     }
 }
+
+/// Room for our member and a few from caches closer to the origin, on the stack.
+type Buf = StackBuf<192>;
 
 /// Builds the header value; what `write` produces is always valid, and a broken value would only
 /// cost the header its content, never a panic.
-fn value_from(buf: Vec<u8>) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+fn value_from(buf: &Buf) -> HeaderValue {
+    buf.to_header_value()
+        .unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// Writes `s` as an `sf-token` when it is one, else as an `sf-string`.
-fn push_bare_item(buf: &mut Vec<u8>, s: &str) {
+fn push_bare_item(buf: &mut Buf, s: &str) {
     if is_sf_token(s.as_bytes()) {
-        buf.extend_from_slice(s.as_bytes());
+        buf.push(s.as_bytes());
         return;
     }
-    buf.push(b'"');
+    buf.push_byte(b'"');
     for &b in s.as_bytes() {
         match b {
-            b'"' | b'\\' => buf.extend_from_slice(&[b'\\', b]),
-            0x20..=0x7e => buf.push(b),
+            b'"' | b'\\' => buf.push(&[b'\\', b]),
+            0x20..=0x7e => buf.push_byte(b),
             _ => {}
         }
     }
-    buf.push(b'"');
+    buf.push_byte(b'"');
 }
 
 /// `sf-token = ( ALPHA / "*" ) *( tchar / ":" / "/" )` (RFC 8941 3.3.4).
@@ -171,11 +179,6 @@ fn is_sf_token(s: &[u8]) -> bool {
     };
     (first.is_ascii_alphabetic() || first == b'*')
         && rest.iter().all(|&b| is_tchar(b) || b == b':' || b == b'/')
-}
-
-/// Writes a decimal integer without going through `fmt`.
-fn push_integer(buf: &mut Vec<u8>, value: i64) {
-    buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 #[cfg(test)]

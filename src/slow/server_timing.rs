@@ -6,6 +6,10 @@ use http::header::HeaderName;
 use http::HeaderValue;
 
 use crate::timings::{is_token, Timings};
+use crate::util::buf::StackBuf;
+
+/// Room for the header of a request through the whole stack, on the stack.
+type Buf = StackBuf<256>;
 
 /// `Server-Timing`.
 pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -27,44 +31,7 @@ pub(crate) fn server_timing(timings: &Timings, total: Duration) -> Option<Header
     });
     value.push(b"total;dur=");
     push_millis(&mut value, total);
-    HeaderValue::from_bytes(value.as_bytes()).ok()
-}
-
-/// A byte buffer that lives on the stack up to 256 bytes and spills to the heap past that.
-struct Buf {
-    stack: [u8; 256],
-    len: usize,
-    heap: Vec<u8>,
-}
-
-impl Buf {
-    fn new() -> Self {
-        Self {
-            stack: [0; 256],
-            len: 0,
-            heap: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        if self.heap.is_empty() && self.len + bytes.len() <= self.stack.len() {
-            self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.stack[..self.len]);
-            }
-            self.heap.extend_from_slice(bytes);
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
+    value.to_header_value()
 }
 
 /// Appends `d` as milliseconds with three decimals (`12.345`), with integer arithmetic: float
@@ -82,7 +49,7 @@ fn push_millis(out: &mut Buf, d: Duration) {
 }
 
 fn push_u64(out: &mut Buf, n: u64) {
-    out.push(itoa::Buffer::new().format(n).as_bytes());
+    out.push_int(n);
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 pub(crate) mod accept_encoding;
 pub(crate) mod body;
+pub(crate) mod buf;
 pub(crate) mod event_limiter;
 pub(crate) mod header;
 pub(crate) mod macros;
