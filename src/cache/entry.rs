@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use tokio::time::Instant;
 
 use super::directives::CacheControl;
+use super::head::Fields;
 use super::policy::{self, StorePolicy};
 use super::respond::AGE;
 use super::state::{Exchange, Shared};
@@ -104,14 +105,19 @@ pub(crate) fn refreshed_entry(
         default_ttl: shared.default_ttl(parts),
         ..shared.policy.clone()
     };
-    let lifetime =
-        policy::freshness_lifetime(entry.status, &headers, &cc, ex.response_time, &policy);
+    let lifetime = policy::freshness_lifetime(
+        entry.status,
+        (&headers, Fields::UNKNOWN),
+        &cc,
+        ex.response_time,
+        &policy,
+    );
     let storable = policy::storable(
         &Method::GET,
         &parts.headers,
         &CacheControl::parse_request(&parts.headers),
         entry.status,
-        &headers,
+        (&headers, Fields::UNKNOWN),
         &cc,
         &policy,
     )

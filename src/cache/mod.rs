@@ -143,6 +143,7 @@ mod directives;
 mod entry;
 mod flight;
 mod future;
+mod head;
 mod key;
 mod layer;
 mod policy;

@@ -18,6 +18,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use super::directives::{delta_seconds, CacheControl, DELTA_SECONDS_MAX};
+use super::head::{self, Fields};
 
 /// Why a response (or request) is not served from, or stored in, the cache. Also the `detail`
 /// of the `Cache-Status` header.
@@ -140,7 +141,7 @@ pub(crate) fn storable(
     req_headers: &HeaderMap,
     req_cc: &CacheControl,
     status: StatusCode,
-    res_headers: &HeaderMap,
+    (res_headers, fields): (&HeaderMap, Fields),
     res_cc: &CacheControl,
     policy: &StorePolicy,
 ) -> Result<(), Uncacheable> {
@@ -166,10 +167,13 @@ pub(crate) fn storable(
     {
         return Err(Uncacheable::Authorization);
     }
-    if !policy.cache_set_cookie && res_headers.contains_key(SET_COOKIE) {
+    if !policy.cache_set_cookie
+        && fields.may_have(head::SET_COOKIE_FIELD)
+        && res_headers.contains_key(SET_COOKIE)
+    {
         return Err(Uncacheable::SetCookie);
     }
-    if vary_star(res_headers) {
+    if fields.may_have(head::VARY_FIELD) && vary_star(res_headers) {
         return Err(Uncacheable::VaryStar);
     }
     if status == StatusCode::PARTIAL_CONTENT
@@ -180,11 +184,20 @@ pub(crate) fn storable(
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return Err(Uncacheable::Status);
     }
-    if !(explicit_freshness(res_headers, res_cc) || heuristic_allowed(status, res_cc)) {
+    let explicit = res_cc.s_maxage.is_some()
+        || res_cc.max_age.is_some()
+        || (fields.may_have(head::EXPIRES_FIELD) && res_headers.contains_key(EXPIRES));
+    if !(explicit || heuristic_allowed(status, res_cc)) {
         return Err(Uncacheable::Status);
     }
-    let lifetime = freshness_lifetime(status, res_headers, res_cc, SystemTime::now(), policy);
-    if lifetime.is_zero() && !has_validator(res_headers) {
+    let lifetime = freshness_lifetime(
+        status,
+        (res_headers, fields),
+        res_cc,
+        SystemTime::now(),
+        policy,
+    );
+    if lifetime.is_zero() && !has_validator(res_headers, fields) {
         return Err(Uncacheable::NoFreshness);
     }
     Ok(())
@@ -233,8 +246,10 @@ fn vary_star(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the response has something a conditional request can be made with.
-fn has_validator(headers: &HeaderMap) -> bool {
-    stored_etag(headers).is_some() || http_date(headers, &LAST_MODIFIED).is_some()
+fn has_validator(headers: &HeaderMap, fields: Fields) -> bool {
+    (fields.may_have(head::ETAG_FIELD) && stored_etag(headers).is_some())
+        || (fields.may_have(head::LAST_MODIFIED_FIELD)
+            && http_date(headers, &LAST_MODIFIED).is_some())
 }
 
 /// RFC 9111 4.2.1: the freshness lifetime of a response, for a shared cache.
@@ -254,7 +269,7 @@ fn has_validator(headers: &HeaderMap) -> bool {
 /// `policy.cap_explicit`.
 pub(crate) fn freshness_lifetime(
     status: StatusCode,
-    res_headers: &HeaderMap,
+    (res_headers, fields): (&HeaderMap, Fields),
     res_cc: &CacheControl,
     response_time: SystemTime,
     policy: &StorePolicy,
@@ -264,10 +279,10 @@ pub(crate) fn freshness_lifetime(
     }
     let lifetime = if let Some(seconds) = res_cc.s_maxage.or(res_cc.max_age) {
         Duration::from_secs(seconds.into())
-    } else if res_headers.contains_key(EXPIRES) {
+    } else if fields.may_have(head::EXPIRES_FIELD) && res_headers.contains_key(EXPIRES) {
         match http_date(res_headers, &EXPIRES) {
             Some(expires) => {
-                let date = http_date(res_headers, &DATE).unwrap_or(response_time);
+                let date = date_or(res_headers, fields, response_time);
                 expires.duration_since(date).unwrap_or(Duration::ZERO)
             }
             None => Duration::ZERO,
@@ -275,7 +290,8 @@ pub(crate) fn freshness_lifetime(
     } else if heuristic_allowed(status, res_cc) {
         let implicit = match policy.default_ttl {
             Some(ttl) => ttl,
-            None => heuristic(res_headers, response_time, policy),
+            None if !fields.may_have(head::LAST_MODIFIED_FIELD) => Duration::ZERO,
+            None => heuristic(res_headers, fields, response_time, policy),
         };
         return implicit.min(policy.max_ttl);
     } else {
@@ -290,12 +306,26 @@ pub(crate) fn freshness_lifetime(
     }
 }
 
+/// The response's `Date`, else `response_time` (RFC 9111 4.2.1: a missing or invalid `Date`).
+fn date_or(res_headers: &HeaderMap, fields: Fields, response_time: SystemTime) -> SystemTime {
+    fields
+        .may_have(head::DATE_FIELD)
+        .then(|| http_date(res_headers, &DATE))
+        .flatten()
+        .unwrap_or(response_time)
+}
+
 /// RFC 9111 4.2.2: a fraction of the time since the last modification.
-fn heuristic(res_headers: &HeaderMap, response_time: SystemTime, policy: &StorePolicy) -> Duration {
+fn heuristic(
+    res_headers: &HeaderMap,
+    fields: Fields,
+    response_time: SystemTime,
+    policy: &StorePolicy,
+) -> Duration {
     let Some(last_modified) = http_date(res_headers, &LAST_MODIFIED) else {
         return Duration::ZERO;
     };
-    let date = http_date(res_headers, &DATE).unwrap_or(response_time);
+    let date = date_or(res_headers, fields, response_time);
     let since = date.duration_since(last_modified).unwrap_or(Duration::ZERO);
     let fraction = policy.heuristic_fraction;
     // A product too large for a Duration (or infinite) is over the cap.
@@ -773,7 +803,11 @@ mod tests {
             &req,
             &CacheControl::parse_request(&req),
             StatusCode::from_u16(status).unwrap(),
-            &res,
+            // The fields as the store path finds them: every check also covers the scan.
+            (
+                &res,
+                head::Fields::scan(&res, &[], &HeaderName::from_static("cache-tag")),
+            ),
             &CacheControl::parse(&res),
             policy,
         )
@@ -1020,7 +1054,7 @@ mod tests {
         let res = map(res);
         freshness_lifetime(
             StatusCode::from_u16(status).unwrap(),
-            &res,
+            (&res, head::Fields::UNKNOWN),
             &CacheControl::parse(&res),
             at(T0),
             policy,
@@ -1710,8 +1744,22 @@ mod tests {
             let res_cc = CacheControl::parse(&res);
             let status = StatusCode::from_u16(status).unwrap();
             let policy = StorePolicy::default();
-            let _ = storable(&Method::GET, &req, &req_cc, status, &res, &res_cc, &policy);
-            let lifetime = freshness_lifetime(status, &res, &res_cc, at(times[0]), &policy);
+            let _ = storable(
+                &Method::GET,
+                &req,
+                &req_cc,
+                status,
+                (&res, head::Fields::UNKNOWN),
+                &res_cc,
+                &policy,
+            );
+            let lifetime = freshness_lifetime(
+                status,
+                (&res, head::Fields::UNKNOWN),
+                &res_cc,
+                at(times[0]),
+                &policy,
+            );
             proptest::prop_assert!(lifetime <= Duration::from_secs(1 << 31).max(policy.max_ttl));
             let age = initial_age(&res, at(times[1]), at(times[2]));
             let _ = serve_decision(age, lifetime, &req_cc, &res_cc);

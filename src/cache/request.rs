@@ -26,6 +26,7 @@ use super::body::CacheBody;
 use super::directives::CacheControl;
 use super::entry::{parse_tags, refreshed_entry, stale_windows, strip_hop_by_hop, strip_tags};
 use super::flight::{self, Landing, Role};
+use super::head::{self, Fields};
 use super::key::{parse_vary, Primary};
 use super::policy::{self, Serve, StorePolicy, Uncacheable};
 use super::purge::{Target, Validity};
@@ -454,24 +455,43 @@ impl RequestCtx {
         let updated_complete = self.update_from(res.status(), res.headers(), ex);
         let shared = &*self.shared;
         let status = res.status();
-        let res_cc = CacheControl::parse_response(res.headers(), &shared.policy.targeted);
+        let fields = Fields::scan(res.headers(), &shared.policy.targeted, &shared.tag_header);
+        let res_cc = if fields.may_have(head::CONTROL) {
+            CacheControl::parse_response(res.headers(), &shared.policy.targeted)
+        } else {
+            CacheControl::default()
+        };
         let policy = StorePolicy {
             default_ttl: shared.default_ttl(&self.parts),
             ..shared.policy.clone()
         };
-        let tags = parse_tags(shared, res.headers());
-        strip_tags(shared, res.headers_mut());
-        let mut verdict = self.verdict(&res, &res_cc, &policy);
+        let tags = if fields.may_have(head::TAGS) {
+            let tags = parse_tags(shared, res.headers());
+            strip_tags(shared, res.headers_mut());
+            tags
+        } else {
+            Box::default()
+        };
+        let mut verdict = self.verdict(&res, fields, &res_cc, &policy);
         if updated_complete {
             // The stored complete response stays; a part of it is not stored over it.
             verdict = verdict.and(Err(Uncacheable::PartialContent));
         }
-        let vary = parse_vary(res.headers());
+        let vary = if fields.may_have(head::VARY_FIELD) {
+            parse_vary(res.headers())
+        } else {
+            Some(Vec::new())
+        };
         shared
             .counters
             .count_origin(verdict.is_ok() && vary.is_some());
-        let lifetime =
-            policy::freshness_lifetime(status, res.headers(), &res_cc, ex.response_time, &policy);
+        let lifetime = policy::freshness_lifetime(
+            status,
+            (res.headers(), fields),
+            &res_cc,
+            ex.response_time,
+            &policy,
+        );
         let mut cs = CacheStatus {
             name: &shared.name,
             hit: false,
@@ -618,6 +638,7 @@ impl RequestCtx {
     fn verdict<B: Body>(
         &self,
         res: &Response<B>,
+        fields: Fields,
         res_cc: &CacheControl,
         policy: &StorePolicy,
     ) -> Result<(), Uncacheable> {
@@ -627,7 +648,7 @@ impl RequestCtx {
             &parts.headers,
             &self.req_cc,
             res.status(),
-            res.headers(),
+            (res.headers(), fields),
             res_cc,
             policy,
         );
