@@ -120,7 +120,9 @@ struct Histograms {
     // Ring of window slices; `epochs[i]` says which slice period `slices[i]` holds.
     slices: Box<[Counts]>,
     epochs: Box<[u64]>,
-    total: Counts,
+    // What the slices held when they were reused: the since-start total is this plus the
+    // live slices, so a request is recorded in one histogram, not two.
+    retired: Counts,
 }
 
 /// Everything recorded for one route.
@@ -158,7 +160,7 @@ impl RouteStats {
                     .map(|_| Counts::new(layout.precision))
                     .collect(),
                 epochs: vec![u64::MAX; layout.slices].into_boxed_slice(),
-                total: Counts::new(layout.precision),
+                retired: Counts::new(layout.precision),
             }),
             metrics: RouteMetrics {
                 durations: Default::default(),
@@ -178,13 +180,16 @@ impl RouteStats {
         let slow = total >= self.threshold;
         let epoch = layout.epoch(now);
         let idx = (epoch % layout.slices as u64) as usize;
-        let mut h = self.lock();
+        let mut guard = self.lock();
+        let h = &mut *guard;
         if h.epochs[idx] != epoch {
+            if h.epochs[idx] != u64::MAX {
+                h.retired.add(&h.slices[idx]);
+            }
             h.slices[idx].reset();
             h.epochs[idx] = epoch;
         }
         h.slices[idx].record(micros, outcome, slow);
-        h.total.record(micros, outcome, slow);
     }
 
     pub(crate) fn snapshot(&self, layout: &Layout, now: Instant) -> RouteSnapshot {
@@ -197,13 +202,18 @@ impl RouteStats {
                 window.add(counts);
             }
         }
-        let total = h.total.summary();
+        let mut total = h.retired.clone();
+        for (counts, &e) in h.slices.iter().zip(h.epochs.iter()) {
+            if e != u64::MAX {
+                total.add(counts);
+            }
+        }
         drop(h);
         RouteSnapshot {
             route: self.name.to_string(),
             slow_threshold: self.threshold,
             window: window.summary(),
-            total,
+            total: total.summary(),
         }
     }
 
@@ -213,7 +223,7 @@ impl RouteStats {
             s.reset();
         }
         h.epochs.iter_mut().for_each(|e| *e = u64::MAX);
-        h.total.reset();
+        h.retired.reset();
     }
 
     /// Records `seconds` in the duration histogram for this route, method class and status; the
