@@ -79,13 +79,20 @@ impl CacheControl {
     /// - Empty list members and surrounding whitespace are skipped; commas inside quoted strings
     ///   do not split members; a member with trailing junk (`max-age=5 x`) is skipped whole.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_lines(headers).0
+    }
+
+    /// [`parse`](Self::parse), and whether there was any `Cache-Control` field line.
+    fn parse_lines(headers: &HeaderMap) -> (Self, bool) {
         let mut cc = CacheControl::default();
+        let mut any = false;
         for value in headers.get_all(CACHE_CONTROL) {
+            any = true;
             for directive in Directives::new(value.as_bytes()) {
                 cc.apply(directive);
             }
         }
-        cc
+        (cc, any)
     }
 
     /// The directives of a response for this cache: those of the first targeted field
@@ -101,8 +108,8 @@ impl CacheControl {
     /// [`parse`](Self::parse) for a request, which also honours `Pragma: no-cache` when the
     /// request has no `Cache-Control` field at all (RFC 9111 5.4).
     pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
-        let mut cc = Self::parse(headers);
-        if !headers.contains_key(CACHE_CONTROL) && pragma_no_cache(headers) {
+        let (mut cc, any) = Self::parse_lines(headers);
+        if !any && pragma_no_cache(headers) {
             cc.no_cache = true;
         }
         cc

@@ -106,22 +106,23 @@ where
     let req_cc = CacheControl::parse_request(req.headers());
     if req_cc.no_store {
         return Err(Miss {
-            primary: None,
             req_cc: Some(req_cc),
+            ..Miss::default()
         });
     }
     let start = Instant::now();
     let primary = shared.keyer.primary_of(req, shared.key_fn.as_deref());
-    let miss = Miss {
-        primary: Some(primary),
-        req_cc: Some(req_cc),
+    let found = lookup_head(shared, primary, req.uri(), req.headers());
+    let served = match &found {
+        Found::Entry(entry, validity) => decide_without_origin(entry, *validity, &req_cc, start),
+        _ => None,
     };
-    let Found::Entry(entry, validity) = lookup_head(shared, primary, req.uri(), req.headers())
-    else {
-        return Err(miss);
-    };
-    let Some(served) = decide_without_origin(&entry, validity, &req_cc, start) else {
-        return Err(miss);
+    let (Some(served), Found::Entry(entry, _)) = (served, &found) else {
+        return Err(Miss {
+            primary: Some(primary),
+            req_cc: Some(req_cc),
+            found: Some(found),
+        });
     };
     if let Some(t) = Timings::from_request(req) {
         t.record("cache", start.elapsed());
@@ -152,6 +153,9 @@ struct Miss {
     primary: Option<Primary>,
     /// The request's `Cache-Control`, when parsed.
     req_cc: Option<CacheControl>,
+    /// What the memory tier held for the request, when looked up: the origin path's first
+    /// phase does not look it up again.
+    found: Option<Found>,
 }
 
 fn clone_request_head<B>(req: &Request<B>) -> Request<()> {
@@ -196,6 +200,9 @@ where
         .primary
         .unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
     let mut ctx = RequestCtx::new(shared, parts, primary, req_cc, timings, start);
+    if let Some(found) = miss.found {
+        ctx.looked_up(found);
+    }
     let res = if let Some(res) = ctx.lookup() {
         res
     } else if ctx.req_cc.only_if_cached {
