@@ -485,9 +485,12 @@ pub(crate) fn add_validators(stored: &HeaderMap, headers: &mut HeaderMap) {
 /// The caller checks the method (`GET`, `HEAD`) and the preconditions that come first
 /// (`If-Match`, `If-Unmodified-Since`).
 pub(crate) fn not_modified(req_headers: &HeaderMap, stored: &HeaderMap) -> bool {
-    let etag = stored_etag(stored).map(|(_, tag)| tag);
-    if let Some(matched) = if_none_match(req_headers, etag) {
-        return matched;
+    // The stored validator is looked up only for a request that has something to compare.
+    if req_headers.contains_key(IF_NONE_MATCH) {
+        let etag = stored_etag(stored).map(|(_, tag)| tag);
+        if let Some(matched) = if_none_match(req_headers, etag) {
+            return matched;
+        }
     }
     let Some(since) = http_date(req_headers, &IF_MODIFIED_SINCE) else {
         return false;
