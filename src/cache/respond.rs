@@ -108,7 +108,7 @@ pub(crate) fn serve<B>(
         ttl: Some(ttl),
         detail: served.detail,
     }
-    .append_to(&mut headers);
+    .append_hit_to(&mut headers, &shared.hit_statuses);
     let mut res = Response::new(CacheBody::cached(body));
     *res.status_mut() = status;
     *res.headers_mut() = headers;

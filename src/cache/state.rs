@@ -135,6 +135,8 @@ pub(crate) struct Shared {
     pub(crate) max_entry_bytes: usize,
     pub(crate) tag_header: HeaderName,
     pub(crate) name: Box<str>,
+    // The `Cache-Status` values of fresh hits, rendered once per `ttl`.
+    pub(crate) hit_statuses: super::status::HitStatuses,
     pub(crate) coalesce: bool,
     // Whether responses carry their `CacheOutcome` as an extension.
     pub(crate) outcome_extension: bool,

@@ -3,8 +3,10 @@
 
 use crate::util::buf::StackBuf;
 use crate::util::header::{is_tchar, trim_ows};
+use arc_swap::ArcSwapOption;
 use http::header::{Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
 
 /// `Cache-Status`, not among the `http` crate's constants.
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -81,6 +83,16 @@ impl CacheStatus<'_> {
     /// else `sf-string`s with `"` and `\` escaped and characters outside printable ASCII left out
     /// (a Structured Field string cannot carry them). `ttl` is clamped to the Structured Field
     /// integer range.
+    /// A hit and nothing more: the member depends on the name and `ttl` only.
+    fn is_plain_hit(&self) -> bool {
+        self.hit
+            && self.fwd.is_none()
+            && self.fwd_status.is_none()
+            && !self.stored
+            && !self.collapsed
+            && self.detail.is_none()
+    }
+
     pub(crate) fn to_header_value(&self) -> HeaderValue {
         let mut buf = Buf::new();
         self.write(&mut buf);
@@ -120,9 +132,25 @@ impl CacheStatus<'_> {
     /// the origin (RFC 9211 2: the member of the cache closest to the user comes last). Existing
     /// field lines are joined with ours into one line, `existing, ours`; empty ones are dropped.
     pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+        self.append_with(headers, None);
+    }
+
+    /// [`append_to`](Self::append_to), taking the value of a fresh hit from `hits`.
+    pub(crate) fn append_hit_to(&self, headers: &mut HeaderMap, hits: &HitStatuses) {
+        self.append_with(headers, Some(hits));
+    }
+
+    fn append_with(&self, headers: &mut HeaderMap, hits: Option<&HitStatuses>) {
         match headers.entry(&CACHE_STATUS) {
             Entry::Vacant(slot) => {
-                slot.insert(self.to_header_value());
+                let fresh_hit = match (hits, self.ttl) {
+                    (Some(hits), Some(ttl)) if self.is_plain_hit() => Some((hits, ttl)),
+                    _ => None,
+                };
+                slot.insert(match fresh_hit {
+                    Some((hits, ttl)) => hits.value(self, ttl),
+                    None => self.to_header_value(),
+                });
             }
             Entry::Occupied(mut slot) => {
                 let mut buf = Buf::new();
@@ -142,6 +170,38 @@ impl CacheStatus<'_> {
                 slot.insert(value);
             }
         }
+    }
+}
+
+/// How many rendered "fresh hit" members [`HitStatuses`] keeps.
+const HIT_SLOTS: usize = 256;
+
+/// The `Cache-Status` values of fresh hits, `<name>; hit; ttl=<n>`, rendered once per `ttl`
+/// and reused: a hot entry is served thousands of times a second with the same `ttl`, and a
+/// clone of a value is a reference-count increment where rendering it is a copy and an
+/// allocation. Direct-mapped by `ttl` (a slot holds the last `ttl` rendered there), bounded.
+pub(crate) struct HitStatuses {
+    slots: Box<[ArcSwapOption<(i64, HeaderValue)>]>,
+}
+
+impl HitStatuses {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: (0..HIT_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+        }
+    }
+
+    /// The value of a fresh hit with `ttl` seconds left, from the table when rendered before.
+    fn value(&self, status: &CacheStatus<'_>, ttl: i64) -> HeaderValue {
+        let slot = &self.slots[ttl.rem_euclid(HIT_SLOTS as i64) as usize];
+        if let Some(cached) = &*slot.load() {
+            if cached.0 == ttl {
+                return cached.1.clone();
+            }
+        }
+        let value = status.to_header_value();
+        slot.store(Some(Arc::new((ttl, value.clone()))));
+        value
     }
 }
 
@@ -196,6 +256,38 @@ mod tests {
             ttl: None,
             detail: None,
         }
+    }
+
+    #[test]
+    fn hit_values_from_the_table_are_the_rendered_ones() {
+        let hits = HitStatuses::new();
+        let hit = |ttl| CacheStatus {
+            hit: true,
+            ttl: Some(ttl),
+            ..status()
+        };
+        // Twice each (rendered, then from the table), with ttls that share a slot.
+        for ttl in [60, 60, 60 + HIT_SLOTS as i64, 60, -4, -4, 0, 0] {
+            let mut headers = HeaderMap::new();
+            hit(ttl).append_hit_to(&mut headers, &hits);
+            assert_eq!(headers[&CACHE_STATUS], render(hit(ttl)), "ttl {ttl}");
+        }
+        // Anything more than a plain hit is rendered, never taken from the table.
+        let stale = CacheStatus {
+            detail: Some("stale-while-revalidate"),
+            ..hit(60)
+        };
+        let mut headers = HeaderMap::new();
+        stale.append_hit_to(&mut headers, &hits);
+        assert_eq!(headers[&CACHE_STATUS], render(stale.clone()));
+        // Another cache's member in the response is kept before ours.
+        let mut headers = HeaderMap::new();
+        headers.insert(&CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
+        hit(60).append_hit_to(&mut headers, &hits);
+        assert_eq!(
+            headers[&CACHE_STATUS],
+            format!("origin-cache; hit, {}", render(hit(60)))
+        );
     }
 
     fn render(s: CacheStatus<'_>) -> String {
