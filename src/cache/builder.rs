@@ -376,7 +376,7 @@ impl ResponseCacheBuilder {
             max_entry_bytes: self.max_entry_bytes,
             tag_header: self.tag_header,
             name: name.clone().into_boxed_str(),
-            hit_statuses: super::status::HitStatuses::new(),
+            statuses: super::status::StatusValues::new(),
             coalesce: self.coalesce,
             outcome_extension: self.outcome_extension,
             coalesce_timeout: self.coalesce_timeout,

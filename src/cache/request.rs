@@ -520,7 +520,7 @@ impl RequestCtx {
                 Err(reason) => reason.as_str(),
                 Ok(()) => "vary-star",
             });
-            cs.append_to(res.headers_mut());
+            cs.append_to(res.headers_mut(), &shared.statuses);
             return (res.map(CacheBody::passthrough), StoreVerdict::Passed);
         };
         // Said only when it cannot fail for its size: a body of unknown length may still grow
@@ -538,7 +538,7 @@ impl RequestCtx {
                 headers.insert(header::DATE, date);
             }
         }
-        cs.append_to(res.headers_mut());
+        cs.append_to(res.headers_mut(), &shared.statuses);
         let fresh = Fresh {
             status,
             headers,

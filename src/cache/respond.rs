@@ -108,7 +108,7 @@ pub(crate) fn serve<B>(
         ttl: Some(ttl),
         detail: served.detail,
     }
-    .append_hit_to(&mut headers, &shared.hit_statuses);
+    .append_to(&mut headers, &shared.statuses);
     let mut res = Response::new(CacheBody::cached(body));
     *res.status_mut() = status;
     *res.headers_mut() = headers;
@@ -208,7 +208,7 @@ pub(crate) fn bypass<B>(
         ttl: None,
         detail: Some(detail),
     }
-    .append_to(res.headers_mut());
+    .append_to(res.headers_mut(), &shared.statuses);
     shared.mark(&mut res, CacheOutcome::Bypass);
     res
 }
@@ -227,7 +227,7 @@ pub(crate) fn gateway_timeout<B>(shared: &Shared) -> Response<CacheBody<B>> {
         ttl: None,
         detail: Some("only-if-cached"),
     }
-    .append_to(res.headers_mut());
+    .append_to(res.headers_mut(), &shared.statuses);
     shared.mark(&mut res, CacheOutcome::Miss);
     res
 }

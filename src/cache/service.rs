@@ -133,12 +133,12 @@ where
     }
     #[cfg(any(feature = "compression-br", feature = "compression-zstd"))]
     if served.outcome == CacheOutcome::Hit {
-        super::recompress::on_hit(shared, primary, &entry);
+        super::recompress::on_hit(shared, primary, entry);
     }
     let head_only = req.method() == Method::HEAD;
     Ok(serve(
         shared,
-        &entry,
+        entry,
         req.headers(),
         head_only,
         start,

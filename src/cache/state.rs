@@ -135,8 +135,8 @@ pub(crate) struct Shared {
     pub(crate) max_entry_bytes: usize,
     pub(crate) tag_header: HeaderName,
     pub(crate) name: Box<str>,
-    // The `Cache-Status` values of fresh hits, rendered once per `ttl`.
-    pub(crate) hit_statuses: super::status::HitStatuses,
+    // The `Cache-Status` values, rendered once and reused.
+    pub(crate) statuses: super::status::StatusValues,
     pub(crate) coalesce: bool,
     // Whether responses carry their `CacheOutcome` as an extension.
     pub(crate) outcome_extension: bool,

@@ -83,16 +83,6 @@ impl CacheStatus<'_> {
     /// else `sf-string`s with `"` and `\` escaped and characters outside printable ASCII left out
     /// (a Structured Field string cannot carry them). `ttl` is clamped to the Structured Field
     /// integer range.
-    /// A hit and nothing more: the member depends on the name and `ttl` only.
-    fn is_plain_hit(&self) -> bool {
-        self.hit
-            && self.fwd.is_none()
-            && self.fwd_status.is_none()
-            && !self.stored
-            && !self.collapsed
-            && self.detail.is_none()
-    }
-
     pub(crate) fn to_header_value(&self) -> HeaderValue {
         let mut buf = Buf::new();
         self.write(&mut buf);
@@ -131,26 +121,12 @@ impl CacheStatus<'_> {
     /// Adds this member to the response's `Cache-Status`, after the members of caches closer to
     /// the origin (RFC 9211 2: the member of the cache closest to the user comes last). Existing
     /// field lines are joined with ours into one line, `existing, ours`; empty ones are dropped.
-    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
-        self.append_with(headers, None);
-    }
-
-    /// [`append_to`](Self::append_to), taking the value of a fresh hit from `hits`.
-    pub(crate) fn append_hit_to(&self, headers: &mut HeaderMap, hits: &HitStatuses) {
-        self.append_with(headers, Some(hits));
-    }
-
-    fn append_with(&self, headers: &mut HeaderMap, hits: Option<&HitStatuses>) {
+    /// Alone, the member's value comes from `values` (the table of this cache, whose name
+    /// `self.name` is) when rendered there before.
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap, values: &StatusValues) {
         match headers.entry(&CACHE_STATUS) {
             Entry::Vacant(slot) => {
-                let fresh_hit = match (hits, self.ttl) {
-                    (Some(hits), Some(ttl)) if self.is_plain_hit() => Some((hits, ttl)),
-                    _ => None,
-                };
-                slot.insert(match fresh_hit {
-                    Some((hits, ttl)) => hits.value(self, ttl),
-                    None => self.to_header_value(),
-                });
+                slot.insert(values.value(self));
             }
             Entry::Occupied(mut slot) => {
                 let mut buf = Buf::new();
@@ -171,36 +147,81 @@ impl CacheStatus<'_> {
             }
         }
     }
+
+    /// The slot of this member in a [`StatusValues`] table: a plain hit's is its `ttl`'s, so
+    /// the hits of one second never share one; anything more moves it by a mix of the rest.
+    fn slot(&self) -> usize {
+        let salt = self.fwd.map_or(0, |f| f as i64 + 1) * 37
+            + i64::from(self.fwd_status.unwrap_or(0)) * 7
+            + i64::from(self.stored) * 3
+            + i64::from(self.collapsed) * 5
+            + self.detail.map_or(0, |d| d.len() as i64 + 1) * 11;
+        let ttl = self.ttl.map_or(-1, |t| t % (STATUS_SLOTS as i64 * 1024));
+        (ttl + salt).rem_euclid(STATUS_SLOTS as i64) as usize
+    }
 }
 
-/// How many rendered "fresh hit" members [`HitStatuses`] keeps.
-const HIT_SLOTS: usize = 256;
+/// How many rendered members a [`StatusValues`] table keeps.
+const STATUS_SLOTS: usize = 256;
 
-/// The `Cache-Status` values of fresh hits, `<name>; hit; ttl=<n>`, rendered once per `ttl`
-/// and reused: a hot entry is served thousands of times a second with the same `ttl`, and a
-/// clone of a value is a reference-count increment where rendering it is a copy and an
-/// allocation. Direct-mapped by `ttl` (a slot holds the last `ttl` rendered there), bounded.
-pub(crate) struct HitStatuses {
-    slots: Box<[ArcSwapOption<(i64, HeaderValue)>]>,
+/// A member rendered before: what it says, and its value.
+struct Rendered {
+    hit: bool,
+    fwd: Option<Fwd>,
+    fwd_status: Option<u16>,
+    ttl: Option<i64>,
+    stored: bool,
+    collapsed: bool,
+    detail: Option<Box<str>>,
+    value: HeaderValue,
 }
 
-impl HitStatuses {
+impl Rendered {
+    fn says(&self, s: &CacheStatus<'_>) -> bool {
+        self.ttl == s.ttl
+            && self.hit == s.hit
+            && self.fwd == s.fwd
+            && self.fwd_status == s.fwd_status
+            && self.stored == s.stored
+            && self.collapsed == s.collapsed
+            && self.detail.as_deref() == s.detail
+    }
+}
+
+/// The `Cache-Status` values of one cache, rendered once and reused: most responses say one of
+/// a few things (`hit; ttl=<n>` with the seconds left, a miss with its status and reason), and
+/// a clone of a value is a reference-count increment where rendering it is a copy and an
+/// allocation. Direct-mapped (a slot holds the last member rendered there), bounded.
+pub(crate) struct StatusValues {
+    slots: Box<[ArcSwapOption<Rendered>]>,
+}
+
+impl StatusValues {
     pub(crate) fn new() -> Self {
         Self {
-            slots: (0..HIT_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            slots: (0..STATUS_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
         }
     }
 
-    /// The value of a fresh hit with `ttl` seconds left, from the table when rendered before.
-    fn value(&self, status: &CacheStatus<'_>, ttl: i64) -> HeaderValue {
-        let slot = &self.slots[ttl.rem_euclid(HIT_SLOTS as i64) as usize];
-        if let Some(cached) = &*slot.load() {
-            if cached.0 == ttl {
-                return cached.1.clone();
+    /// The value of `status` alone, from the table when rendered before.
+    fn value(&self, status: &CacheStatus<'_>) -> HeaderValue {
+        let slot = &self.slots[status.slot()];
+        if let Some(rendered) = &*slot.load() {
+            if rendered.says(status) {
+                return rendered.value.clone();
             }
         }
         let value = status.to_header_value();
-        slot.store(Some(Arc::new((ttl, value.clone()))));
+        slot.store(Some(Arc::new(Rendered {
+            hit: status.hit,
+            fwd: status.fwd,
+            fwd_status: status.fwd_status,
+            ttl: status.ttl,
+            stored: status.stored,
+            collapsed: status.collapsed,
+            detail: status.detail.map(Box::from),
+            value: value.clone(),
+        })));
         value
     }
 }
@@ -259,34 +280,62 @@ mod tests {
     }
 
     #[test]
-    fn hit_values_from_the_table_are_the_rendered_ones() {
-        let hits = HitStatuses::new();
-        let hit = |ttl| CacheStatus {
-            hit: true,
-            ttl: Some(ttl),
-            ..status()
-        };
-        // Twice each (rendered, then from the table), with ttls that share a slot.
-        for ttl in [60, 60, 60 + HIT_SLOTS as i64, 60, -4, -4, 0, 0] {
-            let mut headers = HeaderMap::new();
-            hit(ttl).append_hit_to(&mut headers, &hits);
-            assert_eq!(headers[&CACHE_STATUS], render(hit(ttl)), "ttl {ttl}");
+    fn values_from_the_table_are_the_rendered_ones() {
+        let table = StatusValues::new();
+        let mut all = Vec::new();
+        for hit in [false, true] {
+            for fwd in [
+                None,
+                Some(Fwd::UriMiss),
+                Some(Fwd::Bypass),
+                Some(Fwd::Stale),
+            ] {
+                for fwd_status in [None, Some(200), Some(304)] {
+                    for ttl in [
+                        None,
+                        Some(-4),
+                        Some(0),
+                        Some(60),
+                        Some(60 + 256),
+                        Some(1 << 40),
+                    ] {
+                        for (stored, collapsed) in [(false, false), (true, false), (false, true)] {
+                            for detail in
+                                [None, Some("set-cookie"), Some("no-freshness"), Some("a b")]
+                            {
+                                all.push(CacheStatus {
+                                    hit,
+                                    fwd,
+                                    fwd_status,
+                                    ttl,
+                                    stored,
+                                    collapsed,
+                                    detail,
+                                    ..status()
+                                });
+                            }
+                        }
+                    }
+                }
+            }
         }
-        // Anything more than a plain hit is rendered, never taken from the table.
-        let stale = CacheStatus {
-            detail: Some("stale-while-revalidate"),
-            ..hit(60)
-        };
-        let mut headers = HeaderMap::new();
-        stale.append_hit_to(&mut headers, &hits);
-        assert_eq!(headers[&CACHE_STATUS], render(stale.clone()));
+        // Twice over (rendered, then from the table unless another member took the slot),
+        // the second time in reverse.
+        for s in all.iter().chain(all.iter().rev()) {
+            let mut headers = HeaderMap::new();
+            s.append_to(&mut headers, &table);
+            assert_eq!(headers[&CACHE_STATUS], render(s.clone()), "{s:?}");
+            let mut again = HeaderMap::new();
+            s.append_to(&mut again, &table);
+            assert_eq!(again[&CACHE_STATUS], render(s.clone()), "{s:?}");
+        }
         // Another cache's member in the response is kept before ours.
         let mut headers = HeaderMap::new();
         headers.insert(&CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
-        hit(60).append_hit_to(&mut headers, &hits);
+        all[0].append_to(&mut headers, &table);
         assert_eq!(
             headers[&CACHE_STATUS],
-            format!("origin-cache; hit, {}", render(hit(60)))
+            format!("origin-cache; hit, {}", render(all[0].clone()))
         );
     }
 
@@ -414,7 +463,7 @@ mod tests {
             ..status()
         };
         let mut headers = HeaderMap::new();
-        ours.append_to(&mut headers);
+        ours.append_to(&mut headers, &StatusValues::new());
         assert_eq!(
             headers.get(&CACHE_STATUS).unwrap(),
             "tower-perf; hit; ttl=10"
@@ -430,7 +479,7 @@ mod tests {
             &CACHE_STATUS,
             HeaderValue::from_static("\"CDN Company\"; fwd=uri-miss"),
         );
-        ours.append_to(&mut headers);
+        ours.append_to(&mut headers, &StatusValues::new());
         let lines: Vec<_> = headers.get_all(&CACHE_STATUS).iter().collect();
         assert_eq!(
             lines,
