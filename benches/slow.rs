@@ -137,20 +137,22 @@ fn axum_group(c: &mut Criterion, name: &str) {
         )
     }
     let router = || Router::new().route("/items/{id}", get(item));
+    // `with_state(())` as `axum::serve` does (`into_make_service`): the routes become services
+    // once, not per request.
     let uri: Uri = "/items/7".parse().unwrap();
     let mut g = c.benchmark_group(name);
     g.measurement_time(Duration::from_secs(4));
     g.warm_up_time(Duration::from_secs(1));
 
-    let mut bare = router();
+    let mut bare = router().with_state(());
     g.bench_function(BenchmarkId::new("axum_request", "bare"), |b| {
         b.iter(|| one(&mut bare, &uri))
     });
-    let mut slow = router().layer(SlowRequestLayer::new());
+    let mut slow = router().layer(SlowRequestLayer::new()).with_state(());
     g.bench_function(BenchmarkId::new("axum_request", "SlowRequestLayer"), |b| {
         b.iter(|| one(&mut slow, &uri))
     });
-    let mut trace = router().layer(TraceLayer::new_for_http());
+    let mut trace = router().layer(TraceLayer::new_for_http()).with_state(());
     g.bench_function(
         BenchmarkId::new("axum_request", "tower_http_TraceLayer"),
         |b| b.iter(|| one(&mut trace, &uri)),
