@@ -8,6 +8,7 @@
 #
 #   scripts/callgrind-bench.sh                       # the slow tracker: bench `slow`, FN slow::one
 #   BENCH=slow FN='slow::one*' scripts/callgrind-bench.sh 'slow_no_recorder/per_request/bare$' ...
+#   BIN=/tmp/slow.old scripts/callgrind-bench.sh   # an older build's bench binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,8 @@ if [ $# -eq 0 ]; then
         'slow_axum_no_recorder/axum_request/SlowRequestLayer$' \
         'slow_axum_no_recorder/axum_request/tower_http_TraceLayer$'
 fi
-bin=$(cargo bench --bench "$BENCH" --no-run --message-format=json 2>/dev/null |
+bin=${BIN:-}   # another build of the bench binary (an older commit's), instead of building this one
+[ -n "$bin" ] || bin=$(cargo bench --bench "$BENCH" --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
