@@ -121,8 +121,8 @@ impl CacheStatus<'_> {
     /// Adds this member to the response's `Cache-Status`, after the members of caches closer to
     /// the origin (RFC 9211 2: the member of the cache closest to the user comes last). Existing
     /// field lines are joined with ours into one line, `existing, ours`; empty ones are dropped.
-    /// Alone, the member's value comes from `values` (the table of this cache, whose name
-    /// `self.name` is) when rendered there before.
+    /// A member alone is taken from `values`, this cache's table (so every member in it
+    /// carries `self.name`), when it was rendered there before.
     pub(crate) fn append_to(&self, headers: &mut HeaderMap, values: &StatusValues) {
         match headers.entry(&CACHE_STATUS) {
             Entry::Vacant(slot) => {
