@@ -832,8 +832,10 @@ async fn the_page_shows_the_live_figures_in_chromium() {
         "purged from the page"
     );
 
-    // A picture for people to look at (not committed).
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console.png");
+    // A picture for people to look at (not committed), in the target directory wherever it
+    // is (`CARGO_TARGET_DIR` moves it).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let flag = format!("--screenshot={}", shot.display());
     browse(bin, &format!("{console}?frames=10"), &[flag])
         .await
