@@ -34,6 +34,17 @@ pub(crate) const VARY_FIELD: u16 = 1 << 6;
 /// The cache's tag header (`Cache-Tag` by default).
 pub(crate) const TAGS: u16 = 1 << 7;
 
+/// The standard fields the store decision reads, and their bits.
+static STANDARD: [(HeaderName, u16); 7] = [
+    (CACHE_CONTROL, CONTROL),
+    (EXPIRES, EXPIRES_FIELD),
+    (DATE, DATE_FIELD),
+    (LAST_MODIFIED, LAST_MODIFIED_FIELD),
+    (ETAG, ETAG_FIELD),
+    (SET_COOKIE, SET_COOKIE_FIELD),
+    (VARY, VARY_FIELD),
+];
+
 /// Past this many fields the scan could cost more than the lookups it saves: every field is
 /// then taken as possibly present.
 const MAX_SCANNED: usize = 16;
@@ -57,23 +68,9 @@ impl Fields {
             if name == tags {
                 bits |= TAGS;
             }
-            bits |= if name == CACHE_CONTROL {
-                CONTROL
-            } else if name == EXPIRES {
-                EXPIRES_FIELD
-            } else if name == DATE {
-                DATE_FIELD
-            } else if name == LAST_MODIFIED {
-                LAST_MODIFIED_FIELD
-            } else if name == ETAG {
-                ETAG_FIELD
-            } else if name == SET_COOKIE {
-                SET_COOKIE_FIELD
-            } else if name == VARY {
-                VARY_FIELD
-            } else {
-                0
-            };
+            if let Some((_, bit)) = STANDARD.iter().find(|(n, _)| n == name) {
+                bits |= bit;
+            }
         }
         Fields(bits)
     }

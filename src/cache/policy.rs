@@ -184,10 +184,7 @@ pub(crate) fn storable(
     if status.is_informational() || status == StatusCode::NOT_MODIFIED {
         return Err(Uncacheable::Status);
     }
-    let explicit = res_cc.s_maxage.is_some()
-        || res_cc.max_age.is_some()
-        || (fields.may_have(head::EXPIRES_FIELD) && res_headers.contains_key(EXPIRES));
-    if !(explicit || heuristic_allowed(status, res_cc)) {
+    if !(explicit_freshness((res_headers, fields), res_cc) || heuristic_allowed(status, res_cc)) {
         return Err(Uncacheable::Status);
     }
     let lifetime = freshness_lifetime(
@@ -222,8 +219,13 @@ fn understood(status: StatusCode) -> bool {
 
 /// Whether the origin gave the response a lifetime: `s-maxage`, `max-age` or an `Expires`
 /// field (even an invalid one, which means already expired).
-pub(crate) fn explicit_freshness(res_headers: &HeaderMap, res_cc: &CacheControl) -> bool {
-    res_cc.s_maxage.is_some() || res_cc.max_age.is_some() || res_headers.contains_key(EXPIRES)
+pub(crate) fn explicit_freshness(
+    (res_headers, fields): (&HeaderMap, Fields),
+    res_cc: &CacheControl,
+) -> bool {
+    res_cc.s_maxage.is_some()
+        || res_cc.max_age.is_some()
+        || (fields.may_have(head::EXPIRES_FIELD) && res_headers.contains_key(EXPIRES))
 }
 
 /// Whether a response without explicit freshness may get a heuristic (or configured default)

@@ -87,8 +87,6 @@ pub(crate) struct RequestCtx {
     pub(crate) req_cc: CacheControl,
     /// What the lookups found so far.
     found: Found,
-    /// `found` comes from a lookup made before this context (the hit check's).
-    found_before: bool,
     /// The request waited for another request's origin response (`Cache-Status: collapsed`).
     collapsed: bool,
     /// What a store owes to others: the flight's followers, the lower tiers.
@@ -144,7 +142,6 @@ impl RequestCtx {
             primary,
             req_cc,
             found: Found::UriMiss,
-            found_before: false,
             collapsed: false,
             waiters: Waiters::default(),
             detail: None,
@@ -168,17 +165,11 @@ impl RequestCtx {
 
     /// Phase 1, lookup: the memory tier. A fresh (or acceptable) stored response is served:
     /// normally `try_serve` answered it already, but the cache may have changed since.
-    /// What the memory tier held when the request was looked up just before, with the same
-    /// key and headers: [`lookup`](Self::lookup) decides on it instead of looking up again.
-    pub(crate) fn looked_up(&mut self, found: Found) {
-        self.found = found;
-        self.found_before = true;
-    }
-
-    pub(crate) fn lookup<B>(&mut self) -> Option<Response<CacheBody<B>>> {
-        if !std::mem::take(&mut self.found_before) {
-            self.found = lookup_parts(&self.shared, self.primary, &self.parts);
-        }
+    /// `found`: what the memory tier held when the request was looked up just before, with
+    /// the same key and headers (the hit check's lookup); decided on instead of looking up
+    /// again.
+    pub(crate) fn lookup<B>(&mut self, found: Option<Found>) -> Option<Response<CacheBody<B>>> {
+        self.found = found.unwrap_or_else(|| lookup_parts(&self.shared, self.primary, &self.parts));
         if let Some(t) = &self.timings {
             t.record("cache", self.start.elapsed());
         }

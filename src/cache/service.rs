@@ -13,6 +13,7 @@ use super::body::CacheBody;
 use super::directives::CacheControl;
 use super::entry::strip_tags;
 use super::future::ResponseFuture;
+use super::head::Fields;
 use super::key::{is_cacheable_method, Primary};
 use super::policy;
 use super::purge::Target;
@@ -200,10 +201,7 @@ where
         .primary
         .unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
     let mut ctx = RequestCtx::new(shared, parts, primary, req_cc, timings, start);
-    if let Some(found) = miss.found {
-        ctx.looked_up(found);
-    }
-    let res = if let Some(res) = ctx.lookup() {
+    let res = if let Some(res) = ctx.lookup(miss.found) {
         res
     } else if ctx.req_cc.only_if_cached {
         // RFC 9111 5.2.1.7: whatever is not servable from the cache by now is a 504; the
@@ -302,6 +300,6 @@ fn reusable_for_get<B>(shared: &Shared, head: &http::request::Parts, res: &Respo
         .get(http::header::CONTENT_LOCATION)
         .and_then(|v| same_origin_target(&head.uri, host, v));
     res.status() == http::StatusCode::OK
-        && policy::explicit_freshness(res.headers(), &cc)
+        && policy::explicit_freshness((res.headers(), Fields::UNKNOWN), &cc)
         && target.is_some_and(|t| t.path_and_query() == head.uri.path_and_query())
 }

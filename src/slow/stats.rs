@@ -197,15 +197,14 @@ impl RouteStats {
         let oldest = epoch.saturating_sub(layout.slices as u64 - 1);
         let h = self.lock();
         let mut window = Counts::new(layout.precision);
-        for (counts, &e) in h.slices.iter().zip(h.epochs.iter()) {
-            if e != u64::MAX && e >= oldest && e <= epoch {
-                window.add(counts);
-            }
-        }
         let mut total = h.retired.clone();
         for (counts, &e) in h.slices.iter().zip(h.epochs.iter()) {
-            if e != u64::MAX {
-                total.add(counts);
+            if e == u64::MAX {
+                continue;
+            }
+            total.add(counts);
+            if e >= oldest && e <= epoch {
+                window.add(counts);
             }
         }
         drop(h);
