@@ -22,7 +22,8 @@
 //! ```
 //!
 //! Environment: `MAX_MB` (16), `SECS` (120), `INTERVAL` (10 seconds), `CONNS` (32),
-//! `BODY_KB` (23), `WARMUP` (10 seconds of the same load on URLs never stored, before the
+//! `BODY_KB` (23), `PAGES` (1: large bodies in pages of their own, the default; 0: on the
+//! heap, as before 0.2), `WARMUP` (10 seconds of the same load on URLs never stored, before the
 //! figures start). RSS is read from `/proc/self/statm` (Linux).
 
 use std::alloc::System;

@@ -105,9 +105,14 @@ fn page(n: u64, items: usize) -> Page {
 }
 
 /// The server: every `/items/{n}` cacheable for an hour, in a `PerfStack` with a `max_mb` cache.
-fn app(max_mb: u64, items: usize) -> Result<(Router, PerfStack), Box<dyn std::error::Error>> {
+fn app(
+    max_mb: u64,
+    items: usize,
+    pages: bool,
+) -> Result<(Router, PerfStack), Box<dyn std::error::Error>> {
     let mut config = PerfConfig::default();
     config.cache.max_mb = max_mb;
+    config.cache.large_bodies_in_pages = pages;
     let stack = PerfStack::from_config(&config)?;
     let router = Router::new()
         .route(
@@ -176,7 +181,8 @@ async fn run(allocator: &str) -> Result<(), Box<dyn std::error::Error>> {
     let conns = env_or("CONNS", 32).max(1);
     let items = (env_or("BODY_KB", 23) * 1024 / 230).max(1) as usize;
 
-    let (router, stack) = app(max_mb, items)?;
+    let pages = env_or("PAGES", 1) != 0;
+    let (router, stack) = app(max_mb, items, pages)?;
     let cache = stack.handles().cache;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -199,15 +205,18 @@ async fn run(allocator: &str) -> Result<(), Box<dyn std::error::Error>> {
     let start_rss = rss();
     let start_heap = LIVE.load(Relaxed);
     println!(
-        "cache_memory: allocator={allocator} max_mb={max_mb} body={} B conns={conns} secs={secs}; at start RSS {:.1} MiB, \
-         heap {:.1} MiB",
+        "cache_memory: allocator={allocator} max_mb={max_mb} pages={pages} body={} B conns={conns} secs={secs}; \
+         at start RSS {:.1} MiB, heap {:.1} MiB",
         body.len(),
         start_rss as f64 / MIB,
         start_heap as f64 / MIB
     );
-    // growth/budget: RSS growth since the start over `max_mb`; heap/cache: the heap's growth
-    // over the bytes the cache reports (1.0 when the weigher counts what entries hold).
-    println!("    t  req/s   RSS MiB  growth/budget  heap MiB  cache MiB  heap/cache  entries");
+    // growth/budget: RSS growth since the start over `max_mb`; held/cache: the heap's growth
+    // plus the bodies in pages of their own (outside the heap) over the bytes the cache
+    // reports (1.0 when the weigher counts what entries hold).
+    println!(
+        "    t  req/s   RSS MiB  growth/budget  heap MiB  pages MiB  cache MiB  held/cache  entries"
+    );
 
     let begin = Instant::now();
     cacheable.store(true, Relaxed);
@@ -220,14 +229,15 @@ async fn run(allocator: &str) -> Result<(), Box<dyn std::error::Error>> {
         let rss = rss();
         let heap = LIVE.load(Relaxed);
         println!(
-            "{:>5.0} {:>6.0} {:>9.1} {:>14.2} {:>9.1} {:>10.1} {:>11.2} {:>8}",
+            "{:>5.0} {:>6.0} {:>9.1} {:>14.2} {:>9.1} {:>10.1} {:>10.1} {:>11.2} {:>8}",
             begin.elapsed().as_secs_f64(),
             (n - last) as f64 / interval.as_secs_f64(),
             rss as f64 / MIB,
             rss.saturating_sub(start_rss) as f64 / budget,
             heap as f64 / MIB,
+            snap.bytes_in_pages as f64 / MIB,
             snap.bytes as f64 / MIB,
-            (heap - start_heap) as f64 / snap.bytes.max(1) as f64,
+            (heap - start_heap + snap.bytes_in_pages as i64) as f64 / snap.bytes.max(1) as f64,
             snap.entries,
         );
         last = n;

@@ -194,7 +194,7 @@ pub(crate) fn decode(value: Bytes, generation: u64, targeted: &[HeaderName]) -> 
         entry: Entry {
             uri,
             status,
-            headers,
+            headers: super::store::stored_headers(&headers),
             body,
             vary: vary.into(),
             vary_values: vary_values.into_boxed_slice(),

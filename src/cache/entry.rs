@@ -126,7 +126,7 @@ pub(crate) fn refreshed_entry(
     let refreshed = Entry {
         uri: entry.uri.clone(),
         status: entry.status,
-        headers,
+        headers: super::store::stored_headers(&headers),
         body: entry.body.clone(),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),

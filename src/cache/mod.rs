@@ -146,6 +146,7 @@ mod future;
 mod head;
 mod key;
 mod layer;
+mod pages;
 mod policy;
 mod purge;
 mod range;

@@ -8,7 +8,6 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, ETAG};
 use http::{HeaderMap, HeaderValue};
 
@@ -98,7 +97,7 @@ pub(crate) fn on_hit(shared: &Arc<Shared>, primary: Primary, entry: &Arc<Entry>)
     let shared = shared.clone();
     let entry = entry.clone();
     rt.spawn_blocking(move || {
-        let result = recompressed(&entry, coding);
+        let result = recompressed(&entry, coding, shared.pages.as_ref());
         let r = shared.recompress.as_ref().expect("set");
         r.in_flight.fetch_sub(1, Ordering::AcqRel);
         let Some(better) = result else { return };
@@ -152,7 +151,11 @@ fn brotli_best(input: &[u8]) -> Option<Vec<u8>> {
 
 /// The entry with its body encoded again at the best level; `None` when it does not decode or
 /// the result is not smaller.
-fn recompressed(entry: &Entry, coding: Coding) -> Option<Entry> {
+fn recompressed(
+    entry: &Entry,
+    coding: Coding,
+    pages: Option<&Arc<super::pages::PageBytes>>,
+) -> Option<Entry> {
     let mut decoded = Vec::new();
     let body: &[u8] = &entry.body;
     let best: Vec<u8> = match coding {
@@ -198,10 +201,10 @@ fn recompressed(entry: &Entry, coding: Coding) -> Option<Entry> {
     Some(Entry {
         uri: entry.uri.clone(),
         status: entry.status,
-        headers,
+        headers: super::store::stored_headers(&headers),
         // An exact copy: the encoders' buffers are sized to a bound of the input (`Bytes`
         // would keep all of it), and the store weighs an entry by its length.
-        body: Bytes::copy_from_slice(&best),
+        body: super::pages::body(&[&best[..]], best.len(), pages),
         vary: entry.vary.clone(),
         vary_values: entry.vary_values.clone(),
         cc: entry.cc,

@@ -44,6 +44,9 @@ pub struct CacheSnapshot {
     pub bytes: u64,
     /// The memory tier's byte budget.
     pub max_bytes: u64,
+    /// Of [`bytes`](Self::bytes), the large bodies kept in pages of their own, outside the
+    /// allocator's heap ([`ResponseCacheBuilder::large_bodies_in_pages`](super::ResponseCacheBuilder::large_bodies_in_pages)).
+    pub bytes_in_pages: u64,
     /// `(hits + stale) / (hits + stale + misses)`: the share of cacheable requests served from
     /// the cache, bypassed and uncacheable requests left out; 0 when there was none.
     pub hit_ratio: f64,

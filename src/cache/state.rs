@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) ttl_fn: Option<Arc<TtlFn>>,
     pub(crate) grace: Duration,
     pub(crate) max_entry_bytes: usize,
+    /// Bytes of large bodies in pages of their own (`pages`), when they are kept so.
+    pub(crate) pages: Option<Arc<super::pages::PageBytes>>,
     pub(crate) tag_header: HeaderName,
     pub(crate) name: Box<str>,
     // The `Cache-Status` values, rendered once and reused.
@@ -319,6 +321,7 @@ impl Shared {
             entries: s.store.entry_count(),
             bytes: s.store.weighted_size(),
             max_bytes: s.store.max_bytes(),
+            bytes_in_pages: s.pages.as_ref().map_or(0, |p| p.get()),
             hit_ratio: if served + misses == 0 {
                 0.0
             } else {

@@ -86,7 +86,11 @@ impl Entry {
     /// tags, each allocation with the allocator's own header. The URL's record and moka's
     /// per-entry structures are counted by [`Url`].
     pub(crate) fn weight(&self) -> u32 {
-        let headers = self.headers.capacity() * HEADER_SLOT
+        let h = &self.headers;
+        let headers = h.keys_len() * HEADER_ENTRY
+            + h.capacity() * INDEX_SLOT
+            + (h.len() - h.keys_len()) * EXTRA_VALUE
+            + 3 * ALLOCATION
             + self
                 .headers
                 .iter()
@@ -109,8 +113,9 @@ impl Entry {
         let total = std::mem::size_of::<Entry>()
             + 16
             + ALLOCATION
-            // The body, and the shared header a first hit gives it.
-            + self.body.len()
+            // The body (in whole pages when large: `pages`), and the shared header a first
+            // hit gives it.
+            + super::pages::weight(self.body.len())
             + ALLOCATION
             + 32
             + ALLOCATION
@@ -125,9 +130,31 @@ impl Entry {
 /// What the allocator adds to each allocation (glibc: an 8-byte size field, sizes rounded up
 /// to 16), on average.
 const ALLOCATION: usize = 16;
-/// One slot of a `HeaderMap`: its entry (hash, name, value, links: 104 bytes with `http` 1.x)
-/// and its index slots (4 bytes each, at least 4/3 per entry).
-const HEADER_SLOT: usize = 112;
+/// One name of a `HeaderMap`: its entry (hash, name, value, links: 104 bytes with `http` 1.x).
+/// A stored map's entries are exactly as many as its names ([`stored_headers`]).
+const HEADER_ENTRY: usize = 104;
+/// What a `HeaderMap`'s index costs per unit of its capacity (4-byte slots, 4/3 of the
+/// capacity, rounded up to a power of two).
+const INDEX_SLOT: usize = 6;
+/// A second value of a name (`extra_values`: the value and its links).
+const EXTRA_VALUE: usize = 48;
+
+/// Names a stored header map has room for beyond its own: the fields the layers add to a hit
+/// (`Age`, `Cache-Status`, `Server-Timing`, a rate limit's).
+const HIT_ROOM: usize = 6;
+
+/// `headers` as an entry keeps them: the values in a list of their exact length, the index
+/// sized for [`HIT_ROOM`] more names. A hit clones the map, and a clone keeps the index's size
+/// (not the list's spare room), so the fields the layers add to the hit do not rebuild the
+/// index, and the stored list holds no spare room.
+pub(crate) fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut roomy = HeaderMap::with_capacity(headers.keys_len() + HIT_ROOM);
+    // `iter` yields every value of a name; `append` keeps them all.
+    for (name, value) in headers {
+        roomy.append(name.clone(), value.clone());
+    }
+    roomy.clone()
+}
 /// What moka keeps per entry besides the value: its `ValueEntry` and `EntryInfo` (timestamps,
 /// weight, flags), the key's `Arc`, the nodes of the access, write and timer deques, the
 /// concurrent hash table's bucket, the read and write buffers' share. Measured with
@@ -355,5 +382,26 @@ impl MemoryStore {
     /// Runs moka's pending maintenance (evictions, expirations, invalidations) now.
     pub(crate) fn sync(&self) {
         self.urls.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header;
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn stored_headers_keep_every_value_and_a_clone_keeps_the_room() {
+        let mut origin = HeaderMap::new();
+        origin.append(header::VARY, HeaderValue::from_static("a"));
+        origin.append(header::VARY, HeaderValue::from_static("b"));
+        origin.insert(header::ETAG, HeaderValue::from_static("\"x\""));
+        let stored = stored_headers(&origin);
+        assert_eq!(stored, origin);
+        let hit = stored.clone();
+        assert_eq!(hit, origin);
+        assert!(hit.capacity() >= origin.keys_len() + HIT_ROOM);
     }
 }

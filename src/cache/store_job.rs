@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::HeaderName;
 use http::request::Parts;
 
@@ -82,20 +82,7 @@ impl StoreJob {
     }
 
     pub(crate) fn finish(self: Box<Self>) {
-        // A buffer of the body's exact size, never the origin's: a body serialized into a
-        // growing buffer sits in an allocation up to twice its length (a 23 KB JSON in 32 KB),
-        // and a stored slice would keep it whole, and the weigher would not see it.
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => Bytes::copy_from_slice(&self.chunks[0]),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len);
-                for c in &self.chunks {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
-            }
-        };
+        let body = super::pages::body(&self.chunks, self.len, self.shared.pages.as_ref());
         let StoreJob {
             shared,
             key,
@@ -111,6 +98,7 @@ impl StoreJob {
                 http::HeaderValue::from(body.len()),
             );
         }
+        entry.headers = super::store::stored_headers(&entry.headers);
         entry.body = body;
         let entry = Arc::new(entry);
         shared.store.insert(key, entry.clone());

@@ -118,6 +118,10 @@ pub struct CacheConfig {
     pub max_mb: u64,
     /// Largest stored body in KiB, at most half of `max_mb`. Default: 1024.
     pub max_entry_kb: usize,
+    /// Stored bodies of 16 KiB and more in pages of their own, so that RSS follows `max_mb`
+    /// ([`ResponseCacheBuilder::large_bodies_in_pages`](crate::cache::ResponseCacheBuilder::large_bodies_in_pages)).
+    /// Default: true.
+    pub large_bodies_in_pages: bool,
     /// Freshness for responses that carry none; absent: only what responses say.
     pub default_ttl_secs: Option<u64>,
     /// Freshness of the responses of a route that carry none, replacing `default_ttl_secs`;
@@ -136,6 +140,7 @@ impl Default for CacheConfig {
         Self {
             max_mb: 64,
             max_entry_kb: 1024,
+            large_bodies_in_pages: true,
             default_ttl_secs: None,
             route_ttl_secs: BTreeMap::new(),
             grace_secs: 0,

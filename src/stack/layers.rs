@@ -178,6 +178,7 @@ impl CacheConfig {
         let mut b = ResponseCacheLayer::builder()
             .max_bytes(self.max_mb.saturating_mul(1024 * 1024))
             .max_entry_bytes(self.max_entry_kb.saturating_mul(1024))
+            .large_bodies_in_pages(self.large_bodies_in_pages)
             .grace(Duration::from_secs(self.grace_secs))
             .ignore_host(self.ignore_host);
         if let Some(ttl) = self.default_ttl_secs {
