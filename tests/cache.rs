@@ -2046,3 +2046,64 @@ async fn sort_query_shares_one_entry_between_orders() {
     assert!(r.cs().flag("hit"), "{:?}", r.cs());
     assert_eq!(calls.get(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 16. Memory
+// ---------------------------------------------------------------------------------------------
+
+/// A handler answering `/bodies/{len}` with `len` bytes, cacheable.
+async fn sized(State(calls): State<Calls>, Path(len): Path<usize>) -> Response {
+    let n = calls.inc();
+    let body: Vec<u8> = (0..len).map(|i| b'a' + ((i + n) % 26) as u8).collect();
+    ([(header::CACHE_CONTROL, PUBLIC_60)], body).into_response()
+}
+
+/// Large bodies are kept in pages of their own (counted in the snapshot, weighed by whole
+/// pages), served whole from there, and given back when their entry goes; small ones and a
+/// cache built without the option keep them on the heap.
+#[tokio::test(start_paused = true)]
+async fn large_bodies_live_in_pages_of_their_own_until_their_entry_goes() {
+    for in_pages in [true, false] {
+        let calls = Calls::default();
+        let cache = ResponseCacheLayer::builder()
+            .large_bodies_in_pages(in_pages)
+            .build()
+            .expect("valid");
+        let handle = cache.handle();
+        let app = Router::new()
+            .route("/bodies/{len}", get(sized))
+            .layer(cache)
+            .with_state(calls.clone());
+        let addr = serve(app).await;
+        let client = client();
+        let large = format!("http://{addr}/bodies/20000");
+        let small = format!("http://{addr}/bodies/1000");
+
+        let first = get_url(&client, &large).await;
+        let small_first = get_url(&client, &small).await;
+        let hit = get_url(&client, &large).await;
+        assert!(hit.cs().flag("hit"), "{:?}", hit.cs());
+        assert_eq!(hit.body.len(), 20000);
+        assert_eq!(hit.body, first.body, "the stored copy is the origin's body");
+        let small_hit = get_url(&client, &small).await;
+        assert!(small_hit.cs().flag("hit"));
+        assert_eq!(small_hit.body, small_first.body);
+        assert_eq!(calls.get(), 2);
+        let stats = handle.snapshot();
+        // 20000 bytes take five 4 KiB pages; the small body stays on the heap.
+        let expected = if in_pages { 5 * 4096 } else { 0 };
+        assert_eq!(stats.bytes_in_pages, expected, "in_pages={in_pages}");
+        assert!(stats.bytes >= 5 * 4096 + 1000, "weighed by its pages");
+
+        handle.purge_uri("/bodies/20000", true);
+        assert_eq!(
+            handle.snapshot().bytes_in_pages,
+            0,
+            "unmapped with its entry"
+        );
+        let again = get_url(&client, &large).await;
+        assert!(!again.cs().flag("hit"));
+        assert_ne!(again.body, first.body, "fetched again");
+        assert_eq!(handle.snapshot().bytes_in_pages, expected);
+    }
+}

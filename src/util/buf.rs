@@ -24,22 +24,30 @@ impl<const N: usize> StackBuf<N> {
     }
 
     /// Appends `bytes`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        if self.heap.is_empty() && self.len + bytes.len() <= N {
-            self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
+        let end = self.len + bytes.len();
+        if end <= N && self.heap.is_empty() {
+            self.stack[self.len..end].copy_from_slice(bytes);
+            self.len = end;
         } else {
-            if self.heap.is_empty() {
-                self.heap.reserve(2 * N);
-                self.heap.extend_from_slice(&self.stack[..self.len]);
-            }
-            self.heap.extend_from_slice(bytes);
+            self.spill(bytes);
         }
     }
 
+    /// Appends `bytes` on the heap, moving what the stack holds there first.
+    #[cold]
+    #[inline(never)]
+    fn spill(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() {
+            self.heap.reserve(2 * N);
+            self.heap.extend_from_slice(&self.stack[..self.len]);
+        }
+        self.heap.extend_from_slice(bytes);
+    }
+
     /// Appends one byte.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_byte(&mut self, byte: u8) {
         self.push(&[byte]);
     }
