@@ -342,7 +342,9 @@ impl RequestCtx {
             }
         };
         match stale {
-            Some(entry) => self.revalidated(svc, res, entry, ex).await,
+            // Boxed: a revalidation's future holds a second origin call, and a plain miss
+            // (most of them) would carry its room.
+            Some(entry) => Box::pin(self.revalidated(svc, res, entry, ex)).await,
             None => Forwarded::Origin(res, ex),
         }
     }

@@ -74,15 +74,34 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // Hits are answered here, synchronously: no origin, no boxed future.
-        let miss = match try_serve(&self.shared, &self.inner, &req) {
+        // One clock read for the cache's phase, whichever way the request goes.
+        let start = Instant::now();
+        let miss = match try_serve(&self.shared, &self.inner, &req, start) {
             Ok(res) => return ResponseFuture::ready(res),
             Err(miss) => miss,
         };
         // The clone takes the place of the service that was polled ready, which goes with the
         // request (tower's usual dance).
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::origin(Box::pin(handle(self.shared.clone(), inner, req, miss)))
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        // Each way to the origin is its own boxed future, made only when taken: one future for
+        // all of them would be as large as the largest (several KB, moved into its box on
+        // every miss), and the plain miss's fits the allocator's small sizes.
+        match prepare(shared, &inner, req, miss, start) {
+            Prepared::Answered(res) => ResponseFuture::ready(res),
+            Prepared::Origin(ctx, body) => {
+                ResponseFuture::origin(Box::pin(origin(ctx, inner, body)))
+            }
+            Prepared::Uncacheable(shared, req) => ResponseFuture::origin(Box::pin(async move {
+                forward_uncacheable(&shared, &mut inner, req).await
+            })),
+            Prepared::NoStore(shared, req) => ResponseFuture::origin(Box::pin(async move {
+                let mut res = inner.call(req).await?;
+                strip_tags(&shared, res.headers_mut());
+                Ok(bypass(&shared, res, "request-no-store"))
+            })),
+        }
     }
 }
 
@@ -95,6 +114,7 @@ fn try_serve<S, ReqBody, ResBody>(
     shared: &Arc<Shared>,
     svc: &S,
     req: &Request<ReqBody>,
+    start: Instant,
 ) -> Result<Response<CacheBody<ResBody>>, Miss>
 where
     S: Origin<ReqBody, ResBody>,
@@ -111,7 +131,6 @@ where
             ..Miss::default()
         });
     }
-    let start = Instant::now();
     let primary = shared.keyer.primary_of(req, shared.key_fn.as_deref());
     let found = lookup_head(shared, primary, req.uri(), req.headers());
     let served = match &found {
@@ -169,31 +188,45 @@ fn clone_request_head<B>(req: &Request<B>) -> Request<()> {
     head
 }
 
-/// A request that `try_serve` could not answer, through the phases of [`RequestCtx`]: lookup,
-/// coalesce, tier lookup, forward or revalidate, store.
-async fn handle<S, ReqBody, ResBody>(
+/// What the cache makes of a request [`try_serve`] could not answer, before any wait.
+// Returned once and taken apart at once: boxing the large variant would cost an allocation
+// per miss to save a move.
+#[allow(clippy::large_enum_variant)]
+enum Prepared<ReqBody, ResBody> {
+    /// Answered from the memory tier after all (a stale entry the request accepts, a `304`),
+    /// or the `504` of `only-if-cached`.
+    Answered(Response<CacheBody<ResBody>>),
+    /// The origin path's phases: coalesce, the lower tiers, the origin.
+    Origin(RequestCtx, ReqBody),
+    /// A method the cache does not serve.
+    Uncacheable(Arc<Shared>, Request<ReqBody>),
+    /// `Cache-Control: no-store` on the request: passed through.
+    NoStore(Arc<Shared>, Request<ReqBody>),
+}
+
+/// The origin path's first phase, which never waits: the request's context and the memory
+/// tier's answer (with what `try_serve` already worked out).
+fn prepare<S, ReqBody, ResBody>(
     shared: Arc<Shared>,
-    mut svc: S,
+    svc: &S,
     req: Request<ReqBody>,
     miss: Miss,
-) -> Result<Response<CacheBody<ResBody>>, S::Error>
+    start: Instant,
+) -> Prepared<ReqBody, ResBody>
 where
     S: Origin<ReqBody, ResBody>,
     ReqBody: Default + Send + 'static,
     ResBody: OriginBody,
 {
-    let start = Instant::now();
     shared.tiers.start(&shared);
     if !is_cacheable_method(req.method()) {
-        return forward_uncacheable(&shared, &mut svc, req).await;
+        return Prepared::Uncacheable(shared, req);
     }
     let req_cc = miss
         .req_cc
         .unwrap_or_else(|| CacheControl::parse_request(req.headers()));
     if req_cc.no_store {
-        let mut res = svc.call(req).await?;
-        strip_tags(&shared, res.headers_mut());
-        return Ok(bypass(&shared, res, "request-no-store"));
+        return Prepared::NoStore(shared, req);
     }
     let timings = Timings::from_request(&req).cloned();
     let (parts, body) = req.into_parts();
@@ -201,15 +234,38 @@ where
         .primary
         .unwrap_or_else(|| shared.keyer.primary(&parts, shared.key_fn.as_deref()));
     let mut ctx = RequestCtx::new(shared, parts, primary, req_cc, timings, start);
-    let res = if let Some(res) = ctx.lookup(miss.found) {
-        res
-    } else if ctx.req_cc.only_if_cached {
+    let answered = match ctx.lookup(miss.found) {
+        Some(res) => res,
         // RFC 9111 5.2.1.7: whatever is not servable from the cache by now is a 504; the
         // origin is never contacted.
-        gateway_timeout(&ctx.shared)
-    } else if let Some(res) = ctx.coalesce().await {
+        None if ctx.req_cc.only_if_cached => gateway_timeout(&ctx.shared),
+        None => return Prepared::Origin(ctx, body),
+    };
+    if let Some(entry) = ctx.refresh.take() {
+        refresh_in_background(&ctx.shared, svc, entry, ctx.primary, &ctx.parts);
+    }
+    Prepared::Answered(answered)
+}
+
+/// The origin path's phases that may wait: coalesce, the lower tiers, the origin (forward or
+/// revalidate), then the store decision.
+async fn origin<S, ReqBody, ResBody>(
+    mut ctx: RequestCtx,
+    mut svc: S,
+    body: ReqBody,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Origin<ReqBody, ResBody>,
+    ReqBody: Default + Send + 'static,
+    ResBody: OriginBody,
+{
+    let res = if let Some(res) = ctx.coalesce().await {
         res
-    } else if let Some(res) = ctx.tier_lookup().await {
+    } else if let Some(res) = match ctx.shared.tiers.has_lower() {
+        // Boxed: the Redis lookup's future is large, and only a Redis tier waits for it.
+        true => Box::pin(ctx.tier_lookup()).await,
+        false => None,
+    } {
         res
     } else {
         match ctx.forward(&mut svc, body).await {
