@@ -9,6 +9,10 @@
 //! handler answers with axum's `Json`, whose buffer grows by doubling (a 23 KB body in a
 //! 32 KB allocation), as most JSON handlers do.
 //!
+//! The cache keeps bodies of 16 KiB and more in pages of their own by default
+//! (`large_bodies_in_pages`), outside the heap: the `pages MiB` column counts them, and
+//! `PAGES=0` keeps them on the heap instead, to compare.
+//!
 //! This binary measures the system allocator (glibc's malloc on Linux);
 //! `cache_memory_mimalloc` and `cache_memory_jemalloc` run the same code and print the same
 //! table under mimalloc and jemalloc (dev-dependencies only: the crate itself picks no
