@@ -49,8 +49,20 @@ async fn item(State(o): State<Origin>, Path(id): Path<String>) -> impl IntoRespo
             (header::HeaderName::from_static("cache-tag"), "items"),
             (header::VARY, "accept-encoding"),
         ],
-        format!("item {id} version {n}"),
+        body(&id, n),
     )
+}
+
+/// `item {id} version {n}`, padded to 20,000 bytes when the id starts with `large`.
+fn body(id: &str, n: usize) -> String {
+    let mut body = format!("item {id} version {n}");
+    if id.starts_with("large") {
+        while body.len() < 20_000 {
+            body.push_str(" padding");
+        }
+        body.truncate(20_000);
+    }
+    body
 }
 
 fn link(url: String) -> RedisLink {
@@ -359,6 +371,38 @@ async fn prefix_and_uri_purges_reach_the_other_instance_by_message(redis: Topolo
         let r = get_url(format!("{a}{path}")).await;
         assert_ne!(&r.body, old, "{path} through A: {}", r.cache_status);
     }
+    assert_no_redis_errors(&[&ha, &hb]);
+}
+
+/// A large body promoted from Redis into the memory tier is copied out of the reply into
+/// pages of its own, as the bodies the instance stores itself.
+#[tokio::test]
+async fn a_large_body_promoted_from_redis_lives_in_pages() {
+    let redis = RedisServer::start();
+    let origin = Origin::default();
+    let (a, ha) = instance(&redis, origin.clone()).await;
+    let (b, hb) = instance(&redis, origin.clone()).await;
+
+    let first = get_url(format!("{a}/items/large-1")).await;
+    assert_eq!(first.body, body("large-1", 1));
+    assert_eq!(ha.snapshot().bytes_in_pages, 5 * 4096);
+    assert!(until(Duration::from_secs(5), || stores(&ha) == 1)
+        .await
+        .is_some());
+    assert_eq!(hb.snapshot().bytes_in_pages, 0);
+    let second = get_url(format!("{b}/items/large-1")).await;
+    assert!(
+        second.cache_status.contains("detail=redis"),
+        "{}",
+        second.cache_status
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        hb.snapshot().bytes_in_pages,
+        5 * 4096,
+        "promoted into pages"
+    );
+    assert_eq!(origin.calls.load(SeqCst), 1);
     assert_no_redis_errors(&[&ha, &hb]);
 }
 

@@ -610,6 +610,9 @@ impl RedisTier {
             .unwrap_or_default();
         entry.initial_age = entry.initial_age.saturating_add(elapsed);
         entry.stored_at = Instant::now();
+        // Out of the reply's buffer (which holds the head too), at its exact size and in
+        // pages when large, as every body the memory tier keeps.
+        entry.body = super::pages::body(&[&entry.body], entry.body.len(), shared.pages.as_ref());
         Ok(RedisFound::Entry(Arc::new(entry), validity))
     }
 
