@@ -60,7 +60,11 @@
 //! them.
 //!
 //! Memory is bounded by bytes (`max_bytes`, body and headers weighed); bodies larger than
-//! `max_entry_bytes` stream through without being stored.
+//! `max_entry_bytes` stream through without being stored. Bodies of 16 KiB and more are kept
+//! in pages of their own, outside the allocator's heap
+//! ([`large_bodies_in_pages`](ResponseCacheBuilder::large_bodies_in_pages)), so the process's
+//! memory follows `max_bytes` under churn instead of growing by the holes evicted bodies leave
+//! in the heap.
 //!
 //! # The Redis tier (feature `redis`)
 //!
