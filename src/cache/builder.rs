@@ -138,7 +138,10 @@ impl ResponseCacheBuilder {
     /// body (when it is stored and when it is evicted, never on a hit) and up to 4 KiB of the
     /// last page; the store counts a large body by whole pages either way. At most 32768
     /// bodies live in pages at once in the process (the kernel bounds mappings), the rest
-    /// go to the heap.
+    /// go to the heap. Mapping and unmapping take the kernel's lock on the process's memory
+    /// map, which page faults take too: measured on 2 cores only (where a churn that stores on
+    /// every request ran as fast as with the heap); on many cores with tens of thousands of
+    /// stores per second, check a profile for `mmap` / `munmap` and turn this off if they show.
     pub fn large_bodies_in_pages(mut self, yes: bool) -> Self {
         self.large_bodies_in_pages = yes;
         self
