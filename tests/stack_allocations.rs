@@ -48,7 +48,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// The allocations the stack may add to a request on its hit path, beyond the bare router's.
 const MAX_HIT_ALLOCATIONS: u64 = 6;
 /// The same on the miss path (a response that is not cacheable).
-const MAX_MISS_ALLOCATIONS: u64 = 15;
+const MAX_MISS_ALLOCATIONS: u64 = 14;
 
 const BODY: &str = "Hello, World!";
 
