@@ -5,7 +5,7 @@
 //! Malformed input counts as absent, directive by directive: one bad member does not hide the
 //! ones that follow it.
 
-use crate::util::header::Cursor;
+use crate::util::header::{contains, Cursor};
 use http::header::{CACHE_CONTROL, PRAGMA};
 use http::{HeaderMap, HeaderName};
 
@@ -108,6 +108,10 @@ impl CacheControl {
     /// [`parse`](Self::parse) for a request, which also honours `Pragma: no-cache` when the
     /// request has no `Cache-Control` field at all (RFC 9111 5.4).
     pub(crate) fn parse_request(headers: &HeaderMap) -> Self {
+        // Most requests carry neither field.
+        if !contains(headers, &CACHE_CONTROL) && !contains(headers, &PRAGMA) {
+            return Self::default();
+        }
         let (mut cc, any) = Self::parse_lines(headers);
         if !any && pragma_no_cache(headers) {
             cc.no_cache = true;

@@ -6,7 +6,7 @@
 //! without a service. Malformed header values count as absent (or, where absence would make the
 //! cache more permissive than the origin meant, as the stricter reading, which is said below).
 
-use crate::util::header::{trim_ows, trim_start_ows};
+use crate::util::header::{contains, trim_ows, trim_start_ows};
 use std::time::{Duration, SystemTime};
 
 use http::header::{
@@ -162,7 +162,7 @@ pub(crate) fn storable(
     if res_cc.private {
         return Err(Uncacheable::Private);
     }
-    if req_headers.contains_key(AUTHORIZATION)
+    if contains(req_headers, &AUTHORIZATION)
         && !(res_cc.public || res_cc.s_maxage.is_some() || res_cc.must_revalidate)
     {
         return Err(Uncacheable::Authorization);
@@ -488,11 +488,14 @@ pub(crate) fn add_validators(stored: &HeaderMap, headers: &mut HeaderMap) {
 /// (`If-Match`, `If-Unmodified-Since`).
 pub(crate) fn not_modified(req_headers: &HeaderMap, stored: &HeaderMap) -> bool {
     // The stored validator is looked up only for a request that has something to compare.
-    if req_headers.contains_key(IF_NONE_MATCH) {
+    if contains(req_headers, &IF_NONE_MATCH) {
         let etag = stored_etag(stored).map(|(_, tag)| tag);
         if let Some(matched) = if_none_match(req_headers, etag) {
             return matched;
         }
+    }
+    if !contains(req_headers, &IF_MODIFIED_SINCE) {
+        return false;
     }
     let Some(since) = http_date(req_headers, &IF_MODIFIED_SINCE) else {
         return false;

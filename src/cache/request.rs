@@ -39,6 +39,7 @@ use super::store_job::{store_refreshed, StoreJob, Waiters};
 use super::tiers::TierQuery;
 use crate::reject::Rejected;
 use crate::timings::Timings;
+use crate::util::header::contains;
 
 /// The inner service as the request path needs it: cloned for background refreshes, its
 /// futures and errors sent across tasks. Implemented for every such service.
@@ -787,8 +788,7 @@ fn detached(uri: http::Uri) -> http::Uri {
 
 /// Requests that may wait for another client's origin response: no credentials of their own.
 pub(crate) fn coalescible(parts: &Parts) -> bool {
-    !parts.headers.contains_key(header::AUTHORIZATION)
-        && !parts.headers.contains_key(header::COOKIE)
+    !contains(&parts.headers, &header::AUTHORIZATION) && !contains(&parts.headers, &header::COOKIE)
 }
 
 pub(crate) fn clone_parts(parts: &Parts) -> Parts {

@@ -18,6 +18,7 @@ use super::snapshot::CacheOutcome;
 use super::state::Shared;
 use super::status::{CacheStatus, Fwd};
 use super::store::Entry;
+use crate::util::header::contains;
 
 pub(crate) static AGE: HeaderName = header::AGE;
 
@@ -120,7 +121,7 @@ pub(crate) fn serve<B>(
 /// The answer to a `GET` with `Range` from a stored `200`, or from a stored `206` that holds
 /// the range, if it asks for one part.
 fn ranged(entry: &Entry, req_headers: &HeaderMap, head_only: bool) -> Option<Ranged> {
-    if head_only || !req_headers.contains_key(header::RANGE) {
+    if head_only || !contains(req_headers, &header::RANGE) {
         return None;
     }
     let span = range::span(entry)?;

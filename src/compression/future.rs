@@ -19,7 +19,7 @@ use super::state::Shared;
 use super::Algorithm;
 use crate::timings::Timings;
 use crate::util::accept_encoding::Encoding;
-use crate::util::header::list_has_token;
+use crate::util::header::{contains, list_has_token};
 
 pin_project! {
     /// Response future of [`AdaptiveCompression`](super::AdaptiveCompression): the inner
@@ -164,12 +164,12 @@ fn skip_reason(
     } else if !sse && size.is_some_and(|n| n < shared.min_size) {
         // First of the header checks: the cheapest, and the reason for most small API answers.
         Some(Decision::TooSmall)
-    } else if status == StatusCode::PARTIAL_CONTENT || h.contains_key(CONTENT_RANGE) {
+    } else if status == StatusCode::PARTIAL_CONTENT || contains(h, &CONTENT_RANGE) {
         Some(Decision::Partial)
-    } else if h
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    } else if contains(h, &CONTENT_ENCODING)
+        && h.get_all(CONTENT_ENCODING)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
     {
         Some(Decision::AlreadyEncoded)
     } else if list_has_token(h, CACHE_CONTROL, b"no-transform") {

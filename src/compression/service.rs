@@ -86,6 +86,9 @@ where
 pub(crate) fn strip_etag_suffix(headers: &mut http::HeaderMap, encoding: Encoding) -> bool {
     let name = encoding.as_str().as_bytes();
     let is_suffix = |w: &[u8]| w[0] == b'-' && w[w.len() - 1] == b'"' && &w[1..w.len() - 1] == name;
+    if !crate::util::header::contains(headers, &IF_NONE_MATCH) {
+        return false;
+    }
     let found = headers
         .get_all(IF_NONE_MATCH)
         .iter()

@@ -83,6 +83,9 @@ impl Priority {
     /// The class named by the `x-priority` header; `None` when it is absent, repeated with
     /// different values, or malformed (bad input counts as absent).
     pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Priority> {
+        if !crate::util::header::contains(headers, &X_PRIORITY) {
+            return None;
+        }
         let mut values = headers.get_all(&X_PRIORITY).iter();
         let first = Priority::from_bytes(values.next()?.as_bytes())?;
         values

@@ -1,5 +1,26 @@
 //! Byte-level pieces of HTTP field syntax (RFC 9110 section 5.6), shared by every parser of the
-//! crate so that none of them carries its own copy.
+//! crate so that none of them carries its own copy; and [`contains`], the presence check of a
+//! field that is usually absent.
+
+use http::header::HeaderName;
+use http::HeaderMap;
+
+/// Names a header map may hold for [`contains`] to compare them rather than look one up.
+const SCANNED: usize = 12;
+
+/// Whether `headers` holds a field named `name`. A lookup hashes the name and probes (about
+/// 100 instructions, more for a custom name), present or not; comparing `name` with the names
+/// of a short map costs a few instructions each (standard names are told apart by their tag),
+/// so the checks for fields most requests lack (`Range`, the conditionals, `Pragma`,
+/// `Authorization`...) scan short maps and look longer ones up.
+#[inline]
+pub(crate) fn contains(headers: &HeaderMap, name: &HeaderName) -> bool {
+    if headers.keys_len() <= SCANNED {
+        headers.keys().any(|n| n == name)
+    } else {
+        headers.contains_key(name)
+    }
+}
 
 /// `tchar` (RFC 9110 5.6.2): a byte that may appear in a token.
 pub(crate) fn is_tchar(b: u8) -> bool {
@@ -179,5 +200,32 @@ mod tests {
                 .unwrap(),
         );
         assert!(!list_has_token(&h, CACHE_CONTROL, b"no-transform"));
+    }
+}
+
+#[cfg(test)]
+mod contains_tests {
+    use http::header::{ACCEPT, HOST, RANGE};
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn contains_answers_like_a_lookup_in_short_and_long_maps() {
+        let custom = HeaderName::from_static("x-custom");
+        for extra in [0, 5, 30] {
+            let mut headers = HeaderMap::new();
+            headers.insert(HOST, HeaderValue::from_static("a"));
+            for i in 0..extra {
+                let name = HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap();
+                headers.append(name, HeaderValue::from_static("v"));
+            }
+            for name in [&RANGE, &ACCEPT, &custom] {
+                assert!(!contains(&headers, name), "{name} absent, {extra}");
+                headers.append(name, HeaderValue::from_static("v"));
+                assert!(contains(&headers, name), "{name} present, {extra}");
+            }
+            assert!(contains(&headers, &HOST));
+        }
     }
 }
