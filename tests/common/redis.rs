@@ -23,10 +23,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The highest port a Cluster node may listen on: Redis also listens on the port plus 10000
+/// (the cluster bus) and refuses to start above this.
+const MAX_CLUSTER_PORT: u16 = 55535;
+
+/// A free loopback port for a Cluster node: at most [`MAX_CLUSTER_PORT`], with its bus port
+/// (plus 10000) free too. The kernel hands out ports up to 60999, a fifth of them too high.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port <= MAX_CLUSTER_PORT && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port pair for a Cluster node in 1000 tries");
+}
+
+/// Times a server is started on a new port when it does not come up (another process took
+/// the port between the check and the start).
+const START_TRIES: usize = 5;
+
 impl RedisServer {
     /// Starts a server on a free port, without persistence, and waits until it answers PING.
     pub fn start() -> Self {
-        Self::start_with(free_port(), Vec::new())
+        Self::start_on_free_port(free_port, |_| Vec::new())
     }
 
     /// Starts a server on `port` with `extra` arguments and waits until it answers PING.
@@ -38,6 +58,26 @@ impl RedisServer {
         };
         server.spawn();
         server
+    }
+
+    /// Starts a server on a port from `port` with the arguments `extra(port)`, on another port
+    /// when it does not come up (exits at once, or does not answer), up to [`START_TRIES`]
+    /// times.
+    pub fn start_on_free_port(port: fn() -> u16, extra: impl Fn(u16) -> Vec<String>) -> Self {
+        for _ in 1..START_TRIES {
+            let p = port();
+            let mut server = Self {
+                port: p,
+                extra: extra(p),
+                child: None,
+            };
+            if server.try_spawn() {
+                return server;
+            }
+            server.kill();
+        }
+        let p = port();
+        Self::start_with(p, extra(p))
     }
 
     /// [`start`](Self::start), or `None` when `redis-server` is not installed (benches skip
@@ -52,7 +92,18 @@ impl RedisServer {
         installed.then(Self::start)
     }
 
+    /// Starts the process and waits until it answers PING; panics when it does not.
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server did not answer on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the process; `false` when it exits or does not answer PING within 30 s (a
+    /// loaded test machine starts six at once for a Cluster).
+    fn try_spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         // A Sentinel's config file must come first.
         let (first, rest) = match self.extra.first() {
@@ -79,17 +130,25 @@ impl RedisServer {
             .spawn()
             .expect("redis-server on PATH (scripts/test.sh installs it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self
                 .command(&["PING"])
                 .is_some_and(|r| r.starts_with("+PONG"))
             {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()));
+            if exited {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server did not answer on port {}", self.port);
+        false
     }
 
     /// `redis://127.0.0.1:<port>`.

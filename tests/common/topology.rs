@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::redis::{free_port, send, RedisServer};
+use super::redis::{free_cluster_port, free_port, send, RedisServer};
 
 /// The name of the master the sentinels watch.
 pub const SERVICE: &str = "mymaster";
@@ -77,9 +77,9 @@ impl Topology {
             dir: TempDir(dir),
         };
         match kind {
-            Kind::Single => t.nodes.push(RedisServer::start_with(first, Vec::new())),
-            Kind::Cluster => t.start_cluster(first),
-            Kind::Sentinel => t.start_sentinel(first),
+            Kind::Single => t.nodes.push(RedisServer::start()),
+            Kind::Cluster => t.start_cluster(),
+            Kind::Sentinel => t.start_sentinel(),
         }
         t
     }
@@ -93,23 +93,28 @@ impl Topology {
         self.dir.0.display().to_string()
     }
 
-    fn start_cluster(&mut self, first: u16) {
-        for i in 0..6 {
-            let port = if i == 0 { first } else { free_port() };
-            let args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &format!("nodes-{port}.conf"),
-                // A master is declared failed after 2 s without answers: long enough for a
-                // loaded test machine, short enough for a failover test.
-                "--cluster-node-timeout",
-                "2000",
-                "--dir",
-                &self.dir(),
-            ];
-            let args = args.iter().map(|s| s.to_string()).collect();
-            self.nodes.push(RedisServer::start_with(port, args));
+    fn start_cluster(&mut self) {
+        let dir = self.dir();
+        for _ in 0..6 {
+            let args = |port: u16| {
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    // A master is declared failed after 2 s without answers: long enough for
+                    // a loaded test machine, short enough for a failover test.
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--dir",
+                    &dir,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+            };
+            self.nodes
+                .push(RedisServer::start_on_free_port(free_cluster_port, args));
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -137,17 +142,17 @@ impl Topology {
         });
     }
 
-    fn start_sentinel(&mut self, first: u16) {
+    fn start_sentinel(&mut self) {
         // In the temp dir: a replica writes the copy it receives to disk.
         let dir = vec!["--dir".to_owned(), self.dir()];
-        let master = RedisServer::start_with(first, dir.clone());
-        let replica_args = ["--replicaof", "127.0.0.1", &first.to_string()];
-        let replica_args = replica_args
+        let master = RedisServer::start_on_free_port(free_port, |_| dir.clone());
+        let first = master.port();
+        let replica_args: Vec<String> = ["--replicaof", "127.0.0.1", &first.to_string()]
             .iter()
             .map(|s| s.to_string())
             .chain(dir)
             .collect();
-        let replica = RedisServer::start_with(free_port(), replica_args);
+        let replica = RedisServer::start_on_free_port(free_port, |_| replica_args.clone());
         wait_for(Duration::from_secs(20), "the replica is in sync", || {
             replica
                 .info_field(&["INFO", "replication"], "master_link_status")
@@ -159,24 +164,26 @@ impl Topology {
         // Started once the replica is in sync, so each sentinel's first look at the master
         // lists it (the next look is 10 s later).
         for _ in 0..3 {
-            let port = free_port();
-            let conf = self.dir.0.join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "sentinel monitor {SERVICE} 127.0.0.1 {first} 2\n\
-                     sentinel down-after-milliseconds {SERVICE} 2000\n\
-                     sentinel failover-timeout {SERVICE} 10000\n"
-                ),
-            )
-            .expect("sentinel config");
-            let args = vec![
-                conf.display().to_string(),
-                "--sentinel".into(),
-                "--dir".into(),
-                self.dir(),
-            ];
-            self.sentinels.push(RedisServer::start_with(port, args));
+            let args = |port: u16| {
+                let conf = self.dir.0.join(format!("sentinel-{port}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor {SERVICE} 127.0.0.1 {first} 2\n\
+                         sentinel down-after-milliseconds {SERVICE} 2000\n\
+                         sentinel failover-timeout {SERVICE} 10000\n"
+                    ),
+                )
+                .expect("sentinel config");
+                vec![
+                    conf.display().to_string(),
+                    "--sentinel".into(),
+                    "--dir".into(),
+                    self.dir(),
+                ]
+            };
+            let sentinel = RedisServer::start_on_free_port(free_port, args);
+            self.sentinels.push(sentinel);
         }
         wait_for(
             Duration::from_secs(20),
