@@ -35,21 +35,7 @@ pub(crate) fn request_id(
     }
     #[cfg(not(feature = "tower-http"))]
     let _ = ext;
-    first_value(headers, header).cloned()
-}
-
-/// Names a header map may hold for [`first_value`] to scan it rather than look the name up.
-const SCANNED: usize = 12;
-
-/// The first value of `name` in `headers`. A custom name's lookup hashes it byte by byte
-/// (about 140 instructions for `x-request-id`); comparing it with the names of a short map
-/// costs a few instructions per name, most of them standard names told apart by their tag.
-fn first_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
-    if headers.len() <= SCANNED {
-        headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
-    } else {
-        headers.get(name)
-    }
+    crate::util::header::first_value(headers, header).cloned()
 }
 
 /// The peer address of the connection: axum's `ConnectInfo<SocketAddr>` (serve with
@@ -70,6 +56,7 @@ mod tests {
     use http::header::{ACCEPT, HOST};
 
     use super::*;
+    use crate::util::header::first_value;
 
     #[test]
     fn the_first_value_is_found_in_short_and_long_maps() {
